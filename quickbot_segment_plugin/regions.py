@@ -20,7 +20,10 @@ REGION_HOSTS: dict[str, str] = {
     "us": "https://api.segment.io",
     "eu": "https://events.eu1.segmentapis.com",
 }
-REGION_TITLES: dict[str, str] = {"us": "United States (api.segment.io)", "eu": "Europe (events.eu1.segmentapis.com)"}
+REGION_TITLES: dict[str, str] = {
+    "us": "United States (api.segment.io)",
+    "eu": "Europe (events.eu1.segmentapis.com)",
+}
 
 ENDPOINT_ENV = "QUICKBOT_SEGMENT_ENDPOINT"
 
