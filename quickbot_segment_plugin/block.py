@@ -1,0 +1,99 @@
+"""The Segment block type: the object the host holds and calls (host contract, "The block-type object").
+
+One instance per process serves every workspace. Its collaborators (template engine, key
+ring, delivery pool) are created on first use, so loading the plugin costs nothing and a
+host that only shows the editor never reads a key or starts a thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from . import __version__, schemas
+from .credentials import KeyRing
+from .delivery import DeliveryPool, DeliverySettings
+from .execution import Executor
+from .templating import default_engine
+from .validation import check_options
+
+
+class SegmentBlock:
+    id = "segment"
+    name = "Segment"
+    api_version = 1
+
+    def __init__(self) -> None:
+        self.version = __version__
+        self._lock = threading.Lock()
+        self._keyring: KeyRing | None = None
+        self._pool: DeliveryPool | None = None
+        self._executor: Executor | None = None
+
+    def __repr__(self) -> str:
+        return f"<SegmentBlock id={self.id!r} version={self.version!r}>"
+
+    @property
+    def options_schema(self) -> dict[str, Any]:
+        return schemas.load_copy("options")
+
+    @property
+    def credentials_schema(self) -> dict[str, Any]:
+        return schemas.load_copy("credentials")
+
+    def validate(self, options: dict[str, Any]) -> list[dict[str, str]]:
+        return [problem.as_dict() for problem in check_options(options, default_engine()).problems]
+
+    def seal_credentials(self, values: dict[str, Any], *, workspace_id: str) -> str:
+        return self.keyring().seal(values, workspace_id)
+
+    def execute(self, options: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+        return self.executor().execute(options, context)
+
+    def keyring(self) -> KeyRing:
+        if self._keyring is None:
+            with self._lock:
+                if self._keyring is None:
+                    self._keyring = KeyRing.from_env()
+        return self._keyring
+
+    def pool(self) -> DeliveryPool:
+        if self._pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = DeliveryPool(DeliverySettings.from_env())
+        return self._pool
+
+    def executor(self) -> Executor:
+        if self._executor is None:
+            with self._lock:
+                if self._executor is None:
+                    self._executor = Executor(default_engine(), self.keyring, self.pool)
+        return self._executor
+
+    def shutdown(self, timeout: float) -> None:
+        """Flush what was accepted, within `timeout`; the block can be used again afterwards."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(timeout)
+
+
+_current: SegmentBlock | None = None
+_current_lock = threading.Lock()
+
+
+def current_block() -> SegmentBlock:
+    """The process's block; the same object for every `quickbot_block_types` call."""
+    global _current
+    with _current_lock:
+        if _current is None:
+            _current = SegmentBlock()
+        return _current
+
+
+def shutdown_current_block(timeout: float) -> None:
+    with _current_lock:
+        block = _current
+    if block is not None:
+        block.shutdown(timeout)

@@ -1,0 +1,193 @@
+"""One run of the block for one conversation: options -> plan -> message -> delivery pool.
+
+`execute` is on the conversation's critical path, so it does no network I/O and repeats no
+work that depends only on the options or the credentials: plans and opened credentials are
+cached, and the message goes to a background client. It never raises for anything a user
+can cause; the reason goes into the result's logs instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .credentials import CredentialsError, KeyRing
+from .delivery import DeliveryPool
+from .errors import PluginError
+from .messages import MessageError, build_message, message_id_for
+from .plan import BlockPlan, RenderFailure, compile_plan, condition_allows, render_parts
+from .regions import endpoint_for
+from .results import ResultLog
+from .templating import TemplateEngine
+from .validation import check_options
+
+logger = logging.getLogger("quickbot_segment_plugin.execution")
+
+PLAN_CACHE_SIZE = 4096
+RECENT_EXECUTIONS = 100_000
+
+
+class _LruCache:
+    """A small thread-safe LRU: plans and executions are shared by every conversation thread."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+    def add_if_absent(self, key: Any) -> bool:
+        """Record `key`; False when it was already there (the duplicate check, atomically)."""
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return False
+            self._items[key] = True
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+            return True
+
+    def discard(self, key: Any) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+
+
+class Executor:
+    """Runs blocks; shared by every conversation, so all of its state is thread-safe."""
+
+    def __init__(
+        self,
+        engine: TemplateEngine,
+        keyring: Callable[[], KeyRing],
+        pool: Callable[[], DeliveryPool],
+    ) -> None:
+        self.engine = engine
+        self._keyring = keyring
+        self._pool = pool
+        self._plans = _LruCache(PLAN_CACHE_SIZE)
+        self._recent = _LruCache(RECENT_EXECUTIONS)
+
+    def execute(self, options: Any, context: Any) -> dict[str, Any]:
+        workspace_id, variables = _host_inputs(context)
+        log = ResultLog()
+        try:
+            return self._execute(options, context, workspace_id, variables, log)
+        except RenderFailure:
+            return log.result("failed")
+        except PluginError as error:
+            log.error(str(error), field=error.field)
+            return log.result("failed")
+        except Exception as error:  # a bug of ours must not take the conversation down
+            logger.exception("unexpected error in the Segment block", extra={"workspace": workspace_id})
+            log.error(
+                f"The Segment block failed unexpectedly ({type(error).__name__}); the server log has details.",
+            )
+            return log.result("failed")
+
+    def _execute(
+        self,
+        options: Any,
+        context: Mapping[str, Any],
+        workspace_id: str,
+        variables: Mapping[str, Any],
+        log: ResultLog,
+    ) -> dict[str, Any]:
+        plan = self._plan(options, log)
+        if plan is None:
+            return log.result("failed")
+        if plan.legacy:
+            log.info("These options were saved by the older Segment block and were upgraded on the fly.")
+        if not condition_allows(plan, variables, log):
+            return log.result("skipped")
+        execution_id = context.get("execution_id")
+        execution_id = str(execution_id) if execution_id not in (None, "") else None
+        message_id = message_id_for(workspace_id, execution_id)
+        parts = render_parts(plan, variables, message_id, log)
+        try:
+            payload = build_message(parts, context)
+        except MessageError as error:
+            log.error(str(error), field=error.field)
+            return log.result("failed")
+        if context.get("dry_run"):
+            log.info("Dry run: the message was built and checked, and not sent.")
+            return log.result("dry_run", message_id=message_id, payload=payload)
+        token = context.get("credentials")
+        if not isinstance(token, str) or not token.strip():
+            log.error(
+                "No Segment credentials: add your Segment Write Key to this block's credentials.",
+                field="credentials",
+            )
+            return log.result("failed")
+        try:
+            credentials = self._keyring().open(token, workspace_id)
+        except CredentialsError as error:
+            log.error(f"The Segment credentials could not be used: {error}", field="credentials")
+            return log.result("failed")
+        endpoint = endpoint_for(credentials.region)
+        duplicate_key = (workspace_id, message_id) if execution_id is not None else None
+        if duplicate_key is not None and not self._recent.add_if_absent(duplicate_key):
+            log.warning(
+                "This execution was already queued; it was not sent again.",
+                execution_id=execution_id,
+                duplicate=True,
+            )
+            return log.result("queued", message_id=message_id, payload=payload)
+        outcome = self._pool().enqueue(workspace_id, credentials.write_key.reveal(), endpoint, payload)
+        if not outcome.accepted:
+            if duplicate_key is not None:
+                self._recent.discard(duplicate_key)
+            log.error(
+                f"The event could not be queued for delivery ({outcome.reason}); it was kept for replay.",
+                reason=outcome.reason,
+            )
+            return log.result("failed", message_id=message_id, payload=payload)
+        return log.result("queued", message_id=message_id, payload=payload)
+
+    def _plan(self, options: Any, log: ResultLog) -> BlockPlan | None:
+        try:
+            cache_key = json.dumps(options, sort_keys=True, separators=(",", ":"))
+        except (TypeError, ValueError):
+            cache_key = None  # not JSON: checking reports what is wrong with it
+        plan: BlockPlan | None = self._plans.get(cache_key) if cache_key is not None else None
+        if plan is not None:
+            return plan
+        checked = check_options(options, self.engine)
+        if checked.options is None:
+            for problem in checked.problems:
+                log.error(problem.message, field=problem.path)
+            return None
+        legacy = bool(checked.upgraded and checked.upgraded.legacy)
+        plan = compile_plan(checked.options, self.engine, legacy=legacy)
+        if cache_key is not None:
+            self._plans.put(cache_key, plan)
+        return plan
+
+
+def _host_inputs(context: Any) -> tuple[str, Mapping[str, Any]]:
+    """The two things a host must always give; their absence is a host bug, so it raises."""
+    if not isinstance(context, Mapping):
+        raise TypeError(f"execute() needs context to be a dict, got {type(context).__name__}")
+    workspace_id = context.get("workspace_id")
+    if not isinstance(workspace_id, str) or not workspace_id:
+        raise ValueError("execute() needs context['workspace_id'], a non-empty string (host contract)")
+    variables = context.get("variables") or {}
+    if not isinstance(variables, Mapping):
+        raise TypeError(f"execute() needs context['variables'] to be a dict, got {type(variables).__name__}")
+    return workspace_id, variables

@@ -1,0 +1,123 @@
+"""Rendered field values + host context -> one Segment message, following Segment's spec.
+
+The message built here is the payload the block reports *and* the one handed to the
+library, in the library's own final form (ISO timestamp with milliseconds, string ids,
+`context.library`), so "the payload exactly as it will be sent" is true by construction
+rather than by a second serialisation that could drift.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from segment.analytics.version import VERSION as LIBRARY_VERSION
+
+from .errors import PluginError
+
+MAX_MESSAGE_BYTES = 32 * 1024  # Segment rejects a single message above 32 KB
+MAX_MESSAGE_ID_CHARS = 100  # Segment's limit on messageId
+LIBRARY_CONTEXT = {"name": "analytics-python", "version": LIBRARY_VERSION}
+
+# Derived message ids live in their own UUID namespace so they never collide with ids
+# another system derives from the same execution id.
+MESSAGE_ID_NAMESPACE = uuid.UUID("6f1d2c3e-8a47-5b0e-9c1a-2f7e4d9b0a61")
+
+# Host context keys -> where they go in the event's `context` (documented in README).
+HOST_CONTEXT_KEYS = {"bot_id": "botId", "session_id": "sessionId", "block_id": "blockId"}
+
+
+class MessageError(PluginError):
+    """The rendered values cannot make a valid Segment message (sizes, nested keys)."""
+
+
+def message_id_for(workspace_id: str, execution_id: str | None) -> str:
+    """Stable per (workspace, execution) so a host's retry is deduplicated by Segment; random otherwise."""
+    if execution_id:
+        return str(uuid.uuid5(MESSAGE_ID_NAMESPACE, f"{workspace_id}\x1f{execution_id}"))
+    return str(uuid.uuid4())
+
+
+@dataclass
+class MessageParts:
+    """What `execute` rendered, ready to be assembled into one message."""
+
+    action: str
+    message_id: str
+    fields: dict[str, Any]  # top-level Segment fields: userId, event, name, groupId ... (wire names)
+    payload_objects: dict[str, dict[str, Any]] = field(default_factory=dict)  # traits / properties
+    context: dict[str, Any] = field(default_factory=dict)
+    integrations: dict[str, bool] = field(default_factory=dict)
+    timestamp: datetime | None = None
+
+
+def build_message(parts: MessageParts, host_context: Mapping[str, Any]) -> dict[str, Any]:
+    """The Segment message in wire form; raises MessageError when it breaks Segment's limits."""
+    timestamp = parts.timestamp or datetime.now(timezone.utc)
+    context = dict(parts.context)
+    quickbot = {wire: host_context[key] for key, wire in HOST_CONTEXT_KEYS.items() if host_context.get(key)}
+    if quickbot:
+        existing = context.get("quickbot")
+        context["quickbot"] = {**existing, **quickbot} if isinstance(existing, dict) else quickbot
+    context["library"] = dict(LIBRARY_CONTEXT)
+    message: dict[str, Any] = {"type": parts.action, "messageId": parts.message_id}
+    message.update((name, value) for name, value in parts.fields.items() if value not in (None, ""))
+    message.update(parts.payload_objects)
+    message["context"] = context
+    message["integrations"] = dict(parts.integrations)
+    message["timestamp"] = timestamp.isoformat(timespec="milliseconds")
+    check_size(message)
+    return message
+
+
+def check_size(message: dict[str, Any]) -> int:
+    size = _json_size(message)
+    if size > MAX_MESSAGE_BYTES:
+        largest = sorted(_field_sizes(message), key=lambda item: item[1], reverse=True)[:3]
+        named = ", ".join(f"{path} ({_kb(bytes_)})" for path, bytes_ in largest)
+        raise MessageError(
+            f"The message is {_kb(size)}, over Segment's 32 KB limit per event; the largest fields are "
+            f"{named}. Send less data in those fields.",
+            field=largest[0][0] if largest else None,
+        )
+    return size
+
+
+def set_nested(target: dict[str, Any], dotted_key: str, value: Any) -> None:
+    """`address.city` -> {"address": {"city": ...}}, so reserved nested traits need no JSON."""
+    parts = [part.strip() for part in dotted_key.split(".")]
+    node = target
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            prefix = ".".join(parts[: depth + 1])
+            raise MessageError(f"{dotted_key!r} needs {prefix!r} to be an object, but it is already set to a value.")
+        node = child
+    leaf = parts[-1]
+    if isinstance(node.get(leaf), dict) and not isinstance(value, dict):
+        raise MessageError(f"{dotted_key!r} is set to a value, but other keys already use it as an object.")
+    node[leaf] = value
+
+
+def _json_size(value: Any) -> int:
+    # Measured exactly as segment-analytics-python measures before enqueueing (default
+    # separators, ASCII escapes), so a message that passes here never raises in the library.
+    return len(json.dumps(value).encode())
+
+
+def _field_sizes(message: dict[str, Any]) -> list[tuple[str, int]]:
+    sizes = []
+    for name, value in message.items():
+        if isinstance(value, dict) and value:
+            sizes.extend((f"{name}.{key}", _json_size(inner)) for key, inner in value.items())
+        else:
+            sizes.append((name, _json_size(value)))
+    return sizes
+
+
+def _kb(size: int) -> str:
+    return f"{size / 1024:.1f} KB"
