@@ -77,9 +77,7 @@ class ReferenceHost:
         self.manager = pluggy.PluginManager(PROJECT_NAME)
         self.manager.add_hookspecs(QuickbotHookSpecs)
         env = os.environ if environ is None else environ
-        self.disabled = frozenset(
-            name.strip() for name in env.get(DISABLE_PLUGINS_ENV, "").split(",") if name.strip()
-        )
+        self.disabled = frozenset(name.strip() for name in env.get(DISABLE_PLUGINS_ENV, "").split(",") if name.strip())
         self._block_types: dict[str, BlockType] | None = None
 
     def load(self) -> ReferenceHost:

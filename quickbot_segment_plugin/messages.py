@@ -110,7 +110,7 @@ def _json_size(value: Any) -> int:
 
 
 def _field_sizes(message: dict[str, Any]) -> list[tuple[str, int]]:
-    sizes = []
+    sizes: list[tuple[str, int]] = []
     for name, value in message.items():
         if isinstance(value, dict) and value:
             sizes.extend((f"{name}.{key}", _json_size(inner)) for key, inner in value.items())

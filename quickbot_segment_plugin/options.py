@@ -9,7 +9,7 @@ for the same reason.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic.json_schema import SkipJsonSchema
@@ -234,7 +234,11 @@ class GroupOptions(_ActionOptions):
     model_config = ConfigDict(title="Group", json_schema_extra={"x-required-one-of": list(IDENTITY_FIELDS)})
 
     action: Literal["group"] = _field(
-        "Action", "Associate the user with a group (company, organization, team).", ["group"], order=0, template=False
+        "Action",
+        "Associate the user with a group (company, organization, team).",
+        ["group"],
+        order=0,
+        template=False,
     )
     groupId: str = _required_text("Group ID", "Identifier of the group.", ["{{Company ID}}"], 5)
     userId: str = _user_id()
@@ -261,7 +265,7 @@ class ScreenOptions(_ActionOptions):
     )
 
 
-ActionOptions = Union[IdentifyOptions, AliasOptions, TrackOptions, PageOptions, GroupOptions, ScreenOptions]
+ActionOptions = IdentifyOptions | AliasOptions | TrackOptions | PageOptions | GroupOptions | ScreenOptions
 BlockOptions = Annotated[ActionOptions, Field(discriminator="action")]
 OPTIONS_ADAPTER: TypeAdapter[ActionOptions] = TypeAdapter(BlockOptions)
 

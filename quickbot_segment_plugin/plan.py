@@ -167,9 +167,7 @@ def _render_item(item: ItemPlan, variables: Mapping[str, Any], log: ResultLog) -
     value = rendered.value
     if value is None or (isinstance(value, str) and not value.strip()) or value == []:
         reason = (
-            _empty_sentence(f"The {item.label}", rendered.missing)
-            if rendered.missing
-            else f"The {item.label} is empty"
+            _empty_sentence(f"The {item.label}", rendered.missing) if rendered.missing else f"The {item.label} is empty"
         )
         log.warning(f"{reason}; it was not sent.", field=path)
         return _DROPPED
@@ -194,7 +192,9 @@ def _render_timestamp(plan: FieldPlan, variables: Mapping[str, Any], log: Result
         raise RenderFailure from None
 
 
-def _render(plan: FieldPlan, variables: Mapping[str, Any], log: ResultLog, path: str, quiet_missing: bool = False) -> Any:
+def _render(
+    plan: FieldPlan, variables: Mapping[str, Any], log: ResultLog, path: str, quiet_missing: bool = False
+) -> Any:
     try:
         rendered = plan.template.render(variables)
     except TemplateError as error:

@@ -108,7 +108,7 @@ def load_copy(name: SchemaName) -> dict[str, Any]:
 
 
 def _schema_file(filename: str) -> Path:
-    shipped = resources.files("quickbot_segment_plugin").joinpath("block_schemas", filename)
+    shipped = resources.files("quickbot_segment_plugin").joinpath("block_schemas").joinpath(filename)
     if shipped.is_file():
         return Path(str(shipped))
     # An editable install or a source checkout: block_schemas/ sits beside the package.

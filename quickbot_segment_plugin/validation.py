@@ -64,8 +64,7 @@ def check_options(raw: object, engine: TemplateEngine | None = None) -> CheckedO
         ]
         return CheckedOptions(None, _dedupe(problems), upgraded)
     problems = [
-        Problem(upgraded.given_path(p.path), p.message)
-        for p in _semantic_problems(model, engine or default_engine())
+        Problem(upgraded.given_path(p.path), p.message) for p in _semantic_problems(model, engine or default_engine())
     ]
     return CheckedOptions(model if not problems else None, problems, upgraded)
 
@@ -115,9 +114,7 @@ def _semantic_problems(model: ActionOptions, engine: TemplateEngine) -> list[Pro
             else:
                 seen[key] = index
             if any(not part.strip() for part in key.split(".")):
-                problems.append(
-                    Problem(f"{base}/key", f"Key of {label} has an empty part between dots.")
-                )
+                problems.append(Problem(f"{base}/key", f"Key of {label} has an empty part between dots."))
     return problems
 
 

@@ -106,7 +106,7 @@ def to_json(value: Any) -> Any:
         return value
     try:
         return json.loads(value)
-    except ValueError as error:
+    except json.JSONDecodeError as error:
         raise ConversionError(f"{_excerpt(value)} is not valid JSON ({error.msg} at character {error.pos})") from None
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pluggy
 import pytest
 
-from quickbot_segment_plugin import host, schemas
+from quickbot_segment_plugin import host
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -123,7 +123,10 @@ def test_execute_raises_only_for_host_programming_errors() -> None:
         ("", ""),
         # Positive controls: the probe does see each kind of side effect it looks for.
         ("open('/etc/hostname').close()", "open"),
-        ("threading.Thread(target=lambda: __import__('time').sleep(1), daemon=True).start()", "thread started"),
+        (
+            "threading.Thread(target=lambda: __import__('time').sleep(1), daemon=True).start()",
+            "thread started",
+        ),
         ("os.environ.get('QUICKBOT_ENCRYPTION_KEYS')", "environ read QUICKBOT_ENCRYPTION_KEYS"),
     ],
 )

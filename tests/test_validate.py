@@ -21,7 +21,12 @@ def problems(options: Any) -> list[dict[str, str]]:
         {"action": "identify", "userId": "{{User ID}}", "email": "{{Email}}"},
         {"action": "identify", "anonymousId": "{{Session ID}}", "email": "a@b.co", "traits": []},
         {"action": "alias", "userId": "new", "previousId": "old"},
-        {"action": "track", "event": "Order Completed", "userId": "u1", "properties": [{"key": "n", "value": "1"}]},
+        {
+            "action": "track",
+            "event": "Order Completed",
+            "userId": "u1",
+            "properties": [{"key": "n", "value": "1"}],
+        },
         {"action": "page", "name": "Pricing", "anonymousId": "a", "category": "Docs"},
         {"action": "group", "groupId": "acme", "userId": "u"},
         {"action": "screen", "name": "Home", "userId": "u", "timestamp": "2026-01-31T12:00:00Z"},
@@ -78,11 +83,21 @@ def test_valid_options_have_no_problems(options: dict[str, Any]) -> None:
         ),
         (
             {"action": "track", "event": "E", "userId": "u", "integrations": {"Mixpanel": "no"}},
-            [{"path": "integrations/Mixpanel", "message": "Integration 'Mixpanel' must be true or false, not text."}],
+            [
+                {
+                    "path": "integrations/Mixpanel",
+                    "message": "Integration 'Mixpanel' must be true or false, not text.",
+                }
+            ],
         ),
         (
             {"action": "track", "event": "E", "userId": "u", "traits": []},
-            [{"path": "traits", "message": "'traits' is not a setting of the Track Event action; remove it."}],
+            [
+                {
+                    "path": "traits",
+                    "message": "'traits' is not a setting of the Track Event action; remove it.",
+                }
+            ],
         ),
         (
             {"action": "track", "event": "E"},
@@ -102,7 +117,12 @@ def test_valid_options_have_no_problems(options: dict[str, Any]) -> None:
             [{"path": "email", "message": "Email is required."}],
         ),
         (
-            {"action": "track", "event": "E", "userId": "u", "properties": [{"key": "n", "value": "x", "type": "int"}]},
+            {
+                "action": "track",
+                "event": "E",
+                "userId": "u",
+                "properties": [{"key": "n", "value": "x", "type": "int"}],
+            },
             [
                 {
                     "path": "properties/0/type",
@@ -112,7 +132,12 @@ def test_valid_options_have_no_problems(options: dict[str, Any]) -> None:
             ],
         ),
         (
-            {"action": "track", "event": "E", "userId": "u", "properties": [{"key": "n", "value": "x", "type": "number"}]},
+            {
+                "action": "track",
+                "event": "E",
+                "userId": "u",
+                "properties": [{"key": "n", "value": "x", "type": "number"}],
+            },
             [{"path": "properties/0/value", "message": "Value of property 1 ('n'): 'x' is not a number."}],
         ),
         (
@@ -125,7 +150,12 @@ def test_valid_options_have_no_problems(options: dict[str, Any]) -> None:
             ],
         ),
         (
-            {"action": "track", "event": "E", "userId": "u", "properties": [{"key": "a", "value": "1"}, {"key": "a"}]},
+            {
+                "action": "track",
+                "event": "E",
+                "userId": "u",
+                "properties": [{"key": "a", "value": "1"}, {"key": "a"}],
+            },
             [
                 {
                     "path": "properties/1/key",
@@ -149,7 +179,12 @@ def test_template_syntax_errors_name_the_field_and_position() -> None:
 
 def test_template_syntax_error_in_an_item_value() -> None:
     [problem] = problems(
-        {"action": "identify", "userId": "u", "email": "e@x.io", "traits": [{"key": "k", "value": "{{ a | }}"}]}
+        {
+            "action": "identify",
+            "userId": "u",
+            "email": "e@x.io",
+            "traits": [{"key": "k", "value": "{{ a | }}"}],
+        }
     )
     assert problem["path"] == "traits/0/value"
     assert problem["message"].startswith("Value of trait 1 ('k'): ")
@@ -171,7 +206,11 @@ class TestTypebotStyleOptions:
         assert result and all("not a Segment action" not in problem["message"] for problem in result)
 
     def test_a_missing_event_name_is_reported_at_the_old_path(self) -> None:
-        options = {"action": "Track Event", "userId": "u", "properties": [{"id": "a", "key": "k", "value": "v"}]}
+        options = {
+            "action": "Track Event",
+            "userId": "u",
+            "properties": [{"id": "a", "key": "k", "value": "v"}],
+        }
         assert problems(options) == [{"path": "eventName", "message": "Event Name is required."}]
 
     def test_errors_inside_renamed_fields_point_at_the_given_name(self) -> None:
@@ -179,5 +218,10 @@ class TestTypebotStyleOptions:
         assert problems(options) == [{"path": "eventName", "message": "Event Name cannot be empty."}]
 
     def test_an_item_with_an_empty_key_keeps_its_index(self) -> None:
-        options = {"action": "Identify User", "userId": "u", "email": "e@x.io", "traits": [{"id": "t", "key": ""}]}
+        options = {
+            "action": "Identify User",
+            "userId": "u",
+            "email": "e@x.io",
+            "traits": [{"id": "t", "key": ""}],
+        }
         assert problems(options) == [{"path": "traits/0/key", "message": "Key of trait 1 cannot be empty."}]

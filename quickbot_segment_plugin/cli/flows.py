@@ -26,8 +26,10 @@ LOCAL_WRITE_KEY = "localDemoWriteKey0123456789"
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     validate = subparsers.add_parser(
-        "validate", help="check every Segment block of a flow file", description="Check every Segment block "
-        "of a flow file, as the editor does on save. Exit status 1 when any block has a problem."
+        "validate",
+        help="check every Segment block of a flow file",
+        description="Check every Segment block "
+        "of a flow file, as the editor does on save. Exit status 1 when any block has a problem.",
     )
     validate.add_argument("flow", type=Path, help="the flow file (JSON)")
     validate.set_defaults(func=run_validate)
@@ -40,7 +42,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     run.add_argument("flow", type=Path, help="the flow file (JSON)")
     run.add_argument("--var", action="append", default=[], metavar="NAME=VALUE", help="set or override a variable")
     run.add_argument(
-        "--credentials", metavar="TOKEN", help="a sealed token (credentials seal): send to Segment, not locally"
+        "--credentials",
+        metavar="TOKEN",
+        help="a sealed token (credentials seal): send to Segment, not locally",
     )
     run.add_argument("--dry-run", action="store_true", help="render and check, send nothing")
     run.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -122,7 +126,10 @@ def _print(results: list[dict[str, Any]], received: list[dict[str, Any]] | None,
         print(json.dumps({"results": results, "received": received}, indent=2, ensure_ascii=False))
         return
     for result in results:
-        print(f"== block {result['block']}: {result['status']}" + (f" ({result['message_id']})" if "message_id" in result else ""))
+        print(
+            f"== block {result['block']}: {result['status']}"
+            + (f" ({result['message_id']})" if "message_id" in result else "")
+        )
         for entry in result["logs"]:
             print(f"   [{entry['level']}] {entry['message']}")
         if "payload" in result:
@@ -131,5 +138,7 @@ def _print(results: list[dict[str, Any]], received: list[dict[str, Any]] | None,
         print(f"\nThe local collector received {len(received)} event(s):")
         for message in received:
             who = message.get("userId") or message.get("anonymousId") or ""
-            what = message.get("event") or message.get("name") or message.get("groupId") or message.get("previousId") or ""
+            what = (
+                message.get("event") or message.get("name") or message.get("groupId") or message.get("previousId") or ""
+            )
             print(f"   {message.get('type', '?'):<9} {what!s:<28} {who}")

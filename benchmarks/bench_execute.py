@@ -1,0 +1,179 @@
+"""`execute` against the raw segment-analytics-python client, measured in the same run.
+
+    python benchmarks/bench_execute.py [--events 20000] [--latency-ms 0]
+
+(a) latency: one `execute` of a track block (templates, typed values, host context) against
+    the raw `Client.track` enqueue of the same payload; both go to a client whose consumer
+    is running, so the comparison includes the same background contention.
+(b) delivery: events per second from the first call to the last event received, for N
+    events through `execute` and through the raw client with the same batch settings.
+Prints a table and writes benchmarks/results/execute.json. Ratios, not absolute numbers,
+are the point: both sides run on the same machine at the same moment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from receiver import CountingReceiver  # noqa: E402
+from segment.analytics import Client  # noqa: E402
+
+from quickbot_segment_plugin.block import SegmentBlock  # noqa: E402
+from quickbot_segment_plugin.credentials import ENCRYPTION_KEYS_ENV, generate_key  # noqa: E402
+
+WRITE_KEY = "benchmarkWriteKey0123456789"
+WORKSPACE = "bench"
+OPTIONS = {
+    "action": "track",
+    "event": "Lead Qualified",
+    "userId": "{{User ID}}",
+    "properties": [
+        {"key": "plan", "value": "{{Plan}}"},
+        {"key": "score", "value": "{{Score}}"},
+        {"key": "source", "value": "chatbot"},
+    ],
+}
+VARIABLES = {"User ID": "user-1042", "Plan": "premium", "Score": 8}
+SETTINGS = {"upload_size": 100, "upload_interval": 0.05, "max_queue_size": 100_000, "gzip": True, "timeout": 15}
+
+
+def _configure(url: str) -> None:
+    os.environ[ENCRYPTION_KEYS_ENV] = generate_key()
+    os.environ["QUICKBOT_SEGMENT_ENDPOINT"] = url
+    os.environ["QUICKBOT_SEGMENT_BATCH_SIZE"] = str(SETTINGS["upload_size"])
+    os.environ["QUICKBOT_SEGMENT_FLUSH_INTERVAL"] = str(SETTINGS["upload_interval"])
+    os.environ["QUICKBOT_SEGMENT_MAX_QUEUE_SIZE"] = str(SETTINGS["max_queue_size"])
+    os.environ["QUICKBOT_SEGMENT_GZIP"] = "true"
+
+
+def _raw_client(url: str) -> Any:
+    import atexit
+
+    client = Client(WRITE_KEY, host=url, **SETTINGS)
+    atexit.unregister(client.join)
+    return client
+
+
+def _raw_track(client: Any, payload: dict[str, Any]) -> None:
+    client.track(
+        user_id=payload["userId"],
+        event=payload["event"],
+        properties=payload["properties"],
+        context=dict(payload["context"]),
+        timestamp=datetime.now(timezone.utc),
+        integrations={},
+        message_id=None,
+    )
+
+
+def _timed(call: Any, count: int) -> list[float]:
+    samples = []
+    gc.disable()
+    try:
+        for _ in range(count):
+            start = time.perf_counter_ns()
+            call()
+            samples.append((time.perf_counter_ns() - start) / 1000)
+    finally:
+        gc.enable()
+    return samples
+
+
+def measure(events: int, latency_ms: float) -> dict[str, Any]:
+    with CountingReceiver(latency=latency_ms / 1000) as receiver:
+        _configure(receiver.url)
+        block = SegmentBlock()
+        token = block.seal_credentials({"writeKey": WRITE_KEY}, workspace_id=WORKSPACE)
+        context = {"workspace_id": WORKSPACE, "credentials": token, "variables": VARIABLES, "bot_id": "b"}
+        payload = block.execute(OPTIONS, {**context, "dry_run": True})["payload"]
+        raw = _raw_client(receiver.url)
+
+        # warm both paths (plan cache, credential cache, client creation, connection)
+        for _ in range(200):
+            block.execute(OPTIONS, context)
+            _raw_track(raw, payload)
+        receiver.wait_for(400, 30)
+
+        # (a) latency, interleaved in rounds so drift hits both sides alike
+        plugin_us: list[float] = []
+        raw_us: list[float] = []
+        for _ in range(5):
+            plugin_us += _timed(lambda: block.execute(OPTIONS, context), events // 10)
+            raw_us += _timed(lambda: _raw_track(raw, payload), events // 10)
+        block.pool().flush(60)
+        raw.flush()
+
+        # (b) delivery throughput, each side alone
+        receiver.reset()
+        start = time.perf_counter()
+        for _ in range(events):
+            block.execute(OPTIONS, context)
+        assert receiver.wait_for(events, 300), f"plugin delivered {receiver.events} of {events}"
+        plugin_rate = events / (time.perf_counter() - start)
+
+        receiver.reset()
+        start = time.perf_counter()
+        for _ in range(events):
+            _raw_track(raw, payload)
+        assert receiver.wait_for(events, 300), f"raw client delivered {receiver.events} of {events}"
+        raw_rate = events / (time.perf_counter() - start)
+
+        block.shutdown(10)
+        raw.join()
+
+    return {
+        "events": events,
+        "latency_ms": latency_ms,
+        "execute_us": {"median": statistics.median(plugin_us), "p99": _p99(plugin_us)},
+        "raw_enqueue_us": {"median": statistics.median(raw_us), "p99": _p99(raw_us)},
+        "latency_ratio_median": statistics.median(plugin_us) / statistics.median(raw_us),
+        "plugin_events_per_s": plugin_rate,
+        "raw_events_per_s": raw_rate,
+        "delivery_ratio": plugin_rate / raw_rate,
+    }
+
+
+def _p99(samples: list[float]) -> float:
+    return sorted(samples)[int(len(samples) * 0.99)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    args = parser.parse_args()
+    result = measure(args.events, args.latency_ms)
+    print(f"execute vs raw segment-analytics-python ({args.events} events, receiver latency {args.latency_ms} ms)")
+    print(f"{'measure':<34}{'plugin':>14}{'raw client':>14}{'ratio':>9}")
+    print(
+        f"{'enqueue latency, median (us)':<34}{result['execute_us']['median']:>14.1f}"
+        f"{result['raw_enqueue_us']['median']:>14.1f}{result['latency_ratio_median']:>9.2f}"
+    )
+    print(
+        f"{'enqueue latency, p99 (us)':<34}{result['execute_us']['p99']:>14.1f}"
+        f"{result['raw_enqueue_us']['p99']:>14.1f}"
+        f"{result['execute_us']['p99'] / result['raw_enqueue_us']['p99']:>9.2f}"
+    )
+    print(
+        f"{'delivered events/s':<34}{result['plugin_events_per_s']:>14.0f}"
+        f"{result['raw_events_per_s']:>14.0f}{result['delivery_ratio']:>9.2f}"
+    )
+    out = Path(__file__).resolve().parent / "results" / "execute.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

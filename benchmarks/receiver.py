@@ -1,0 +1,78 @@
+"""A minimal Segment-compatible receiver for benchmarks: counts events, stores nothing.
+
+The embedded collector stores every event in SQLite, which is right for tests and demos but
+would make the receiver the bottleneck of a throughput benchmark. This one parses each batch,
+counts it, optionally waits `latency` seconds (a real round trip to Segment), and answers in
+one write with TCP_NODELAY (a split header/body write costs ~40 ms per request on loopback).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+RESPONSE = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 16\r\n\r\n{"success":true}'
+
+
+class CountingReceiver:
+    def __init__(self, latency: float = 0.0) -> None:
+        self.latency = latency
+        self.events = 0
+        self.requests = 0
+        self.message_ids: set[str] = set()
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                batch: list[dict[str, Any]] = json.loads(body).get("batch", [])
+                if receiver.latency:
+                    time.sleep(receiver.latency)
+                with receiver._lock:
+                    receiver.requests += 1
+                    receiver.events += len(batch)
+                    receiver.message_ids.update(message["messageId"] for message in batch)
+                self.wfile.write(RESPONSE)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> CountingReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def wait_for(self, count: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.events >= count:
+                return True
+            time.sleep(0.002)
+        return self.events >= count
+
+    def reset(self) -> None:
+        with self._lock:
+            self.events = self.requests = 0
+            self.message_ids.clear()
