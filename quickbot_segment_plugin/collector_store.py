@@ -1,0 +1,306 @@
+"""The collector's SQLite file: every message received, and every request turned away.
+
+One file in WAL mode, so the read API and the CLI can query while handler threads write;
+writes go through one connection behind a lock (SQLite allows one writer at a time
+anyway). The file holds what bots sent (PII included), so it is created private to the
+user (0600). A write key is never stored, only its fingerprint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id TEXT,
+    type TEXT,
+    user_id TEXT,
+    anonymous_id TEXT,
+    event TEXT,
+    received_at TEXT NOT NULL,
+    batch_id TEXT NOT NULL,
+    write_key_fingerprint TEXT NOT NULL,
+    duplicate INTEGER NOT NULL,
+    warnings TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_message_id ON events (write_key_fingerprint, message_id);
+CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id);
+CREATE INDEX IF NOT EXISTS events_by_received_at ON events (received_at);
+CREATE TABLE IF NOT EXISTS rejections (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at TEXT NOT NULL,
+    path TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    code TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    batch_id TEXT NOT NULL,
+    write_key_fingerprint TEXT
+);
+"""
+
+_COLUMNS = (
+    "id, message_id, type, user_id, anonymous_id, event, received_at, batch_id, "
+    "write_key_fingerprint, duplicate, warnings, message"
+)
+MAX_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """The read API's filters; None means "any"."""
+
+    type: str | None = None
+    user_id: str | None = None
+    anonymous_id: str | None = None
+    event: str | None = None
+    message_id: str | None = None
+    since: str | None = None  # a receivedAt in the collector's own format (see collector_spec)
+
+    def where(self) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        values: list[Any] = []
+        for column, value in (
+            ("type", self.type),
+            ("user_id", self.user_id),
+            ("anonymous_id", self.anonymous_id),
+            ("event", self.event),
+            ("message_id", self.message_id),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                values.append(value)
+        if self.since is not None:
+            clauses.append("received_at >= ?")
+            values.append(self.since)
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", values
+
+
+def _text_id(value: object) -> str | None:
+    """Ids are compared as text: Segment stringifies numeric ids."""
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    if isinstance(value, bool):
+        return str(value).lower()
+    # A JSON "\\ud800" escape decodes to a lone surrogate, which SQLite cannot store as UTF-8.
+    return str(value).encode("utf-8", "replace").decode("utf-8")
+
+
+class EventStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+            os.close(fd)
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._closed = False
+
+    def add(
+        self,
+        messages: Sequence[dict[str, Any]],
+        warnings: Sequence[Sequence[str]],
+        *,
+        received_at: str,
+        batch_id: str,
+        write_key_fingerprint: str,
+    ) -> int:
+        """Stores one request's messages in one transaction; returns how many were duplicates.
+
+        A message whose messageId this write key already sent is kept and flagged, as
+        Segment would deduplicate it: the debugger shows both, a warehouse one.
+        """
+        duplicates = 0
+        with self._changed:
+            self._check_open()
+            seen_here: set[str] = set()
+            known = self._known(write_key_fingerprint, [_text_id(message.get("messageId")) for message in messages])
+            rows = []
+            for message, message_warnings in zip(messages, warnings, strict=True):
+                message_id = _text_id(message.get("messageId"))
+                duplicate = False
+                if message_id is not None:
+                    duplicate = message_id in seen_here or message_id in known
+                    seen_here.add(message_id)
+                duplicates += duplicate
+                rows.append(
+                    (
+                        message_id,
+                        _text_id(message.get("type")),
+                        _text_id(message.get("userId")),
+                        _text_id(message.get("anonymousId")),
+                        _text_id(message.get("event")) if message.get("type") == "track" else None,
+                        received_at,
+                        batch_id,
+                        write_key_fingerprint,
+                        int(duplicate),
+                        json.dumps(list(message_warnings)),
+                        json.dumps(message),  # ASCII escapes: safe for lone surrogates
+                    )
+                )
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT INTO events (message_id, type, user_id, anonymous_id, event, received_at, "
+                    "batch_id, write_key_fingerprint, duplicate, warnings, message) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    rows,
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._changed.notify_all()
+        return duplicates
+
+    def _known(self, write_key_fingerprint: str, message_ids: Sequence[str | None]) -> set[str]:
+        """Which of these messageIds this write key already sent (one query per 500 ids)."""
+        wanted = sorted({message_id for message_id in message_ids if message_id is not None})
+        known: set[str] = set()
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            rows = self._db.execute(
+                "SELECT DISTINCT message_id FROM events WHERE write_key_fingerprint = ? "
+                f"AND message_id IN ({','.join('?' * len(chunk))})",
+                [write_key_fingerprint, *chunk],
+            ).fetchall()
+            known.update(row[0] for row in rows)
+        return known
+
+    def add_rejection(
+        self,
+        *,
+        received_at: str,
+        path: str,
+        status: int,
+        code: str,
+        reason: str,
+        batch_id: str,
+        write_key_fingerprint: str | None,
+    ) -> None:
+        with self._lock:
+            self._check_open()
+            self._db.execute(
+                "INSERT INTO rejections (received_at, path, status, code, reason, batch_id, "
+                "write_key_fingerprint) VALUES (?,?,?,?,?,?,?)",
+                (received_at, path, status, code, reason, batch_id, write_key_fingerprint),
+            )
+
+    def events(self, where: EventFilter, limit: int, offset: int) -> list[dict[str, Any]]:
+        """Newest first."""
+        clause, values = where.where()
+        with self._lock:
+            self._check_open()
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM events{clause} ORDER BY id DESC LIMIT ? OFFSET ?",
+                [*values, min(max(limit, 0), MAX_PAGE), max(offset, 0)],
+            ).fetchall()
+        return [_row_to_event(row) for row in rows]
+
+    def total(self, where: EventFilter) -> int:
+        clause, values = where.where()
+        with self._lock:
+            self._check_open()
+            (count,) = self._db.execute(f"SELECT COUNT(*) FROM events{clause}", values).fetchone()
+        return int(count)
+
+    def messages(self) -> list[dict[str, Any]]:
+        """Every stored message, oldest first."""
+        with self._lock:
+            self._check_open()
+            rows = self._db.execute("SELECT message FROM events ORDER BY id").fetchall()
+        return [json.loads(message) for (message,) in rows]
+
+    def count(self, distinct: bool = False) -> int:
+        sql = "SELECT COUNT(*) FROM events" + (" WHERE duplicate = 0" if distinct else "")
+        with self._lock:
+            self._check_open()
+            (count,) = self._db.execute(sql).fetchone()
+        return int(count)
+
+    def wait_for(self, count: int, timeout: float, distinct: bool) -> bool:
+        """Blocks until at least `count` messages are stored (woken by each `add`)."""
+        deadline = time.monotonic() + timeout
+        sql = "SELECT COUNT(*) FROM events" + (" WHERE duplicate = 0" if distinct else "")
+        with self._changed:
+            while True:
+                self._check_open()
+                if int(self._db.execute(sql).fetchone()[0]) >= count:
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(min(remaining, 0.5))
+
+    def rejections(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Requests answered with an error, or accepted and dropped; newest first."""
+        with self._lock:
+            self._check_open()
+            rows = self._db.execute(
+                "SELECT received_at, path, status, code, reason, batch_id, write_key_fingerprint "
+                "FROM rejections ORDER BY id DESC LIMIT ?",
+                (min(max(limit, 0), MAX_PAGE),),
+            ).fetchall()
+        keys = ("received_at", "path", "status", "code", "reason", "batch_id", "write_key_fingerprint")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._check_open()
+            self._db.execute("DELETE FROM events")
+            self._db.execute("DELETE FROM rejections")
+
+    def close(self) -> None:
+        with self._changed:
+            if not self._closed:
+                self._closed = True
+                self._db.close()
+                self._changed.notify_all()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the collector is stopped; its store is closed (read events before stop()).")
+
+
+def _row_to_event(row: Sequence[Any]) -> dict[str, Any]:
+    (
+        _,
+        message_id,
+        kind,
+        user_id,
+        anonymous_id,
+        event,
+        received_at,
+        batch_id,
+        key,
+        duplicate,
+        warnings,
+        message,
+    ) = row
+    return {
+        "message": json.loads(message),
+        "message_id": message_id,
+        "type": kind,
+        "user_id": user_id,
+        "anonymous_id": anonymous_id,
+        "event": event,
+        "received_at": received_at,
+        "batch_id": batch_id,
+        "write_key_fingerprint": key,
+        "duplicate": bool(duplicate),
+        "warnings": json.loads(warnings),
+    }
