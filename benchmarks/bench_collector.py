@@ -9,8 +9,8 @@ Two questions, each answered as a ratio against a baseline measured in the same 
    (parsed, checked, stored in SQLite) versus the same client against a receiver that only
    counts (benchmarks/receiver.py's idea, inlined here so this script stands alone).
 
-Run: /tmp/venv/bin/python benchmarks/collector_roundtrip.py
-Writes benchmarks/results/collector_roundtrip.json.
+Run: python benchmarks/bench_collector.py
+Writes benchmarks/results/collector.json.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from segment.analytics.request import post
 from quickbot_segment_plugin.collector import Collector
 
 WRITE_KEY = "wk_bench_collector_01"
-RESULTS = Path(__file__).parent / "results" / "collector_roundtrip.json"
+RESULTS = Path(__file__).parent / "results" / "collector.json"
 
 
 class _SplitWriteHandler(BaseHTTPRequestHandler):

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from .credentials import WRITE_KEY_MAX_CHARS, WRITE_KEY_MIN_CHARS
 from .options import OPTIONS_ADAPTER, OPTIONS_VERSION
 from .regions import REGION_HOSTS, REGION_TITLES
 
@@ -49,7 +50,10 @@ class CredentialsForm(BaseModel):
         description="Your Segment source Write Key (Sources > your source > API Keys); not the Source ID. "
         "Stored encrypted.",
         examples=["9bX3kzT1QvLr5mWcYp2Ah7NdEo4Ug6Js"],
-        min_length=1,
+        # The same rule `Credentials` enforces when sealing, so the form rejects a bad paste early.
+        min_length=WRITE_KEY_MIN_CHARS,
+        max_length=WRITE_KEY_MAX_CHARS,
+        pattern=r"^[A-Za-z0-9_\-.:+/=]+$",
         json_schema_extra={
             "format": "password",
             "writeOnly": True,

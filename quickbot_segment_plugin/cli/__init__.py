@@ -14,9 +14,9 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import PluginError
-from . import collector, credentials, flows, plugins, schema
+from . import collector, credentials, flows, operations, plugins, schema
 
-COMMAND_MODULES = (plugins, schema, flows, credentials, collector)
+COMMAND_MODULES = (plugins, schema, flows, credentials, collector, operations)
 
 
 def build_parser() -> argparse.ArgumentParser:
