@@ -8,14 +8,16 @@ host that only shows the editor never reads a key or starts a thread.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__, schemas
 from .credentials import KeyRing
-from .delivery import DeliveryPool, DeliverySettings
 from .execution import Executor
 from .templating import default_engine
 from .validation import check_options
+
+if TYPE_CHECKING:
+    from .delivery import DeliveryPool
 
 
 class SegmentBlock:
@@ -61,6 +63,10 @@ class SegmentBlock:
         if self._pool is None:
             with self._lock:
                 if self._pool is None:
+                    # Imported here: the library pulls in requests, which probes the network
+                    # stack on import; the host contract forbids that when the plugin loads.
+                    from .delivery import DeliveryPool, DeliverySettings
+
                     self._pool = DeliveryPool(DeliverySettings.from_env())
         return self._pool
 

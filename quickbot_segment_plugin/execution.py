@@ -13,10 +13,9 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .credentials import CredentialsError, KeyRing
-from .delivery import DeliveryPool
 from .errors import PluginError
 from .messages import MessageError, build_message, message_id_for
 from .plan import BlockPlan, RenderFailure, compile_plan, condition_allows, render_parts
@@ -24,6 +23,9 @@ from .regions import endpoint_for
 from .results import ResultLog
 from .templating import TemplateEngine
 from .validation import check_options
+
+if TYPE_CHECKING:
+    from .delivery import DeliveryPool
 
 logger = logging.getLogger("quickbot_segment_plugin.execution")
 

@@ -12,16 +12,14 @@ import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from datetime import datetime, timezone
 from typing import Any
-
-from segment.analytics.version import VERSION as LIBRARY_VERSION
 
 from .errors import PluginError
 
 MAX_MESSAGE_BYTES = 32 * 1024  # Segment rejects a single message above 32 KB
 MAX_MESSAGE_ID_CHARS = 100  # Segment's limit on messageId
-LIBRARY_CONTEXT = {"name": "analytics-python", "version": LIBRARY_VERSION}
 
 # Derived message ids live in their own UUID namespace so they never collide with ids
 # another system derives from the same execution id.
@@ -63,7 +61,7 @@ def build_message(parts: MessageParts, host_context: Mapping[str, Any]) -> dict[
     if quickbot:
         existing = context.get("quickbot")
         context["quickbot"] = {**existing, **quickbot} if isinstance(existing, dict) else quickbot
-    context["library"] = dict(LIBRARY_CONTEXT)
+    context["library"] = library_context()
     message: dict[str, Any] = {"type": parts.action, "messageId": parts.message_id}
     message.update((name, value) for name, value in parts.fields.items() if value not in (None, ""))
     message.update(parts.payload_objects)
@@ -72,6 +70,20 @@ def build_message(parts: MessageParts, host_context: Mapping[str, Any]) -> dict[
     message["timestamp"] = timestamp.isoformat(timespec="milliseconds")
     check_size(message)
     return message
+
+
+@cache
+def _library_version() -> str:
+    # Imported on first use: importing segment.analytics pulls in requests/urllib3, which
+    # probe the network stack, and the host contract forbids I/O at plugin import.
+    from segment.analytics.version import VERSION
+
+    return str(VERSION)
+
+
+def library_context() -> dict[str, str]:
+    """What the library writes into `context.library`; set here too so the payload is exact."""
+    return {"name": "analytics-python", "version": _library_version()}
 
 
 def check_size(message: dict[str, Any]) -> int:

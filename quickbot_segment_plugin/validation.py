@@ -124,8 +124,7 @@ def _template_problems(engine: TemplateEngine, source: str, path: str, label: st
     try:
         engine.check(source)
     except TemplateError as error:
-        where = f" (line {error.line}, column {error.column})" if error.line else ""
-        return [Problem(path, f"{label}: {error.message}{where}")]
+        return [Problem(path, f"{label}: {error}")]  # str() appends "(line L, column C)" when known
     return []
 
 
@@ -140,6 +139,10 @@ def _describe(error: ValidationError, action: object) -> list[tuple[str, str]]:
         loc = list(item["loc"])
         if loc and action_id is not None and loc[0] == action_id:
             loc = loc[1:]  # pydantic prefixes the discriminator's tag
+        if loc and loc[-1] == "none":
+            continue  # the `None` branch of an optional field: noise beside the real error
+        if loc and isinstance(loc[-1], str) and loc[-1].startswith("literal["):
+            loc = loc[:-1]  # the union branch pydantic tried, not a place in the options
         path = "/".join(str(part) for part in loc)
         described.append((path, _sentence(item, loc, action_id)))
     return described

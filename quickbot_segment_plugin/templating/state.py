@@ -1,0 +1,220 @@
+"""Per-render state: the work budget, the missing variables, the variable table.
+
+The engine is shared by every workspace and thread, so nothing a render spends or sees is
+kept on it: it lives in a `_RenderState` held by a context variable for the duration of one
+render. Also here: what an unset variable evaluates to, `vars`, and the bounded `range()`,
+because they read that state too.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator, Mapping
+from typing import Any, NoReturn
+
+from jinja2.exceptions import SecurityError, TemplateRuntimeError, UndefinedError
+from jinja2.runtime import ChainableUndefined
+from jinja2.utils import missing
+
+from .errors import _limit_error
+from .limits import TemplateLimits
+
+#: Characters of text that cost one step of work (C-speed string work is cheap per character).
+_CHARS_PER_STEP = 32
+#: Steps charged for calling a filter, test, method or macro (the Python call itself).
+_CALL_STEPS = 3
+#: Steps charged per node of a loop or macro body each time it runs.
+_NODE_STEPS = 2
+
+_NOT_SET: Any = object()
+
+
+class _RenderState:
+    """Everything one render may spend and has seen.
+
+    It lives in a context variable while a template runs, because several sandbox hooks
+    (attribute access, the Undefined type) are called by Jinja without a context argument.
+    """
+
+    __slots__ = ("_view", "depth", "limits", "missing", "variables", "work")
+
+    def __init__(self, limits: TemplateLimits, variables: Mapping[str, object]) -> None:
+        self.limits = limits
+        self.variables = variables
+        self.work = 0
+        self.depth = 0
+        self.missing: dict[str, None] = {}
+        self._view: _VariablesView | None = None
+
+    def charge(self, steps: int) -> None:
+        self.work += steps
+        if self.work > self.limits.max_work:
+            raise _limit_error(
+                self.limits,
+                "max_work",
+                f"The template does too much work (more than {self.limits.max_work:,} steps): "
+                "simplify its loops, macros or large lists.",
+            )
+
+    def note_missing(self, name: str) -> bool:
+        if name in self.missing:
+            return False
+        self.missing[name] = None
+        return True
+
+    @property
+    def view(self) -> _VariablesView:
+        if self._view is None:
+            self._view = _VariablesView(self)
+        return self._view
+
+    def variable(self, name: str) -> Any:
+        """The value of a variable, or an Undefined (recorded as missing) when unset or null."""
+        try:
+            value = self.variables.get(name)
+        except TypeError:
+            value = None
+        if value is None:
+            return _Undefined(name=name)
+        return value
+
+    def resolve(self, key: str) -> Any:
+        """How a bare name in a template is looked up: variables first, then the few globals."""
+        if key == "vars":
+            return self.view
+        value = self.variables.get(key, _NOT_SET)
+        if value is _NOT_SET:
+            if key == "range":
+                return _bounded_range
+            unavailable = _REMOVED_GLOBALS.get(key)
+            if unavailable is not None:
+                return _Unavailable(unavailable, name=key, exc=SecurityError)
+            return missing
+        if value is None:
+            return missing
+        return value
+
+
+_ACTIVE: contextvars.ContextVar[_RenderState | None] = contextvars.ContextVar("quickbot_template_render", default=None)
+
+
+def _state() -> _RenderState:
+    state = _ACTIVE.get()
+    if state is None:
+        # Only reachable when Jinja tries to fold a constant at compile time; it treats any
+        # exception there as "not constant" and evaluates the expression at render time.
+        raise RuntimeError("no template is being rendered")
+    return state
+
+
+class _VariablesView:
+    """`vars` in a template: reads any variable by its exact name, e.g. `vars['E-mail']`.
+
+    Deliberately not a Mapping: it cannot be printed, iterated or passed around as a value,
+    so a template cannot dump every variable of the conversation into one field.
+    """
+
+    __slots__ = ("_state",)
+
+    def __init__(self, state: _RenderState) -> None:
+        self._state = state
+
+    def lookup(self, name: object) -> Any:
+        if not isinstance(name, str):
+            return _Undefined(hint="vars[...] takes a variable name in quotes.", name="vars")
+        return self._state.variable(name)
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        return self._state.variables.get(name) is not None
+
+    def __repr__(self) -> str:
+        return "<variables>"
+
+
+class _Undefined(ChainableUndefined):
+    """What an unset variable evaluates to: empty text, `None` as a typed value.
+
+    Creating one for a plain variable name records the name as missing, at the point of use,
+    so a variable referenced only in a branch that did not run is not reported.
+    """
+
+    __slots__ = ("_qb_recorded",)
+
+    def __init__(
+        self,
+        hint: str | None = None,
+        obj: Any = missing,
+        name: str | None = None,
+        exc: type[TemplateRuntimeError] = UndefinedError,
+    ) -> None:
+        super().__init__(hint, obj, name, exc)
+        self._qb_recorded = False
+        if hint is None and obj is missing and name is not None:
+            state = _ACTIVE.get()
+            if state is not None:
+                self._qb_recorded = state.note_missing(name)
+
+    def forget(self) -> None:
+        """The template handled this unset variable (`default`, `is defined`): not missing."""
+        if self._qb_recorded and self._undefined_name is not None:
+            state = _ACTIVE.get()
+            if state is not None:
+                state.missing.pop(self._undefined_name, None)
+            self._qb_recorded = False
+
+
+class _Unavailable(_Undefined):
+    """A Jinja global that QuickBot removed (`cycler`, `lipsum`...): any use is refused.
+
+    Plain Undefined values print as empty; these must fail loudly instead, so a payload that
+    relies on them is refused with a clear message rather than silently rendering nothing.
+    """
+
+    __slots__ = ()
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise SecurityError(self._undefined_hint or "This name is not available in templates.")
+
+    def __str__(self) -> str:
+        self._refuse()
+
+    def __iter__(self) -> Iterator[Any]:
+        self._refuse()
+
+    def __bool__(self) -> bool:
+        self._refuse()
+
+    def __len__(self) -> int:
+        self._refuse()
+
+    def __getattr__(self, name: str) -> Any:
+        self._refuse()
+
+    def __getitem__(self, name: Any) -> Any:
+        self._refuse()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self._refuse()
+
+
+_REMOVED_GLOBALS: Mapping[str, str] = {
+    name: f"'{name}' is not available in QuickBot templates."
+    for name in ("cycler", "joiner", "namespace", "lipsum", "dict")
+}
+
+
+def _bounded_range(*args: Any) -> range:
+    """`range()` for templates: whole numbers only, and never more items than the limit."""
+    state = _state()
+    if not args or len(args) > 3 or not all(isinstance(a, int) for a in args):
+        raise TypeError("range() takes one to three whole numbers")
+    numbers = range(*args)
+    try:
+        count = len(numbers)
+    except OverflowError:
+        count = state.limits.max_items + 1
+    if count > state.limits.max_items:
+        raise _limit_error(state.limits, "max_items", f"range() would have more than {state.limits.max_items:,} items.")
+    return numbers
