@@ -26,11 +26,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from receiver import CountingReceiver  # noqa: E402
-from segment.analytics import Client  # noqa: E402
+from receiver import CountingReceiver
+from segment.analytics import Client
 
-from quickbot_segment_plugin.block import SegmentBlock  # noqa: E402
-from quickbot_segment_plugin.credentials import ENCRYPTION_KEYS_ENV, generate_key  # noqa: E402
+from quickbot_segment_plugin.block import SegmentBlock
+from quickbot_segment_plugin.credentials import ENCRYPTION_KEYS_ENV, generate_key
 
 WRITE_KEY = "benchmarkWriteKey0123456789"
 WORKSPACE = "bench"

@@ -11,7 +11,9 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, schemas
+from .counters import COUNTERS, CounterFlusher
 from .credentials import KeyRing
+from .deadletters import DeadLetterRecorder, DeadLetterStore
 from .execution import Executor
 from .templating import default_engine
 from .validation import check_options
@@ -28,8 +30,11 @@ class SegmentBlock:
     def __init__(self) -> None:
         self.version = __version__
         self._lock = threading.Lock()
+        self.counters = COUNTERS
         self._keyring: KeyRing | None = None
         self._pool: DeliveryPool | None = None
+        self._recorder: DeadLetterRecorder | None = None
+        self._flusher: CounterFlusher | None = None
         self._executor: Executor | None = None
 
     def __repr__(self) -> str:
@@ -67,22 +72,40 @@ class SegmentBlock:
                     # stack on import; the host contract forbids that when the plugin loads.
                     from .delivery import DeliveryPool, DeliverySettings
 
-                    self._pool = DeliveryPool(DeliverySettings.from_env())
+                    recorder = self.dead_letters()
+                    self._pool = DeliveryPool(DeliverySettings.from_env(), recorder, self.counters)
+                    if self._flusher is None:
+                        self._flusher = recorder.store.start_counter_flusher(self.counters)
         return self._pool
+
+    def dead_letters(self) -> DeadLetterRecorder:
+        """Where every event the pool cannot deliver is written (created on first use)."""
+        if self._recorder is None:
+            self._recorder = DeadLetterRecorder(DeadLetterStore(counters=self.counters))
+        return self._recorder
+
+    def stats(self) -> dict[str, Any]:
+        """This process's counters per workspace and in total (executed, queued, delivered, ...)."""
+        return self.counters.snapshot()
 
     def executor(self) -> Executor:
         if self._executor is None:
             with self._lock:
                 if self._executor is None:
-                    self._executor = Executor(default_engine(), self.keyring, self.pool)
+                    self._executor = Executor(
+                        default_engine(), self.keyring, self.pool, self.dead_letters, self.counters
+                    )
         return self._executor
 
     def shutdown(self, timeout: float) -> None:
         """Flush what was accepted, within `timeout`; the block can be used again afterwards."""
         with self._lock:
             pool, self._pool = self._pool, None
+            flusher, self._flusher = self._flusher, None
         if pool is not None:
             pool.shutdown(timeout)
+        if flusher is not None:
+            flusher.stop(flush=True)
 
 
 _current: SegmentBlock | None = None

@@ -25,6 +25,8 @@ from .templating import TemplateEngine
 from .validation import check_options
 
 if TYPE_CHECKING:
+    from .counters import Counters
+    from .deadletters import DeadLetterRecorder
     from .delivery import DeliveryPool
 
 logger = logging.getLogger("quickbot_segment_plugin.execution")
@@ -79,29 +81,40 @@ class Executor:
         engine: TemplateEngine,
         keyring: Callable[[], KeyRing],
         pool: Callable[[], DeliveryPool],
+        dead_letters: Callable[[], DeadLetterRecorder],
+        counters: Counters,
     ) -> None:
         self.engine = engine
         self._keyring = keyring
         self._pool = pool
+        self._dead_letters = dead_letters
+        self.counters = counters
         self._plans = _LruCache(PLAN_CACHE_SIZE)
         self._recent = _LruCache(RECENT_EXECUTIONS)
 
     def execute(self, options: Any, context: Any) -> dict[str, Any]:
         workspace_id, variables = _host_inputs(context)
         log = ResultLog()
+        self.counters.executed(workspace_id)
         try:
-            return self._execute(options, context, workspace_id, variables, log)
+            result = self._execute(options, context, workspace_id, variables, log)
         except RenderFailure:
-            return log.result("failed")
+            result = log.result("failed")
         except PluginError as error:
             log.error(str(error), field=error.field)
-            return log.result("failed")
+            result = log.result("failed")
         except Exception as error:  # a bug of ours must not take the conversation down
             logger.exception("unexpected error in the Segment block", extra={"workspace": workspace_id})
             log.error(
                 f"The Segment block failed unexpectedly ({type(error).__name__}); the server log has details.",
             )
-            return log.result("failed")
+            result = log.result("failed")
+        status = result["status"]
+        if status == "queued":
+            self.counters.queued(workspace_id)
+        elif status == "failed":
+            self.counters.failed(workspace_id)
+        return result
 
     def _execute(
         self,
@@ -145,18 +158,24 @@ class Executor:
         endpoint = endpoint_for(credentials.region)
         duplicate_key = (workspace_id, message_id) if execution_id is not None else None
         if duplicate_key is not None and not self._recent.add_if_absent(duplicate_key):
+            self.counters.duplicates_skipped(workspace_id)
             log.warning(
                 "This execution was already queued; it was not sent again.",
                 execution_id=execution_id,
                 duplicate=True,
             )
+            # Still "queued": the first execution's event is the one on its way.
             return log.result("queued", message_id=message_id, payload=payload)
-        outcome = self._pool().enqueue(workspace_id, credentials.write_key.reveal(), endpoint, payload)
+        write_key = credentials.write_key
+        pool = self._pool()  # before the token is remembered: the pool creates the recorder
+        self._dead_letters().remember_token(workspace_id, write_key.fingerprint, token)
+        outcome = pool.enqueue(workspace_id, write_key.reveal(), endpoint, payload)
         if not outcome.accepted:
             if duplicate_key is not None:
                 self._recent.discard(duplicate_key)
             log.error(
-                f"The event could not be queued for delivery ({outcome.reason}); it was kept for replay.",
+                f"The event could not be queued for delivery ({outcome.reason}); it was kept in the "
+                "dead-letter store for replay.",
                 reason=outcome.reason,
             )
             return log.result("failed", message_id=message_id, payload=payload)

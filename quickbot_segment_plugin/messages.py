@@ -12,8 +12,8 @@ import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache
 from datetime import datetime, timezone
+from functools import cache
 from typing import Any
 
 from .errors import PluginError
@@ -24,6 +24,16 @@ MAX_MESSAGE_ID_CHARS = 100  # Segment's limit on messageId
 # Derived message ids live in their own UUID namespace so they never collide with ids
 # another system derives from the same execution id.
 MESSAGE_ID_NAMESPACE = uuid.UUID("6f1d2c3e-8a47-5b0e-9c1a-2f7e4d9b0a61")
+
+# The traits/properties object each call carries (segment-analytics-python's msg layout).
+PAYLOAD_OBJECTS: dict[str, tuple[str, ...]] = {
+    "identify": ("traits",),
+    "group": ("traits",),
+    "track": ("properties",),
+    "page": ("properties",),
+    "screen": ("properties",),
+    "alias": (),
+}
 
 # Host context keys -> where they go in the event's `context` (documented in README).
 HOST_CONTEXT_KEYS = {"bot_id": "botId", "session_id": "sessionId", "block_id": "blockId"}
@@ -64,7 +74,9 @@ def build_message(parts: MessageParts, host_context: Mapping[str, Any]) -> dict[
     context["library"] = library_context()
     message: dict[str, Any] = {"type": parts.action, "messageId": parts.message_id}
     message.update((name, value) for name, value in parts.fields.items() if value not in (None, ""))
-    message.update(parts.payload_objects)
+    # The library always sends these objects, empty or not; so does the reported payload.
+    for name in PAYLOAD_OBJECTS.get(parts.action, ()):
+        message[name] = parts.payload_objects.get(name, {})
     message["context"] = context
     message["integrations"] = dict(parts.integrations)
     message["timestamp"] = timestamp.isoformat(timespec="milliseconds")

@@ -125,11 +125,12 @@ def render_parts(plan: BlockPlan, variables: Mapping[str, Any], message_id: str,
         fields[field_plan.name] = to_text(rendered.value).strip()
         if rendered.missing:
             missing_by_field[field_plan.name] = rendered.missing
-    _check_required(plan, fields, missing_by_field, log)
-    for name, missing in missing_by_field.items():
-        if fields[name] == "":
-            log.warning(f"{_empty_sentence(field_title(action, name), missing)}.", field=name)
-    parts = MessageParts(action=action, message_id=message_id, fields=_wire_fields(action, fields))
+    required_present = _check_required(plan, fields, missing_by_field, log)
+    if required_present:
+        for name, missing in missing_by_field.items():
+            if fields[name] == "":
+                log.warning(f"{_empty_sentence(field_title(action, name), missing)}.", field=name)
+    # Items are rendered even when a required field is missing, so one test run shows every problem.
     objects: dict[str, dict[str, Any]] = {}
     context: dict[str, Any] = {}
     for item in plan.items:
@@ -142,6 +143,9 @@ def render_parts(plan: BlockPlan, variables: Mapping[str, Any], message_id: str,
         except MessageError as error:
             log.error(f"The {item.label} cannot be sent: {error}", field=f"{item.list_name}/{item.index}/key")
             raise RenderFailure from None
+    if not required_present:
+        raise RenderFailure
+    parts = MessageParts(action=action, message_id=message_id, fields=_wire_fields(action, fields))
     if action == "identify":
         objects.setdefault("traits", {})["email"] = fields["email"]
     if action == "page" and fields.get("category"):
@@ -207,7 +211,8 @@ def _render(
 
 def _check_required(
     plan: BlockPlan, fields: dict[str, Any], missing: dict[str, tuple[str, ...]], log: ResultLog
-) -> None:
+) -> bool:
+    """Log an error for each required field that rendered empty; True when none did."""
     failed = False
     for name in REQUIRED_FIELDS[plan.action]:
         if fields.get(name, "") == "":
@@ -224,8 +229,7 @@ def _check_required(
         ]
         log.error(f"{'; '.join(reasons)}; Segment needs a User ID or an Anonymous ID.", field="userId")
         failed = True
-    if failed:
-        raise RenderFailure
+    return not failed
 
 
 def _wire_fields(action: str, fields: dict[str, Any]) -> dict[str, Any]:

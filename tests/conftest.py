@@ -18,6 +18,8 @@ OPERATOR_VARIABLES = [name for name in os.environ if name.startswith("QUICKBOT_"
 def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     for name in OPERATOR_VARIABLES:
         monkeypatch.delenv(name, raising=False)
+    # Never the developer's own dead-letter store.
+    monkeypatch.setenv("QUICKBOT_SEGMENT_DEAD_LETTER_PATH", str(tmp_path / "dead-letters.sqlite3"))
     yield
 
 

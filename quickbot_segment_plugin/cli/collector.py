@@ -56,9 +56,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     run.add_argument(
         "--latency", type=float, default=0.0, help="seconds to wait before each answer (simulates a network)"
     )
-    run.add_argument(
-        "--max-connections", type=int, default=32, help="connections served at once (default: 32)"
-    )
+    run.add_argument("--max-connections", type=int, default=32, help="connections served at once (default: 32)")
     run.set_defaults(func=run_collector)
 
     events = subparsers.add_parser(
@@ -95,11 +93,7 @@ def run_collector(args: argparse.Namespace) -> int:
     collector.start()
     restore = _stop_on_sigterm()
     try:
-        where = (
-            f"in {collector.db_path}"
-            if db
-            else "in a temporary file, deleted on exit (use --db to keep them)"
-        )
+        where = f"in {collector.db_path}" if db else "in a temporary file, deleted on exit (use --db to keep them)"
         print(f"Segment-compatible collector listening on {collector.url}", flush=True)
         print(f"  events are stored {where}", flush=True)
         print(f"  send the plugin's events here:  QUICKBOT_SEGMENT_ENDPOINT={collector.url}", flush=True)
@@ -176,9 +170,7 @@ def _get_json(url: str, base: str) -> dict[str, Any]:
             message = json.loads(error.read()).get("message", "")
         except (ValueError, AttributeError):
             message = ""
-        raise PluginError(
-            f"the collector at {base} answered {error.code}: {message or error.reason}"
-        ) from None
+        raise PluginError(f"the collector at {base} answered {error.code}: {message or error.reason}") from None
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
         raise PluginError(
@@ -236,9 +228,7 @@ def render_table(events: list[dict[str, Any]]) -> str:
             flags.strip() or "-",
         )
         lines.append(
-            "  ".join(
-                _cut(cell, width).ljust(width) for cell, width in zip(cells, widths, strict=True)
-            ).rstrip()
+            "  ".join(_cut(cell, width).ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
         )
         lines.extend(f"    ! {warning}" for warning in warnings)
     return "\n".join(lines)

@@ -1,0 +1,698 @@
+"""`DeadLetterStore`: add (never raises), list, count, replay, purge and prune dead letters.
+
+The package docstring says where the file is and the rules it keeps (one row per messageId,
+retention, no write key); this module is the store's operations on that file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from ..counters import COUNTERS, DEAD_LETTER_WRITE_FAILED, DEAD_LETTERS_PRUNED, CounterFlusher, Counters
+from ..delivery_types import Undeliverable
+from ..errors import ConfigurationError
+from ..redaction import redact
+from ..settings import env_float, env_int
+from .config import (
+    COUNTER_FLUSH_ENV,
+    DEFAULT_BUSY_TIMEOUT,
+    DEFAULT_COUNTER_FLUSH_SECONDS,
+    DEFAULT_MAX_ROWS,
+    DEFAULT_PRUNE_EVERY,
+    DEFAULT_PRUNE_INTERVAL,
+    DEFAULT_RETENTION_DAYS,
+    FAILURE_LOG_INTERVAL,
+    MAX_DETAIL_CHARS,
+    MAX_ROWS_ENV,
+    PAGE_SIZE,
+    RETENTION_DAYS_ENV,
+    default_path,
+)
+from .database import open_database
+from .filters import DeadLetterFilter, State
+from .models import DeadLetter, PruneReport, ReplayReport
+from .schema import (
+    _COLUMNS,
+    TALLY_PRUNED_EXPIRED,
+    TALLY_PRUNED_OVER_LIMIT,
+    TALLY_PURGED,
+    TALLY_REPLAYED,
+    _dead_letter,
+    _parse_timestamp,
+    _tally,
+    _timestamp,
+)
+from .scrubbing import TOKEN_PREFIX, _clean_endpoint, _clean_fingerprint, _Row, _Scrubber
+
+#: One logger for the whole store, whichever module logs: operators filter on this name.
+logger = logging.getLogger("quickbot_segment_plugin.deadletters")
+
+
+class DeadLetterStore:
+    """Undeliverable events in SQLite: add (never raises), list, count, replay, purge, prune.
+
+    Thread-safe and multi-process-safe. Opening is lazy: constructing a store reads only
+    settings (raising `ConfigurationError` for a malformed variable); the file and its
+    directory are created by the first write. Reads of a store that does not exist yet find
+    nothing and create nothing.
+    """
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        retention_days: float | None = None,
+        max_rows: int | None = None,
+        *,
+        counters: Counters = COUNTERS,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        prune_every: int = DEFAULT_PRUNE_EVERY,
+        prune_interval: float = DEFAULT_PRUNE_INTERVAL,
+        clock: Callable[[], datetime] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.path = Path(path).expanduser() if path is not None else default_path(environ)
+        self.retention_days = (
+            retention_days
+            if retention_days is not None
+            else env_float(RETENTION_DAYS_ENV, DEFAULT_RETENTION_DAYS, minimum=0.0001, maximum=36_500, environ=environ)
+        )
+        self.max_rows = (
+            max_rows
+            if max_rows is not None
+            else env_int(MAX_ROWS_ENV, DEFAULT_MAX_ROWS, minimum=1, maximum=1_000_000_000, environ=environ)
+        )
+        if self.retention_days <= 0:
+            raise ConfigurationError("retention_days must be more than 0.", field="retention_days")
+        if self.max_rows < 1:
+            raise ConfigurationError("max_rows must be at least 1.", field="max_rows")
+        self._environ = environ
+        self._counters = counters
+        self._busy_timeout = busy_timeout
+        self._prune_every = max(1, prune_every)
+        self._prune_interval = prune_interval
+        self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self._lock = threading.RLock()
+        self._db: sqlite3.Connection | None = None
+        self._pid = os.getpid()
+        self._added_since_prune = 0
+        self._last_prune: float | None = None  # time.monotonic() of the last prune
+        # Write-failure episode: log the first failure, then a summary at most once a minute.
+        self._failing = False
+        self._lost_unlogged = 0
+        self._lost_in_episode = 0
+        self._last_failure_log = 0.0
+        self._warned_raw_token = False
+        _STORES.add(self)
+
+    def __repr__(self) -> str:
+        return f"DeadLetterStore({str(self.path)!r})"
+
+    # --- connection -------------------------------------------------------------------------
+
+    def _connection(self, create: bool) -> sqlite3.Connection | None:
+        """The open connection (opening it when needed); None when reading a store that does not exist."""
+        if self._pid != os.getpid():
+            self._forget_after_fork()
+        if self._db is not None:
+            return self._db
+        if not create and not self.path.exists():
+            return None
+        self._db = open_database(self.path, self._busy_timeout)
+        return self._db
+
+    def _forget_after_fork(self) -> None:
+        """In a forked child: never touch (or close) the parent's connection; open a new one."""
+        if self._db is not None:
+            _INHERITED_CONNECTIONS.append(self._db)  # closing it here could disturb the parent's WAL
+        self._db = None
+        self._lock = threading.RLock()
+        self._pid = os.getpid()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taking SQLite's write lock up front (waits out other processes)."""
+        with self._lock:
+            db = self._connection(create=True)
+            assert db is not None
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                with suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def _read(self, query: str, values: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            db = self._connection(create=False)
+            if db is None:
+                return []
+            return db.execute(query, values).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None and self._pid == os.getpid():
+                self._db.close()
+            self._db = None
+
+    def _now(self) -> datetime:
+        return self._clock()
+
+    # --- writing ----------------------------------------------------------------------------
+
+    def add(
+        self,
+        workspace_id: str,
+        messages: Sequence[Mapping[str, Any]],
+        reason: str,
+        detail: str = "",
+        status: int | None = None,
+        credentials_token: str | None = None,
+        write_key_fingerprint: str = "",
+        endpoint: str = "",
+    ) -> int:
+        """Store undeliverable messages; returns how many are now recorded (new rows plus rows
+        whose messageId was already there and got attempts + 1), 0 when the write failed.
+
+        Never raises: a failure is logged and counted as `dead_letter_write_failed`.
+        """
+        count = len(messages) if isinstance(messages, Sequence) else 0
+        try:
+            if not messages:
+                return 0
+            rows = [self._clean(message, workspace_id) for message in messages]
+            token = self._clean_token(credentials_token)
+            when = _timestamp(self._now())
+            values = [
+                (
+                    str(workspace_id),
+                    row.message_id,
+                    row.type,
+                    row.message_json,
+                    str(reason),
+                    redact(str(detail or ""))[:MAX_DETAIL_CHARS],
+                    status if isinstance(status, int) and not isinstance(status, bool) else None,
+                    when,
+                    when,
+                    token,
+                    _clean_fingerprint(write_key_fingerprint),
+                    _clean_endpoint(endpoint),
+                )
+                for row in rows
+            ]
+            with self._transaction() as db:
+                db.executemany(
+                    "INSERT INTO dead_letters (workspace_id, message_id, type, message, reason, detail, status, "
+                    "attempts, first_failed_at, last_failed_at, credentials_token, write_key_fingerprint, endpoint) "
+                    "VALUES (?,?,?,?,?,?,?,1,?,?,?,?,?) "
+                    "ON CONFLICT (workspace_id, message_id) DO UPDATE SET "
+                    "attempts = attempts + 1, reason = excluded.reason, detail = excluded.detail, "
+                    "status = excluded.status, last_failed_at = excluded.last_failed_at, replayed_at = NULL, "
+                    "credentials_token = COALESCE(excluded.credentials_token, credentials_token), "
+                    "write_key_fingerprint = excluded.write_key_fingerprint, endpoint = excluded.endpoint",
+                    values,
+                )
+        except Exception as error:
+            self._write_failed(str(workspace_id), count, str(reason), error)
+            return 0
+        self._write_succeeded()
+        self._counters.dead_lettered(str(workspace_id), len(rows))
+        self._maybe_prune(len(rows))
+        return len(rows)
+
+    def add_undeliverable(self, undeliverable: Undeliverable, credentials_token: str | None = None) -> int:
+        """`add` for what the delivery pool reports."""
+        return self.add(
+            undeliverable.workspace_id,
+            undeliverable.messages,
+            undeliverable.reason,
+            undeliverable.detail,
+            undeliverable.status,
+            credentials_token,
+            undeliverable.write_key_fingerprint,
+            undeliverable.endpoint,
+        )
+
+    def _clean(self, message: Mapping[str, Any], workspace_id: object) -> _Row:
+        if not isinstance(message, Mapping):
+            message = {"unreadable": str(message)}
+        scrubber = _Scrubber()
+        cleaned: dict[str, Any] = scrubber.value(message)
+        if scrubber.removed_something:
+            logger.warning(
+                "removed what looked like a write key from a dead-lettered message of workspace %s before storing it",
+                workspace_id,
+                extra={"workspace": workspace_id},
+            )
+        message_id = cleaned.get("messageId")
+        if message_id is None or message_id == "":
+            # A replay must carry a stable id for Segment to deduplicate it; give it one now.
+            message_id = str(uuid.uuid4())
+            cleaned["messageId"] = message_id
+        kind = cleaned.get("type")
+        text = json.dumps(cleaned, ensure_ascii=True, separators=(",", ":"), default=str)
+        return _Row(str(message_id), kind if isinstance(kind, str) else None, text)
+
+    def _clean_token(self, token: str | None) -> str | None:
+        """Only a sealed token is stored; anything else (a raw key passed by mistake) is dropped."""
+        if token is None or token == "":
+            return None
+        if isinstance(token, str) and token.startswith(TOKEN_PREFIX) and redact(token) == token:
+            return token
+        if not self._warned_raw_token:
+            self._warned_raw_token = True
+            logger.error(
+                "a dead letter came with credentials that are not a sealed token (%s...); they were not stored, "
+                "so these events cannot be replayed",
+                TOKEN_PREFIX,
+            )
+        return None
+
+    def record_counters(self, deltas: Mapping[tuple[str, str], int]) -> bool:
+        """Add flushed process counters (`CounterSink`); False (logged) when the write failed."""
+        if not deltas:
+            return True
+        when = _timestamp(self._now())
+        try:
+            with self._transaction() as db:
+                db.executemany(
+                    "INSERT INTO counters (workspace_id, name, value, updated_at) VALUES (?,?,?,?) "
+                    "ON CONFLICT (workspace_id, name) DO UPDATE SET value = value + excluded.value, "
+                    "updated_at = excluded.updated_at",
+                    [(workspace, name, int(delta), when) for (workspace, name), delta in deltas.items()],
+                )
+        except Exception as error:
+            logger.warning("could not persist Segment block counters to %s: %s", self.path, redact(str(error)))
+            return False
+        return True
+
+    def start_counter_flusher(self, counters: Counters = COUNTERS, interval: float | None = None) -> CounterFlusher:
+        """Persist `counters` here every `QUICKBOT_SEGMENT_COUNTERS_FLUSH_SECONDS` (10) and at exit."""
+        seconds = (
+            interval
+            if interval is not None
+            else env_float(
+                COUNTER_FLUSH_ENV, DEFAULT_COUNTER_FLUSH_SECONDS, minimum=0.1, maximum=86_400, environ=self._environ
+            )
+        )
+        flusher = CounterFlusher(counters, self, seconds)
+        flusher.ensure_running()
+        return flusher
+
+    # --- write failures: never raised, never silent -----------------------------------------
+
+    def _write_failed(self, workspace_id: str, count: int, reason: str, error: Exception) -> None:
+        try:
+            self._counters.inc(workspace_id, DEAD_LETTER_WRITE_FAILED, count)
+            with self._lock:
+                if isinstance(error, sqlite3.Error):
+                    self._drop_connection()
+                now = time.monotonic()
+                self._lost_unlogged += count
+                self._lost_in_episode += count
+                first = not self._failing
+                if not first and now - self._last_failure_log < FAILURE_LOG_INTERVAL:
+                    return
+                lost, self._lost_unlogged = self._lost_unlogged, 0
+                self._failing, self._last_failure_log = True, now
+            what = "could not write" if first else "still cannot write"
+            logger.error(
+                "%s %d undeliverable Segment event(s) (workspace %s, reason %s) to the dead-letter store %s: %s; "
+                "they are lost (counted as %s)",
+                what,
+                lost,
+                workspace_id,
+                reason,
+                self.path,
+                redact(f"{type(error).__name__}: {error}")[:MAX_DETAIL_CHARS],
+                DEAD_LETTER_WRITE_FAILED,
+                extra={"workspace": workspace_id, "count": lost, "reason": reason},
+            )
+        except Exception:  # logging itself failed (a broken handler): nothing more can be done here
+            pass
+
+    def _write_succeeded(self) -> None:
+        if not self._failing:
+            return
+        with self._lock:
+            if not self._failing:
+                return
+            lost, unlogged = self._lost_in_episode, self._lost_unlogged
+            self._failing, self._lost_in_episode, self._lost_unlogged = False, 0, 0
+        logger.warning(
+            "the dead-letter store %s is writable again; %d event(s) were lost while it was not "
+            "(%d not reported before)",
+            self.path,
+            lost,
+            unlogged,
+            extra={"count": lost, "reason": DEAD_LETTER_WRITE_FAILED},
+        )
+
+    def _drop_connection(self) -> None:
+        """After an SQLite error the connection may be unusable; the next write opens a new one."""
+        db, self._db = self._db, None
+        if db is not None and self._pid == os.getpid():
+            with suppress(sqlite3.Error):
+                db.close()
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def iter(self, selection: DeadLetterFilter, limit: int | None = None) -> Iterator[DeadLetter]:
+        """Matching rows, oldest first, read a page at a time (bounded memory for any store size).
+
+        Pages are keyed by id, so rows that change state while being iterated are neither
+        skipped nor repeated.
+        """
+        last_id = 0
+        remaining = limit
+        while remaining is None or remaining > 0:
+            page = PAGE_SIZE if remaining is None else min(PAGE_SIZE, remaining)
+            where, values = selection.where(self._now())
+            rows = self._read(
+                f"SELECT {_COLUMNS} FROM dead_letters WHERE ({where}) AND id > ? ORDER BY id LIMIT ?",
+                [*values, last_id, page],
+            )
+            if not rows:
+                return
+            for row in rows:
+                yield _dead_letter(row)
+            last_id = rows[-1][0]
+            if remaining is not None:
+                remaining -= len(rows)
+
+    def get(self, row_id: int) -> DeadLetter | None:
+        found = self.list(ids=[row_id], state="all", limit=1)
+        return found[0] if found else None
+
+    def count(
+        self,
+        workspace_id: str | None = None,
+        reason: str | None = None,
+        older_than: timedelta | datetime | None = None,
+        newer_than: timedelta | datetime | None = None,
+        *,
+        state: State = "pending",
+        ids: Sequence[int] | None = None,
+    ) -> int:
+        where, values = DeadLetterFilter(workspace_id, reason, older_than, newer_than, state, ids).where(self._now())
+        rows = self._read(f"SELECT count(*) FROM dead_letters WHERE {where}", values)
+        return int(rows[0][0]) if rows else 0
+
+    def counts_by_reason(self, workspace_id: str | None = None, *, state: State = "pending") -> dict[str, int]:
+        where, values = DeadLetterFilter(workspace_id=workspace_id, state=state).where(self._now())
+        rows = self._read(
+            f"SELECT reason, count(*) FROM dead_letters WHERE {where} GROUP BY reason ORDER BY reason", values
+        )
+        return {reason: int(n) for reason, n in rows}
+
+    def summary(self) -> list[dict[str, Any]]:
+        """Per (workspace, reason): pending and replayed rows, and the oldest/newest failure."""
+        rows = self._read(
+            "SELECT workspace_id, reason, sum(replayed_at IS NULL), sum(replayed_at IS NOT NULL), "
+            "min(last_failed_at), max(last_failed_at) FROM dead_letters "
+            "GROUP BY workspace_id, reason ORDER BY workspace_id, reason"
+        )
+        return [
+            {
+                "workspace_id": workspace,
+                "reason": reason,
+                "pending": int(pending),
+                "replayed": int(replayed),
+                "oldest_failure": _iso(_parse_timestamp(oldest)),
+                "newest_failure": _iso(_parse_timestamp(newest)),
+            }
+            for workspace, reason, pending, replayed, oldest, newest in rows
+        ]
+
+    def tallies(self) -> dict[str, dict[str, int]]:
+        """Durable tallies of rows that left the store: {workspace: {pruned_expired|...: n}}."""
+        return _nested(self._read("SELECT workspace_id, name, value FROM tallies ORDER BY workspace_id, name"))
+
+    def persisted_counters(self) -> dict[str, dict[str, int]]:
+        """Process counters flushed by every worker sharing this file: {workspace: {name: n}}."""
+        return _nested(self._read("SELECT workspace_id, name, value FROM counters ORDER BY workspace_id, name"))
+
+    # --- changing rows ----------------------------------------------------------------------
+
+    def mark_replayed(self, ids: Sequence[int]) -> int:
+        """Mark rows as sent again and accepted; returns how many were pending before."""
+        ids = [int(row_id) for row_id in ids]
+        if not ids:
+            return 0
+        when = _timestamp(self._now())
+        changed = 0
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            with self._transaction() as db:
+                per_workspace = db.execute(
+                    f"SELECT workspace_id, count(*) FROM dead_letters WHERE id IN ({marks}) AND replayed_at IS NULL "
+                    "GROUP BY workspace_id",
+                    chunk,
+                ).fetchall()
+                db.execute(f"UPDATE dead_letters SET replayed_at = ? WHERE id IN ({marks})", [when, *chunk])
+                _tally(db, {workspace: n for workspace, n in per_workspace}, TALLY_REPLAYED, when)
+            for workspace, n in per_workspace:
+                self._counters.replayed(workspace, n)
+                changed += n
+        return changed
+
+    def record_failed_replay(self, ids: Sequence[int], reason: str, detail: str = "", status: int | None = None) -> int:
+        """A replay of these rows failed: attempts + 1, the new reason and detail; the rows stay pending."""
+        ids = [int(row_id) for row_id in ids]
+        if not ids:
+            return 0
+        when = _timestamp(self._now())
+        changed = 0
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            with self._transaction() as db:
+                cursor = db.execute(
+                    "UPDATE dead_letters SET attempts = attempts + 1, reason = ?, detail = ?, status = ?, "
+                    f"last_failed_at = ?, replayed_at = NULL WHERE id IN ({marks})",
+                    [str(reason), redact(str(detail or ""))[:MAX_DETAIL_CHARS], status, when, *chunk],
+                )
+                changed += cursor.rowcount
+        return changed
+
+    def purge(
+        self,
+        workspace_id: str | None = None,
+        reason: str | None = None,
+        older_than: timedelta | datetime | None = None,
+        newer_than: timedelta | datetime | None = None,
+        *,
+        state: State = "pending",
+        ids: Sequence[int] | None = None,
+    ) -> int:
+        """Delete matching rows; undelivered ones are tallied as `purged`. Returns rows deleted."""
+        where, values = DeadLetterFilter(workspace_id, reason, older_than, newer_than, state, ids).where(self._now())
+        with self._lock:
+            if self._connection(create=False) is None:
+                return 0
+        when = _timestamp(self._now())
+        with self._transaction() as db:
+            lost = db.execute(
+                f"SELECT workspace_id, count(*) FROM dead_letters WHERE ({where}) AND replayed_at IS NULL "
+                "GROUP BY workspace_id",
+                values,
+            ).fetchall()
+            deleted = db.execute(f"DELETE FROM dead_letters WHERE {where}", values).rowcount
+            _tally(db, {workspace: n for workspace, n in lost}, TALLY_PURGED, when)
+        if lost:
+            logger.warning(
+                "purged %d dead letter(s) (%d undelivered) from %s",
+                deleted,
+                sum(n for _, n in lost),
+                self.path,
+                extra={"count": deleted, "reason": TALLY_PURGED},
+            )
+        return int(deleted)
+
+    def replay(
+        self,
+        send: Callable[[DeadLetter], bool],
+        *,
+        limit: int | None = None,
+        selection: DeadLetterFilter | None = None,
+        **filters: Any,
+    ) -> ReplayReport:
+        """Call `send` for each matching row, oldest first.
+
+        True marks the row replayed (kept, see the package docstring); False or an exception
+        keeps it pending with attempts + 1 and reason "replay_failed". `filters` are those of
+        `list` (workspace_id, reason, older_than, newer_than, state, ids).
+        """
+        chosen = selection or DeadLetterFilter(**filters)
+        report = ReplayReport()
+        done: list[int] = []
+        for letter in self.iter(chosen, limit):
+            report.attempted += 1
+            problem: str | None = None
+            try:
+                accepted = bool(send(letter))
+            except Exception as error:
+                accepted, problem = False, redact(f"{type(error).__name__}: {error}")[:MAX_DETAIL_CHARS]
+            if accepted:
+                done.append(letter.id)
+                report.replayed += 1
+                continue
+            report.failed += 1
+            detail = problem or "the replay was not accepted"
+            self.record_failed_replay([letter.id], "replay_failed", detail)
+            report.problems.append(f"dead letter {letter.id} (messageId {letter.message_id}): {detail}")
+        self.mark_replayed(done)
+        return report
+
+    # --- retention --------------------------------------------------------------------------
+
+    def _maybe_prune(self, added: int) -> None:
+        with self._lock:
+            self._added_since_prune += added
+            now = time.monotonic()
+            due = (
+                self._last_prune is None
+                or self._added_since_prune >= self._prune_every
+                or now - self._last_prune >= self._prune_interval
+            )
+            if not due:
+                return
+            self._added_since_prune, self._last_prune = 0, now
+        try:
+            self.prune()
+        except Exception as error:  # retention is housekeeping: a failure must not lose the event path
+            logger.error("could not prune the dead-letter store %s: %s", self.path, redact(str(error)))
+
+    def prune(self) -> PruneReport:
+        """Apply the age and row limits now (oldest first, replayed rows before undelivered ones)."""
+        now = self._now()
+        when = _timestamp(now)
+        cutoff = _timestamp(now - timedelta(days=self.retention_days))
+        # Look first, without the write lock (WAL readers do not block writers): counting a big
+        # store takes a while, and other workers should not wait for it when nothing is due.
+        expired_any = self._read("SELECT 1 FROM dead_letters WHERE last_failed_at < ? LIMIT 1", [cutoff])
+        rows = self._read("SELECT count(*) FROM dead_letters")
+        if not expired_any and (not rows or int(rows[0][0]) <= self.max_rows):
+            return PruneReport()
+        with self._transaction() as db:
+            expired = db.execute(
+                "SELECT workspace_id, replayed_at IS NOT NULL, count(*) FROM dead_letters WHERE last_failed_at < ? "
+                "GROUP BY 1, 2",
+                [cutoff],
+            ).fetchall()
+            if expired:
+                db.execute("DELETE FROM dead_letters WHERE last_failed_at < ?", [cutoff])
+            excess = int(db.execute("SELECT count(*) FROM dead_letters").fetchone()[0]) - self.max_rows
+            over_replayed = 0
+            over_pending: list[Any] = []
+            if excess > 0:
+                victims = "SELECT id FROM dead_letters WHERE replayed_at IS NOT NULL ORDER BY replayed_at, id LIMIT ?"
+                over_replayed = db.execute(f"DELETE FROM dead_letters WHERE id IN ({victims})", [excess]).rowcount
+                excess -= over_replayed
+            if excess > 0:
+                victims = "SELECT id FROM dead_letters WHERE replayed_at IS NULL ORDER BY last_failed_at, id LIMIT ?"
+                over_pending = db.execute(
+                    f"SELECT workspace_id, count(*) FROM dead_letters WHERE id IN ({victims}) GROUP BY workspace_id",
+                    [excess],
+                ).fetchall()
+                db.execute(f"DELETE FROM dead_letters WHERE id IN ({victims})", [excess])
+            expired_lost = {workspace: int(n) for workspace, replayed, n in expired if not replayed}
+            over_lost = {workspace: int(n) for workspace, n in over_pending}
+            _tally(db, expired_lost, TALLY_PRUNED_EXPIRED, when)
+            _tally(db, over_lost, TALLY_PRUNED_OVER_LIMIT, when)
+        lost_by_workspace: dict[str, int] = {}
+        for source in (expired_lost, over_lost):
+            for workspace, n in source.items():
+                lost_by_workspace[workspace] = lost_by_workspace.get(workspace, 0) + n
+        report = PruneReport(
+            expired=sum(expired_lost.values()),
+            over_limit=sum(over_lost.values()),
+            replayed_removed=over_replayed + sum(int(n) for _, replayed, n in expired if replayed),
+            lost_by_workspace=lost_by_workspace,
+        )
+        for workspace, n in lost_by_workspace.items():
+            self._counters.inc(workspace, DEAD_LETTERS_PRUNED, n)
+        if report.lost:
+            logger.warning(
+                "pruned %d undelivered dead letter(s) from %s: %d older than %g days, %d beyond the %d-row limit "
+                "(by workspace: %s); they can no longer be replayed",
+                report.lost,
+                self.path,
+                report.expired,
+                self.retention_days,
+                report.over_limit,
+                self.max_rows,
+                ", ".join(f"{workspace}={n}" for workspace, n in sorted(lost_by_workspace.items())),
+                extra={"count": report.lost, "reason": "pruned"},
+            )
+        elif report.replayed_removed:
+            logger.info("pruned %d replayed dead letter(s) from %s", report.replayed_removed, self.path)
+        return report
+
+    # Last in the class: after this def, `list` in the class body would name this method.
+    def list(
+        self,
+        workspace_id: str | None = None,
+        reason: str | None = None,
+        older_than: timedelta | datetime | None = None,
+        newer_than: timedelta | datetime | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        *,
+        state: State = "pending",
+        ids: Sequence[int] | None = None,
+    ) -> list[DeadLetter]:
+        """Matching rows, oldest first (by id)."""
+        where, values = DeadLetterFilter(workspace_id, reason, older_than, newer_than, state, ids).where(self._now())
+        rows = self._read(
+            f"SELECT {_COLUMNS} FROM dead_letters WHERE {where} ORDER BY id LIMIT ? OFFSET ?",
+            [*values, max(0, int(limit)), max(0, int(offset))],
+        )
+        return [_dead_letter(row) for row in rows]
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def _nested(rows: Sequence[Sequence[Any]]) -> dict[str, dict[str, int]]:
+    result: dict[str, dict[str, int]] = {}
+    for workspace, name, value in rows:
+        result.setdefault(workspace, {})[name] = int(value)
+    return result
+
+
+def _chunks(ids: Sequence[int], size: int = 500) -> Iterator[list[int]]:
+    """SQLite limits bound parameters per statement (999 on older builds)."""
+    for start in range(0, len(ids), size):
+        yield list(ids[start : start + size])
+
+
+# Every store in this process, so a fork can reset their locks (weak: a dropped store just goes).
+_STORES: weakref.WeakSet[DeadLetterStore] = weakref.WeakSet()
+# Connections a forked child inherited: kept referenced so they are never closed from the child.
+_INHERITED_CONNECTIONS: list[sqlite3.Connection] = []
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_STORES):
+        store._forget_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
