@@ -8,9 +8,12 @@ import sqlite3
 import sys
 import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
+
+# In support.py: a spawned child imports the target by module name, and only tests/ (not the
+# repository root) is on its sys.path when the suite runs against the installed wheel.
+from support import add_from_another_process, message
 
 from quickbot_segment_plugin.counters import Counters
 from quickbot_segment_plugin.deadletters import DeadLetterStore
@@ -19,10 +22,6 @@ THREADS = 8
 ADDS_PER_THREAD = 500
 PROCESSES = 2
 ADDS_PER_PROCESS = 500
-
-
-def message(message_id: str) -> dict[str, object]:
-    return {"type": "track", "event": "Chat Started", "userId": "u", "messageId": message_id}
 
 
 def test_eight_threads_adding_500_each_to_one_store_lose_nothing(tmp_path: Path) -> None:
@@ -54,16 +53,6 @@ def test_eight_threads_adding_500_each_to_one_store_lose_nothing(tmp_path: Path)
     assert sum(row.attempts for row in rows) == THREADS * ADDS_PER_THREAD
     assert counters.snapshot()["totals"]["dead_lettered"] == THREADS * ADDS_PER_THREAD
     assert counters.snapshot()["totals"].get("dead_letter_write_failed", 0) == 0
-
-
-def add_from_another_process(path: str, worker: int, count: int, go: Any) -> None:
-    """Runs in a spawned process: a fresh interpreter, as a second QuickBot worker would be."""
-    store = DeadLetterStore(path, prune_every=50)
-    go.wait(60)  # both workers start writing together, not one after the other
-    for n in range(count):
-        if store.add(f"ws-{worker}", [message(f"p{worker}-{n}")], "retries_exhausted", "", 500, None, "", "") != 1:
-            sys.exit(3)
-    store.record_counters({(f"ws-{worker}", "executed"): count})
 
 
 def test_two_processes_adding_to_the_same_file_lose_nothing(tmp_path: Path) -> None:

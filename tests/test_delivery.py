@@ -248,7 +248,9 @@ def test_shutdown_flushes_200_clients_in_parallel_against_a_slow_server(
     report = pool.shutdown(15)  # far less than the 100 s a sequential flush needs
     assert report.drained, report
     assert report.clients_closed == 200
-    assert collector.requests_received == 200  # one batch each, all answered within the deadline
+    # One batch each; a loaded machine may time one out and retry it, never lose or add events.
+    assert collector.requests_received >= 200
+    assert collector.count(distinct=True) == 1000
     assert dead.items == []
 
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..flows import Flow, load_flow, parse_variable
+from ..flows import load_flow, parse_variable
 from ..host import ReferenceHost
 from ..regions import ENDPOINT_ENV
 
@@ -72,15 +72,19 @@ def run_flow(args: argparse.Namespace) -> int:
     variables = dict(flow.variables)
     variables.update(parse_variable(assignment) for assignment in args.var)
     local = not args.credentials and not args.dry_run
-    with _local_segment(flow, enabled=local) as (token, collector):
+    with _local_segment(enabled=local) as collector:
         host = ReferenceHost().load()
         block_type = host.block_type("segment")
+        token = args.credentials
+        if local:
+            # Sealed by the block itself, so the key ring that seals is the one that opens.
+            token = block_type.seal_credentials({"writeKey": LOCAL_WRITE_KEY}, workspace_id=flow.workspace_id)
         session_id = f"cli-{uuid.uuid4().hex[:8]}"
         results = []
         for block in flow.blocks_of("segment"):
             context = {
                 "workspace_id": flow.workspace_id,
-                "credentials": args.credentials or token,
+                "credentials": token,
                 "variables": variables,
                 "bot_id": flow.bot_id or args.flow.stem,
                 "session_id": session_id,
@@ -96,23 +100,23 @@ def run_flow(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _local_segment(flow: Flow, *, enabled: bool) -> Iterator[tuple[str | None, Any]]:
-    """Collector + endpoint override + a throw-away key ring, restored afterwards."""
+def _local_segment(*, enabled: bool) -> Iterator[Any]:
+    """The embedded collector, with delivery pointed at it and a local key ring; restored afterwards."""
     if not enabled:
-        yield None, None
+        yield None
         return
     # Imported here: `validate` and `--credentials` runs need neither the collector nor a local key.
     from ..collector import Collector
-    from ..credentials import ENCRYPTION_KEYS_ENV, KeyRing, generate_key
+    from ..credentials import ENCRYPTION_KEYS_ENV, generate_key
 
     saved = {name: os.environ.get(name) for name in (ENDPOINT_ENV, ENCRYPTION_KEYS_ENV)}
     with Collector() as collector:
         os.environ[ENDPOINT_ENV] = collector.url
         if not os.environ.get(ENCRYPTION_KEYS_ENV):
+            # A throw-away key: the token it seals lives only as long as this run.
             os.environ[ENCRYPTION_KEYS_ENV] = generate_key()
         try:
-            token = KeyRing.from_env().seal({"writeKey": LOCAL_WRITE_KEY, "region": "us"}, flow.workspace_id)
-            yield token, collector
+            yield collector
         finally:
             for name, value in saved.items():
                 if value is None:
