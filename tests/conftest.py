@@ -21,6 +21,13 @@ def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Ite
     # Never the developer's own dead-letter store.
     monkeypatch.setenv("QUICKBOT_SEGMENT_DEAD_LETTER_PATH", str(tmp_path / "dead-letters.sqlite3"))
     yield
+    # The process-wide block (what a host gets from the hooks) keeps its key ring and clients;
+    # a test that used it must not hand them, built from its own environment, to the next test.
+    from quickbot_segment_plugin import block
+
+    used, block._current = block._current, None
+    if used is not None:
+        used.shutdown(5.0)
 
 
 @pytest.fixture
