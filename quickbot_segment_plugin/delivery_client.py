@@ -17,9 +17,11 @@ What it handles, and why:
   batch sends what it has now instead of after the interval, then stops as soon as its queue
   is empty. The marker is removed from every batch before it can be sent.
 - Nothing is lost silently when time runs out: the batch the consumer holds (`_held`, from
-  `next()` until `upload()` returns) and whatever is still queued are reported; a batch the
-  consumer hands back later (`_requeue`, e.g. a retry wait cut short) or fails later
-  (`on_error`) is reported then, each event once.
+  `next()` until `upload()` returns), the events it has taken off the queue for a batch it is
+  still filling (`_TakenQueue.taken`: inside the library's `next()` they are in a local list
+  nobody else can see), and whatever is still queued are reported; a batch the consumer hands
+  back later (`_requeue`, e.g. a retry wait cut short) or fails later (`on_error`) is reported
+  then, each event once. A batch the consumer finishes filling after that is not sent.
 """
 
 from __future__ import annotations
@@ -54,6 +56,27 @@ _WAKE: Final[dict[str, Any]] = {"type": "quickbot.wake"}
 QUEUED: Final = "queued"
 FULL: Final = "full"
 CLOSED: Final = "closed"
+
+
+class _TakenQueue(queue.Queue[dict[str, Any]]):
+    """The client's queue, remembering what the consumer thread took for the batch it is filling.
+
+    The library's `next()` takes events one by one into a local list for up to the flush
+    interval; a deadline passing meanwhile would find them neither queued nor held. `_get` runs
+    under the queue's mutex, so reading `taken` under that mutex (after draining) sees every
+    event exactly where it is.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__(maxsize)
+        self.taker: threading.Thread | None = None
+        self.taken: list[dict[str, Any]] = []
+
+    def _get(self) -> dict[str, Any]:
+        item = super()._get()
+        if threading.current_thread() is self.taker:
+            self.taken.append(item)
+        return item
 
 
 class ManagedClient:
@@ -97,8 +120,13 @@ class ManagedClient:
             max_rate_limit_duration=settings.max_rate_limit_seconds,
         )
         atexit.unregister(self._client.join)
-        self._queue: queue.Queue[dict[str, Any]] = self._client.queue
         self._consumer: threading.Thread = self._client.consumers[0]
+        # Swapped in while still empty, before anything can be queued or the consumer runs.
+        self._queue = _TakenQueue(settings.max_queue_size)
+        self._queue.taker = self._consumer
+        self._client.queue = self._queue
+        consumer: Any = self._consumer
+        consumer.queue = self._queue
         self._consumer.name = f"quickbot-segment-delivery[{workspace_id[:40]}]"
         self._hook_consumer()
         self._client.send = True
@@ -178,9 +206,12 @@ class ManagedClient:
         self._consumer_pause()
         self._finalized = True
         leftovers = self._drain()
-        held = list(self._held or ())
+        # After the drain: whatever the consumer took before it is in `taken` or `_held` now.
+        with self._queue.mutex:
+            held = list(self._held or ())
+            taken = list(self._queue.taken)
         lost = self._report_leftovers(
-            [*held, *leftovers], "still queued or in flight when the deadline passed", held=len(held)
+            [*held, *taken, *leftovers], "still queued or in flight when the deadline passed", held=len(held)
         )
         # A thread that is only finishing its last empty wait is not abandoned; one holding a
         # batch (stuck in a request) is, even though its events were already reported.
@@ -267,7 +298,16 @@ class ManagedClient:
                         work_queue.task_done()
                 batch = [item for item in batch if item is not _WAKE]
             batch = [without_nulls(item) for item in batch]
-            self._held = batch
+            with work_queue.mutex:
+                self._held = batch
+                work_queue.taken.clear()
+            if self._finalized and batch:
+                # Abandoned while filling it: reported by `abandon`; nothing is sent after the deadline.
+                self._report_leftovers(batch, "taken by the delivery thread when the deadline passed")
+                for _ in batch:
+                    work_queue.task_done()
+                self._held = None
+                return []
             return batch
 
         def upload() -> Any:
