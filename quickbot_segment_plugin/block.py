@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, schemas
+from . import __version__, naming, schemas
 from .counters import COUNTERS, CounterFlusher
 from .credentials import KeyRing
 from .deadletters import DeadLetterRecorder, DeadLetterStore
@@ -50,6 +50,10 @@ class SegmentBlock:
 
     def validate(self, options: dict[str, Any]) -> list[dict[str, str]]:
         return [problem.as_dict() for problem in check_options(options, default_engine()).problems]
+
+    def lint(self, options: dict[str, Any], workspace_id: str | None = None) -> list[dict[str, str]]:
+        """Naming-convention warnings (naming.py): kept out of `validate`, which lists only errors."""
+        return naming.lint(options, workspace_id)
 
     def seal_credentials(self, values: dict[str, Any], *, workspace_id: str) -> str:
         return self.keyring().seal(values, workspace_id)

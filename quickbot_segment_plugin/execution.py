@@ -19,6 +19,7 @@ from .credentials import CredentialsError, KeyRing
 from .errors import PluginError
 from .messages import MessageError, build_message, message_id_for
 from .plan import BlockPlan, RenderFailure, compile_plan, condition_allows, render_parts
+from .quality import QualityGate
 from .regions import endpoint_for
 from .results import ResultLog
 from .templating import TemplateEngine
@@ -91,6 +92,7 @@ class Executor:
         self.counters = counters
         self._plans = _LruCache(PLAN_CACHE_SIZE)
         self._recent = _LruCache(RECENT_EXECUTIONS)
+        self.quality = QualityGate(counters)  # cleaning + tracking plans (quality.py)
 
     def execute(self, options: Any, context: Any) -> dict[str, Any]:
         workspace_id, variables = _host_inputs(context)
@@ -140,6 +142,10 @@ class Executor:
         except MessageError as error:
             log.error(str(error), field=error.field)
             return log.result("failed")
+        checked = self.quality.check(payload, workspace_id, log, dry_run=bool(context.get("dry_run")), items=plan.items)
+        if checked is None:
+            return log.result("failed")
+        payload = checked
         if context.get("dry_run"):
             log.info("Dry run: the message was built and checked, and not sent.")
             return log.result("dry_run", message_id=message_id, payload=payload)

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..flows import load_flow, parse_variable
 from ..host import ReferenceHost
+from ..naming import lint, lint_across_blocks
 from ..regions import ENDPOINT_ENV
 
 LOCAL_WRITE_KEY = "localDemoWriteKey0123456789"
@@ -56,14 +57,23 @@ def run_validate(args: argparse.Namespace) -> int:
     flow = load_flow(args.flow)
     block_type = ReferenceHost().load().block_type("segment")
     failures = 0
+    warnings: list[tuple[str, dict[str, str]]] = []
     for block in flow.blocks_of("segment"):
         problems = block_type.validate(block.options)
         for problem in problems:
             where = f"/{problem['path']}" if problem["path"] else ""
             print(f"{args.flow}: block {block.id}{where}: {problem['message']}")
         failures += bool(problems)
+        warnings.extend((block.id, warning) for warning in lint(block.options, flow.workspace_id))
+    # Naming conventions (naming.py) are warnings: printed after the problems, never exit status 1.
+    warnings.extend(lint_across_blocks([(block.id, block.options) for block in flow.blocks_of("segment")]))
+    for block_id, warning in warnings:
+        where = f"/{warning['path']}" if warning["path"] else ""
+        print(f"{args.flow}: block {block_id}{where}: warning: {warning['message']} [{warning['rule']}]")
     count = len(flow.blocks_of("segment"))
     print(f"{count - failures} of {count} Segment block(s) valid.", file=sys.stderr)
+    if warnings:
+        print(f"{len(warnings)} naming warning(s).", file=sys.stderr)
     return 1 if failures else 0
 
 

@@ -36,6 +36,7 @@ from ..deadletters import STATES, DeadLetter, DeadLetterFilter, DeadLetterStore,
 from ..delivery import DeliveryPool
 from ..delivery_settings import DeliverySettings
 from ..delivery_types import REASONS, REJECTED, DeliveryError, Undeliverable
+from ..quality import split_quality_counters
 from ..redaction import redact
 from ..regions import endpoint_for
 
@@ -424,6 +425,7 @@ def _stats(args: argparse.Namespace) -> int:
     summary = store.summary()
     tallies = store.tallies()
     counters = store.persisted_counters()
+    delivery_counters, quality = split_quality_counters(counters)  # quality.py: violations, cleaned, refused
     if args.json:
         document = {
             "store": str(store.path),
@@ -431,6 +433,7 @@ def _stats(args: argparse.Namespace) -> int:
             "dead_letters": summary,
             "removed": tallies,
             "counters": counters,
+            "quality": quality,
         }
         _print(json.dumps(document, indent=2, sort_keys=True))
         return 0
@@ -457,10 +460,16 @@ def _stats(args: argparse.Namespace) -> int:
     if tallies:
         _print("\nWhat became of dead letters (replayed; removed undelivered by retention or purge):")
         _print_nested(tallies)
-    if counters:
+    if delivery_counters:
         _print("\nCounters flushed by QuickBot workers (sum over every process that flushed):")
-        _print_nested(counters)
-    else:
+        _print_nested(delivery_counters)
+    if quality:
+        _print("\nData quality (violations found, values cleaned, events refused; by rule and event):")
+        _print_table(
+            ["WORKSPACE", "KIND", "RULE", "EVENT", "COUNT"],
+            [[row["workspace_id"], row["kind"], row["rule"], row["event"], str(row["count"])] for row in quality],
+        )
+    if not counters:
         _print(
             "\nNo persisted counters. Live counters are in the memory of each QuickBot worker: "
             "quickbot_segment_plugin.counters.COUNTERS.snapshot() from Python."

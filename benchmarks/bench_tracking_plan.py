@@ -1,0 +1,213 @@
+"""The hot-path cost of data quality: cleaning and a 20-event tracking plan, measured in one run.
+
+    python benchmarks/bench_tracking_plan.py [--events 20000]
+
+(a) `execute` of a track block (real delivery to a loopback receiver) in three blocks made
+    side by side: cleaning off and no plan (the path before data quality), cleaning on and no
+    plan (the default), cleaning on with a 20-event Protocols plan in `allow` mode that the
+    event satisfies. Timing rounds are interleaved so drift hits every side alike.
+(b) the plan check alone (`tracking_plans.enforce`) per event: a valid event, and an event
+    with two violations (the slower path that builds messages).
+Prints a table and writes benchmarks/results/tracking_plan.json. Ratios against the first
+column are the point; absolute microseconds depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from receiver import CountingReceiver
+
+from quickbot_segment_plugin.block import SegmentBlock
+from quickbot_segment_plugin.credentials import ENCRYPTION_KEYS_ENV, generate_key
+from quickbot_segment_plugin.tracking_plans import enforce, load_plan
+
+WRITE_KEY = "benchmarkWriteKey0123456789"
+WORKSPACE = "bench"
+OPTIONS = {
+    "action": "track",
+    "event": "Lead Qualified",
+    "userId": "{{User ID}}",
+    "properties": [
+        {"key": "plan", "value": "{{Plan}}"},
+        {"key": "score", "value": "{{Score}}"},
+        {"key": "source", "value": "chatbot"},
+        {"key": "email_opt_in", "value": "yes", "type": "boolean"},
+        {"key": "answered_at", "value": "2026-01-31T12:00:00Z", "type": "datetime"},
+    ],
+    "context": [{"key": "locale", "value": "fr-FR"}],
+}
+VARIABLES = {"User ID": "user-1042", "Plan": "premium", "Score": 8}
+DRAFT_07 = "http://json-schema.org/draft-07/schema#"
+
+
+def twenty_event_plan() -> dict[str, Any]:
+    """A Config API plan of 20 events with 5 typed properties each, identify, group and common."""
+    names = [
+        "Lead Qualified", "Lead Unqualified", "Chat Started", "Chat Ended", "Question Answered",
+        "Question Skipped", "Plan Viewed", "Pricing Viewed", "Demo Requested", "Demo Booked",
+        "Signup Started", "Signup Completed", "Order Started", "Order Completed", "Coupon Applied",
+        "Feedback Submitted", "Agent Requested", "Agent Joined", "Newsletter Subscribed", "Bot Rated",
+    ]  # fmt: skip
+    properties = {
+        "plan": {"type": "string", "enum": ["free", "premium", "enterprise"]},
+        "score": {"type": "integer", "minimum": 0, "maximum": 10},
+        "source": {"type": "string", "pattern": "^[a-z_]+$"},
+        "email_opt_in": {"type": "boolean"},
+        "answered_at": {"type": "string", "format": "date-time"},
+    }
+    events = [
+        {
+            "name": name,
+            "version": 1,
+            "rules": {
+                "$schema": DRAFT_07,
+                "type": "object",
+                "properties": {
+                    "context": {},
+                    "traits": {},
+                    "properties": {"type": "object", "properties": properties, "required": ["score", "source"]},
+                },
+                "required": ["properties"],
+            },
+        }
+        for name in names
+    ]
+    common = {
+        "$schema": DRAFT_07,
+        "type": "object",
+        "properties": {
+            "context": {"type": "object", "properties": {"library": {"type": "object"}}, "required": ["library"]},
+            "traits": {},
+            "properties": {},
+        },
+        "required": ["context"],
+    }
+    return {"display_name": "Benchmark plan", "rules": {"global": common, "events": events}}
+
+
+def _timed(call: Any, count: int) -> list[float]:
+    samples = []
+    gc.disable()
+    try:
+        for _ in range(count):
+            start = time.perf_counter_ns()
+            call()
+            samples.append((time.perf_counter_ns() - start) / 1000)
+    finally:
+        gc.enable()
+    return samples
+
+
+def _block(environ: dict[str, str | None], context_of: dict[str, Any]) -> tuple[SegmentBlock, dict[str, Any]]:
+    """A block whose quality settings are read under `environ` (they are read once, on first use)."""
+    saved = {name: os.environ.get(name) for name in environ}
+    for name, value in environ.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    try:
+        block = SegmentBlock()
+        token = block.seal_credentials({"writeKey": WRITE_KEY}, workspace_id=WORKSPACE)
+        context = {**context_of, "credentials": token}
+        result = block.execute(OPTIONS, context)  # reads the settings now
+        assert result["status"] == "queued", result["logs"]
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return block, context
+
+
+def measure(events: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as plans, CountingReceiver() as receiver:
+        os.environ[ENCRYPTION_KEYS_ENV] = generate_key()
+        os.environ["QUICKBOT_SEGMENT_ENDPOINT"] = receiver.url
+        os.environ["QUICKBOT_SEGMENT_MAX_QUEUE_SIZE"] = "100000"
+        os.environ["QUICKBOT_SEGMENT_DEAD_LETTER_PATH"] = str(Path(plans) / "dead-letters.sqlite3")
+        plan_path = Path(plans) / f"{WORKSPACE}.json"
+        plan_path.write_text(json.dumps(twenty_event_plan()))
+        base = {"workspace_id": WORKSPACE, "variables": VARIABLES, "bot_id": "b"}
+        sides = {
+            "cleaning off, no plan": _block(
+                {"QUICKBOT_SEGMENT_CLEANING": "off", "QUICKBOT_SEGMENT_TRACKING_PLAN_DIR": None}, base
+            ),
+            "cleaning on, no plan": _block({"QUICKBOT_SEGMENT_TRACKING_PLAN_DIR": None}, base),
+            "cleaning on, 20-event plan": _block({"QUICKBOT_SEGMENT_TRACKING_PLAN_DIR": plans}, base),
+        }
+        for block, context in sides.values():  # warm: plan cache, compiled plan, client, connection
+            for _ in range(300):
+                block.execute(OPTIONS, context)
+        samples: dict[str, list[float]] = {name: [] for name in sides}
+        for _ in range(5):
+            for name, (block, context) in sides.items():
+                samples[name] += _timed(lambda b=block, c=context: b.execute(OPTIONS, c), events // 5)
+            for block, _ in sides.values():
+                block.pool().flush(60)
+        for block, _ in sides.values():
+            block.shutdown(10)
+
+        plan = load_plan(plan_path)
+        payload = sides["cleaning on, no plan"][0].execute(OPTIONS, {**base, "dry_run": True})["payload"]
+        bad = {**payload, "properties": {**payload["properties"], "score": 42, "source": "Chat Bot"}}
+        assert not enforce(plan, payload).outcomes and len(enforce(plan, bad).outcomes) == 2
+        check_valid = _timed(lambda: enforce(plan, payload), events)
+        check_invalid = _timed(lambda: enforce(plan, bad), events // 4)
+
+    baseline = statistics.median(samples["cleaning off, no plan"])
+    return {
+        "events": events,
+        "plan_events": 20,
+        "execute_us": {
+            name: {
+                "median": statistics.median(values),
+                "p99": _p99(values),
+                "ratio_to_baseline": statistics.median(values) / baseline,
+            }
+            for name, values in samples.items()
+        },
+        "plan_check_us": {
+            "valid_event": {"median": statistics.median(check_valid), "p99": _p99(check_valid)},
+            "two_violations": {"median": statistics.median(check_invalid), "p99": _p99(check_invalid)},
+        },
+    }
+
+
+def _p99(samples: list[float]) -> float:
+    return sorted(samples)[int(len(samples) * 0.99)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=20_000)
+    args = parser.parse_args()
+    result = measure(args.events)
+    print(f"execute with data quality ({args.events} events per side, track block with 5 properties)")
+    print(f"{'execute':<34}{'median us':>11}{'p99 us':>10}{'ratio':>8}")
+    for name, values in result["execute_us"].items():
+        print(f"{name:<34}{values['median']:>11.1f}{values['p99']:>10.1f}{values['ratio_to_baseline']:>8.2f}")
+    print(f"\n{'plan check alone (enforce)':<34}{'median us':>11}{'p99 us':>10}")
+    for name, values in result["plan_check_us"].items():
+        print(f"{name.replace('_', ' '):<34}{values['median']:>11.1f}{values['p99']:>10.1f}")
+    out = Path(__file__).resolve().parent / "results" / "tracking_plan.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
