@@ -64,7 +64,7 @@ class MessageParts:
 
 
 def build_message(parts: MessageParts, host_context: Mapping[str, Any]) -> dict[str, Any]:
-    """The Segment message in wire form; raises MessageError when it breaks Segment's limits."""
+    """The Segment message in wire form, ready for the quality gate and `check_size`."""
     timestamp = parts.timestamp or datetime.now(timezone.utc)
     context = dict(parts.context)
     quickbot = {wire: host_context[key] for key, wire in HOST_CONTEXT_KEYS.items() if host_context.get(key)}
@@ -80,7 +80,8 @@ def build_message(parts: MessageParts, host_context: Mapping[str, Any]) -> dict[
     message["context"] = context
     message["integrations"] = dict(parts.integrations)
     message["timestamp"] = timestamp.isoformat(timespec="milliseconds")
-    check_size(message)
+    # Size is checked by the caller once the message is final (after cleaning and privacy):
+    # the library measures it again on enqueue, so the live path does not pay for it twice.
     return message
 
 
