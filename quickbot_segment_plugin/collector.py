@@ -5,7 +5,8 @@ network, and the tests get a real HTTP endpoint that answers like Segment's: the
 400s (malformed JSON, an event over 32 KB, a batch over 500 KB, no write key), 200 for
 everything else, `sentAt` clock-skew correction, and the debugger's warnings stored next
 to each message. Faults (5xx, 429 with Retry-After, timeouts, dropped connections) can be
-scripted to exercise the client's retries.
+scripted to exercise the client's retries. A browser pointed at its URL gets the live event
+debugger (`collector_debugger` and the files in `debugger/`).
 
     with Collector() as collector:
         client = segment.analytics.Client("key", host=collector.url)
@@ -14,8 +15,9 @@ scripted to exercise the client's retries.
         collector.events(type="track")
 
 Modules: `collector_http` (the bounded HTTP server), `collector_routes` (what each path
-answers), `collector_ingest` (Segment's acceptance rules), `collector_spec` (timestamps and
-warnings), `collector_store` (SQLite), `collector_faults` (scripted failures).
+answers), `collector_debugger` (the debugger page and its safety rules), `collector_ingest`
+(Segment's acceptance rules), `collector_spec` (timestamps and warnings), `collector_store`
+(SQLite), `collector_faults` (scripted failures).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import socket
 import tempfile
 import threading
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -34,7 +36,9 @@ from .collector_faults import Fault, FaultError, FaultScript
 from .collector_http import CollectorServer, is_loopback
 from .collector_ingest import MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_EVENT_BYTES
 from .collector_routes import CollectorApp, FilterError, since_filter
+from .collector_spec import format_iso8601
 from .collector_store import EventFilter, EventStore
+from .collector_summary import MAX_SUMMARY_MINUTES
 from .errors import PluginError
 
 __all__ = [
@@ -109,6 +113,7 @@ class Collector:
         if latency < 0 or idle_timeout <= 0 or body_timeout <= 0 or busy_wait < 0:
             raise CollectorError("latency must be 0 or more and timeouts more than 0.", field="latency")
         self.host = host
+        self._allow_remote = allow_remote
         self._requested_port = port
         self._db_path = Path(db_path) if db_path is not None else None
         self._max_connections = max_connections
@@ -139,7 +144,7 @@ class Collector:
             except Exception as error:
                 self._remove_temp_dir()
                 raise CollectorError(f"cannot open the event store {path}: {error}", field="db") from None
-            app = CollectorApp(store, self._faults, self._latency)
+            app = CollectorApp(store, self._faults, self._latency, allow_remote=self._allow_remote)
             try:
                 server = CollectorServer(
                     (self.host, self._requested_port),
@@ -215,6 +220,11 @@ class Collector:
         return f"http://{host}:{self.port}"
 
     @property
+    def debugger_url(self) -> str:
+        """The live event debugger: open it in a browser while a flow runs."""
+        return self.url + "/"
+
+    @property
     def db_path(self) -> Path:
         return self._running_store().path
 
@@ -231,8 +241,13 @@ class Collector:
         *,
         anonymous_id: str | None = None,
         message_id: str | None = None,
+        after_id: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Stored messages, newest first, with what the collector recorded about each."""
+        """Stored messages, newest first, with what the collector recorded about each.
+
+        `after_id` keeps rows stored after the row with that `id` (rows' ids only grow),
+        the cursor a reader that follows new events uses.
+        """
         where = EventFilter(
             type=type,
             user_id=user_id,
@@ -240,8 +255,20 @@ class Collector:
             event=event,
             message_id=message_id,
             since=since_filter(since),
+            after_id=after_id,
         )
         return self._running_store().events(where, limit, offset)
+
+    def batch(self, batch_id: str) -> dict[str, Any] | None:
+        """The request a row came in (its `batch_id`), without the write key; None when unknown."""
+        return self._running_store().batch(batch_id)
+
+    def summary(self, minutes: int = 30) -> dict[str, Any]:
+        """Counts per type overall and per minute over the last `minutes` (the debugger's strip)."""
+        if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= MAX_SUMMARY_MINUTES:
+            raise CollectorError(f"minutes must be from 1 to {MAX_SUMMARY_MINUTES}, got {minutes!r}.", field="minutes")
+        now = format_iso8601(datetime.now(timezone.utc))
+        return {"now": now, "minutes": minutes, **self._running_store().summary(minutes, now)}
 
     def messages(self) -> list[dict[str, Any]]:
         """Every stored message dict, oldest first."""

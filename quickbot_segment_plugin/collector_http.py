@@ -229,6 +229,7 @@ def render(reply: Reply, *, head_only: bool, close: bool) -> bytes:
         f"Content-Type: {reply.content_type}",
         f"Content-Length: {len(reply.body)}",
         "Cache-Control: no-store",
+        "X-Content-Type-Options: nosniff",
         *(f"{name}: {value}" for name, value in reply.headers),
     ]
     if close:

@@ -52,6 +52,8 @@ class Accepted:
     messages: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[list[str]] = field(default_factory=list)
     dropped: str | None = None
+    # The request body as sent, minus every writeKey: the debugger's "raw batch".
+    body: dict[str, Any] = field(default_factory=dict)
 
 
 def ingest(
@@ -74,7 +76,7 @@ def ingest(
         )
     payload = parse_json_object(data)
     write_key = write_key_from(payload, authorization)
-    accepted = Accepted(write_key_fingerprint=fingerprint(write_key))
+    accepted = Accepted(write_key_fingerprint=fingerprint(write_key), body=without_write_keys(payload))
     if endpoint == "batch":
         # No item can exceed 32 KB when the whole body does not: skip measuring each one.
         items = _batch_items(payload, measure=len(data) > MAX_EVENT_BYTES)
@@ -94,6 +96,24 @@ def ingest(
     else:
         _add(accepted, dict(payload), None, received_at, implied_type=endpoint)
     return accepted
+
+
+def without_write_keys(payload: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a request body with the write key removed, at the top level and in each item.
+
+    Only the key's fingerprint is ever kept, so the raw batch the debugger shows cannot
+    hand a write key to whoever can read the collector.
+    """
+    body = {name: value for name, value in payload.items() if name != "writeKey"}
+    items = body.get("batch")
+    if isinstance(items, list):
+        body["batch"] = [
+            {name: value for name, value in item.items() if name != "writeKey"}
+            if isinstance(item, dict) and "writeKey" in item
+            else item
+            for item in items
+        ]
+    return body
 
 
 def decode_body(raw: bytes, content_encoding: str | None, limit: int) -> bytes:

@@ -2,9 +2,15 @@
 
 - `POST /v1/batch`, `/v1/identify|track|page|screen|group|alias`: Segment's Tracking API.
 - `GET /events`: stored messages, newest first, filtered and paginated.
+- `GET /batches/<batch_id>`: the request a message came in (without its write key).
+- `GET /summary`: counts per type and per minute, for the debugger's summary strip.
 - `GET /rejections`: requests answered with an error (or accepted and dropped).
 - `GET|POST|DELETE /_admin/faults`, `DELETE /events`: loopback callers only.
-- `GET /`: what this server is, for a "test connection" or a curious operator.
+- `GET /`: the debugger page for a browser; for anything else, what this server is (a
+  "test connection" or a curious operator). `GET /debugger/*`: the page's files.
+
+Everything but the Tracking API refuses a Host that is not a loopback name unless the
+collector allows remote clients (see `collector_debugger`).
 """
 
 from __future__ import annotations
@@ -17,14 +23,18 @@ from collections import deque
 from datetime import datetime, timezone
 from typing import Any
 
+from .collector_debugger import ASSET_PREFIX, asset_reply, host_allowed, misdirected_reply, page_reply, wants_page
 from .collector_faults import Fault, FaultError, FaultScript, faults_from_json
 from .collector_http import Reply, Request, error_reply, is_loopback, json_reply
 from .collector_ingest import ENDPOINTS, Rejected, ingest
 from .collector_spec import format_iso8601, parse_iso8601
-from .collector_store import MAX_PAGE, EventFilter, EventStore
+from .collector_store import MAX_PAGE, EventFilter, EventStore, RawBatch
+from .collector_summary import MAX_SUMMARY_MINUTES
 from .errors import PluginError
 
 REQUEST_LOG_SIZE = 10_000
+DEFAULT_SUMMARY_MINUTES = 30
+BATCHES_PREFIX = "/batches/"
 
 
 class FilterError(PluginError):
@@ -47,10 +57,13 @@ def since_filter(since: object) -> str | None:
 class CollectorApp:
     """The collector's behaviour, independent of sockets (the server calls it per request)."""
 
-    def __init__(self, store: EventStore, faults: FaultScript, latency: float = 0.0) -> None:
+    def __init__(
+        self, store: EventStore, faults: FaultScript, latency: float = 0.0, *, allow_remote: bool = False
+    ) -> None:
         self.store = store
         self.faults = faults
         self.latency = latency
+        self.allow_remote = allow_remote
         self._lock = threading.Lock()
         self.requests_received = 0
         self.request_log: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_SIZE)
@@ -59,6 +72,14 @@ class CollectorApp:
         path = request.path.rstrip("/") or "/"
         if path.startswith("/v1/"):
             return self._tracking(request, path[len("/v1/") :])
+        if not host_allowed(request.headers.get("Host"), self.allow_remote):
+            return misdirected_reply()
+        if path.startswith(ASSET_PREFIX):
+            return self._read_only(request) or asset_reply(path[len(ASSET_PREFIX) :])
+        if path.startswith(BATCHES_PREFIX):
+            return self._read_only(request) or self._batch(path[len(BATCHES_PREFIX) :])
+        if path == "/summary":
+            return self._read_only(request) or self._summary(request)
         if path == "/events":
             if request.method == "DELETE":
                 return self._admin_only(request) or self._clear()
@@ -67,6 +88,8 @@ class CollectorApp:
             return self._read_only(request) or self._rejections(request)
         if path == "/_admin/faults":
             return self._admin_only(request) or self._faults(request)
+        if path == "/" and wants_page(request.headers.get("Accept")):
+            return self._read_only(request) or page_reply()
         if path == "/":
             return self._read_only(request) or json_reply(
                 200,
@@ -76,7 +99,9 @@ class CollectorApp:
                     "events": self.store.count(),
                     "requests_received": self.requests_received,
                     "pending_faults": self.faults.pending,
+                    "debugger": "open / in a browser",
                 },
+                headers=[("Vary", "Accept")],
             )
         return error_reply(404, "not_found", f"no such path: {path[:100]}")
 
@@ -135,6 +160,7 @@ class CollectorApp:
                 received_at=received_at,
                 batch_id=batch_id,
                 write_key_fingerprint=accepted.write_key_fingerprint,
+                raw_batch=RawBatch(request.path[:200], len(request.body), json.dumps(accepted.body)),
             )
         return json_reply(200, {"success": True}, delay=self.latency), len(accepted.messages)
 
@@ -189,6 +215,7 @@ class CollectorApp:
                 event=one("event"),
                 message_id=one("messageId", "message_id"),
                 since=since_filter(one("since")),
+                after_id=_int_param(request, "after_id", 0, 0, 2**62) or None,
             )
             limit = _int_param(request, "limit", 100, 0, MAX_PAGE)
             offset = _int_param(request, "offset", 0, 0, 10**9)
@@ -207,6 +234,20 @@ class CollectorApp:
                 "next_offset": following if following < total else None,
             },
         )
+
+    def _batch(self, batch_id: str) -> Reply:
+        batch = self.store.batch(batch_id) if 0 < len(batch_id) <= 64 else None
+        if batch is None:
+            return error_reply(404, "not_found", "no stored batch has this id (it may have been cleared).")
+        return json_reply(200, batch)
+
+    def _summary(self, request: Request) -> Reply:
+        try:
+            minutes = _int_param(request, "minutes", DEFAULT_SUMMARY_MINUTES, 1, MAX_SUMMARY_MINUTES)
+        except FilterError as error:
+            return error_reply(400, "invalid_filter", error.message)
+        now = format_iso8601(datetime.now(timezone.utc))
+        return json_reply(200, {"now": now, "minutes": minutes, **self.store.summary(minutes, now)})
 
     def _rejections(self, request: Request) -> Reply:
         try:

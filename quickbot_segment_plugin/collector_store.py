@@ -1,9 +1,11 @@
-"""The collector's SQLite file: every message received, and every request turned away.
+"""The collector's SQLite file: every message received, the request it came in, and every
+request turned away.
 
 One file in WAL mode, so the read API and the CLI can query while handler threads write;
 writes go through one connection behind a lock (SQLite allows one writer at a time
 anyway). The file holds what bots sent (PII included), so it is created private to the
-user (0600). A write key is never stored, only its fingerprint.
+user (0600). A write key is never stored, only its fingerprint: the raw batch kept for the
+debugger is the request body with every `writeKey` removed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .collector_summary import MAX_SUMMARY_MINUTES, SummaryTally, minute_of, minute_offset
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -31,11 +35,20 @@ CREATE TABLE IF NOT EXISTS events (
     write_key_fingerprint TEXT NOT NULL,
     duplicate INTEGER NOT NULL,
     warnings TEXT NOT NULL,
-    message TEXT NOT NULL
+    message TEXT NOT NULL,
+    violations TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS events_by_message_id ON events (write_key_fingerprint, message_id);
 CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id);
 CREATE INDEX IF NOT EXISTS events_by_received_at ON events (received_at);
+CREATE TABLE IF NOT EXISTS batches (
+    batch_id TEXT PRIMARY KEY,
+    received_at TEXT NOT NULL,
+    path TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    write_key_fingerprint TEXT NOT NULL,
+    body TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS rejections (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     received_at TEXT NOT NULL,
@@ -50,9 +63,22 @@ CREATE TABLE IF NOT EXISTS rejections (
 
 _COLUMNS = (
     "id, message_id, type, user_id, anonymous_id, event, received_at, batch_id, "
-    "write_key_fingerprint, duplicate, warnings, message"
+    "write_key_fingerprint, duplicate, warnings, message, violations"
 )
 MAX_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class RawBatch:
+    """The request a stored message came in, as the debugger shows it next to the message.
+
+    `body` is JSON text of the request body with every `writeKey` removed; `size` is the
+    body's length on the wire (compressed when it was gzipped).
+    """
+
+    path: str
+    size: int
+    body: str
 
 
 @dataclass(frozen=True)
@@ -65,6 +91,7 @@ class EventFilter:
     event: str | None = None
     message_id: str | None = None
     since: str | None = None  # a receivedAt in the collector's own format (see collector_spec)
+    after_id: int | None = None  # rows stored after this row id (the debugger's live cursor)
 
     def where(self) -> tuple[str, list[Any]]:
         clauses: list[str] = []
@@ -82,6 +109,9 @@ class EventFilter:
         if self.since is not None:
             clauses.append("received_at >= ?")
             values.append(self.since)
+        if self.after_id is not None:
+            clauses.append("id > ?")
+            values.append(self.after_id)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", values
 
 
@@ -108,7 +138,15 @@ class EventStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._upgrade()
         self._closed = False
+        self._tally: SummaryTally | None = None  # loaded by the first summary()
+
+    def _upgrade(self) -> None:
+        """Adds what newer versions store to a file an older collector created (`--db` keeps files)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
+        if "violations" not in columns:
+            self._db.execute("ALTER TABLE events ADD COLUMN violations TEXT NOT NULL DEFAULT '[]'")
 
     def add(
         self,
@@ -118,19 +156,28 @@ class EventStore:
         received_at: str,
         batch_id: str,
         write_key_fingerprint: str,
+        violations: Sequence[Sequence[str]] | None = None,
+        raw_batch: RawBatch | None = None,
     ) -> int:
-        """Stores one request's messages in one transaction; returns how many were duplicates.
+        """Stores one request's messages (and the request) in one transaction; returns how
+        many were duplicates.
 
         A message whose messageId this write key already sent is kept and flagged, as
         Segment would deduplicate it: the debugger shows both, a warehouse one.
+        `violations` are tracking-plan violations per message (none until a plan is checked).
         """
+        per_message_violations = list(violations) if violations is not None else [[] for _ in messages]
+        if len(per_message_violations) != len(messages):
+            raise ValueError("violations must hold one list per message.")
         duplicates = 0
         with self._changed:
             self._check_open()
             seen_here: set[str] = set()
             known = self._known(write_key_fingerprint, [_text_id(message.get("messageId")) for message in messages])
             rows = []
-            for message, message_warnings in zip(messages, warnings, strict=True):
+            for message, message_warnings, message_violations in zip(
+                messages, warnings, per_message_violations, strict=True
+            ):
                 message_id = _text_id(message.get("messageId"))
                 duplicate = False
                 if message_id is not None:
@@ -150,20 +197,36 @@ class EventStore:
                         int(duplicate),
                         json.dumps(list(message_warnings)),
                         json.dumps(message),  # ASCII escapes: safe for lone surrogates
+                        json.dumps(list(message_violations)),
                     )
                 )
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.executemany(
                     "INSERT INTO events (message_id, type, user_id, anonymous_id, event, received_at, "
-                    "batch_id, write_key_fingerprint, duplicate, warnings, message) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    "batch_id, write_key_fingerprint, duplicate, warnings, message, violations) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                     rows,
                 )
+                if raw_batch is not None:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO batches (batch_id, received_at, path, bytes, "
+                        "write_key_fingerprint, body) VALUES (?,?,?,?,?,?)",
+                        (batch_id, received_at, raw_batch.path, raw_batch.size, write_key_fingerprint, raw_batch.body),
+                    )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            if self._tally is not None:
+                for row in rows:
+                    self._tally.record(
+                        str(row[1]),
+                        received_at,
+                        duplicate=bool(row[8]),
+                        warned=row[9] != "[]",
+                        violated=row[11] != "[]",
+                    )
             self._changed.notify_all()
         return duplicates
 
@@ -218,6 +281,57 @@ class EventStore:
             (count,) = self._db.execute(f"SELECT COUNT(*) FROM events{clause}", values).fetchone()
         return int(count)
 
+    def batch(self, batch_id: str) -> dict[str, Any] | None:
+        """The request that brought the messages of `batch_id`, or None when it is not kept."""
+        with self._lock:
+            self._check_open()
+            row = self._db.execute(
+                "SELECT batch_id, received_at, path, bytes, write_key_fingerprint, body, "
+                "(SELECT COUNT(*) FROM events WHERE events.batch_id = batches.batch_id) "
+                "FROM batches WHERE batch_id = ?",
+                (batch_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        found, received_at, path, size, key, body, stored = row
+        return {
+            "batch_id": found,
+            "received_at": received_at,
+            "path": path,
+            "bytes": size,
+            "write_key_fingerprint": key,
+            "messages_stored": stored,
+            "body": json.loads(body),
+        }
+
+    def summary(self, minutes: int, now: str) -> dict[str, Any]:
+        """Counts for the debugger's summary strip: per type overall, and per type for each of
+        the last `minutes` minutes up to `now` (a receivedAt), oldest first, gaps as zeros.
+        """
+        with self._lock:
+            self._check_open()
+            if self._tally is None:
+                self._tally = self._load_tally(now)
+            (last_id,) = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()
+            # last_id lets a reader that follows new rows see that the store was cleared or replaced.
+            return {"last_id": int(last_id), **self._tally.report(minutes, now)}
+
+    def _load_tally(self, now: str) -> SummaryTally:
+        """Counts what the file already holds, once; `add` and `clear` keep them current."""
+        horizon = minute_offset(minute_of(now), -(MAX_SUMMARY_MINUTES - 1))
+        tally = SummaryTally()
+        tally.load(
+            self._db.execute(
+                "SELECT type, COUNT(*), SUM(duplicate), SUM(warnings != '[]'), SUM(violations != '[]') "
+                "FROM events GROUP BY type"
+            ).fetchall(),
+            self._db.execute(
+                "SELECT substr(received_at, 1, 16), type, COUNT(*) FROM events WHERE received_at >= ? GROUP BY 1, 2",
+                (horizon,),
+            ).fetchall(),
+        )
+        return tally
+
     def messages(self) -> list[dict[str, Any]]:
         """Every stored message, oldest first."""
         with self._lock:
@@ -262,7 +376,10 @@ class EventStore:
         with self._lock:
             self._check_open()
             self._db.execute("DELETE FROM events")
+            self._db.execute("DELETE FROM batches")
             self._db.execute("DELETE FROM rejections")
+            if self._tally is not None:
+                self._tally.clear()
 
     def close(self) -> None:
         with self._changed:
@@ -278,7 +395,7 @@ class EventStore:
 
 def _row_to_event(row: Sequence[Any]) -> dict[str, Any]:
     (
-        _,
+        row_id,
         message_id,
         kind,
         user_id,
@@ -290,8 +407,10 @@ def _row_to_event(row: Sequence[Any]) -> dict[str, Any]:
         duplicate,
         warnings,
         message,
+        violations,
     ) = row
     return {
+        "id": row_id,
         "message": json.loads(message),
         "message_id": message_id,
         "type": kind,
@@ -303,4 +422,5 @@ def _row_to_event(row: Sequence[Any]) -> dict[str, Any]:
         "write_key_fingerprint": key,
         "duplicate": bool(duplicate),
         "warnings": json.loads(warnings),
+        "violations": json.loads(violations),
     }

@@ -97,6 +97,7 @@ def run_collector(args: argparse.Namespace) -> int:
         print(f"Segment-compatible collector listening on {collector.url}", flush=True)
         print(f"  events are stored {where}", flush=True)
         print(f"  send the plugin's events here:  QUICKBOT_SEGMENT_ENDPOINT={collector.url}", flush=True)
+        print(f"  watch them live in a browser:   {collector.debugger_url}", flush=True)
         print(f"  list them:                      quickbot-segment events --url {collector.url}", flush=True)
         print("Press Ctrl-C to stop.", flush=True)
         while True:
