@@ -9,6 +9,7 @@ rather than by a second serialisation that could drift.
 from __future__ import annotations
 
 import json
+import random
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ PAYLOAD_OBJECTS: dict[str, tuple[str, ...]] = {
     "alias": (),
 }
 
+_random_bits = random.getrandbits
+
 # Host context keys -> where they go in the event's `context` (documented in README).
 HOST_CONTEXT_KEYS = {"bot_id": "botId", "session_id": "sessionId", "block_id": "blockId"}
 
@@ -47,7 +50,11 @@ def message_id_for(workspace_id: str, execution_id: str | None) -> str:
     """Stable per (workspace, execution) so a host's retry is deduplicated by Segment; random otherwise."""
     if execution_id:
         return str(uuid.uuid5(MESSAGE_ID_NAMESPACE, f"{workspace_id}\x1f{execution_id}"))
-    return str(uuid.uuid4())
+    # A message id needs uniqueness, not secrecy. uuid4() makes a getrandom() system call,
+    # which releases the GIL; with a delivery thread busy serialising a batch, getting it back
+    # cost ~17 us per execute in profiles. `random` (seeded from the OS, reseeded in a forked
+    # child) stays in the interpreter.
+    return str(uuid.UUID(int=_random_bits(128), version=4))
 
 
 @dataclass
