@@ -16,6 +16,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -371,6 +372,76 @@ class EventStore:
             ).fetchall()
         keys = ("received_at", "path", "status", "code", "reason", "batch_id", "write_key_fingerprint")
         return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def forget(self, user_id: str | None = None, anonymous_id: str | None = None) -> list[dict[str, Any]]:
+        """Delete one end user's messages (an erasure request) and return what was removed.
+
+        A message is the user's when its userId is `user_id` (or an alias's previousId is), or
+        its anonymousId is `anonymous_id`. The raw requests kept for the debugger are rewritten
+        without those messages (removed when nothing else was in them), so no copy remains.
+        Rows are listed as {id, message_id, type, event, received_at}; never the message.
+        """
+        clauses: list[str] = []
+        values: list[str] = []
+        if user_id:
+            clauses.append("user_id = ? OR (type = 'alias' AND json_extract(message, '$.previousId') = ?)")
+            values.extend([user_id, user_id])
+        if anonymous_id:
+            clauses.append("anonymous_id = ?")
+            values.append(anonymous_id)
+        if not clauses:
+            raise ValueError("forget() needs a user_id or an anonymous_id.")
+        where = " OR ".join(f"({clause})" for clause in clauses)
+        with self._lock:
+            self._check_open()
+            # Erased means gone from the file too: freed pages are zeroed, not left for a reader of the bytes.
+            self._db.execute("PRAGMA secure_delete = ON")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self._db.execute(
+                    f"SELECT id, message_id, type, event, received_at, batch_id FROM events WHERE {where} ORDER BY id",
+                    values,
+                ).fetchall()
+                self._db.execute(f"DELETE FROM events WHERE {where}", values)
+                for batch_id in sorted({row[5] for row in rows}):
+                    self._forget_in_batch(batch_id, user_id, anonymous_id)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            with suppress(sqlite3.Error):
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # old page images leave the -wal file
+        keys = ("id", "message_id", "type", "event", "received_at")
+        return [dict(zip(keys, row[:5], strict=True)) for row in rows]
+
+    def _forget_in_batch(self, batch_id: str, user_id: str | None, anonymous_id: str | None) -> None:
+        found = self._db.execute("SELECT body FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
+        if found is None:
+            return
+        try:
+            body = json.loads(found[0])
+        except ValueError:
+            body = None
+
+        def belongs(message: object) -> bool:
+            if not isinstance(message, dict):
+                return False
+            if user_id and (
+                _text_id(message.get("userId")) == user_id
+                or (message.get("type") == "alias" and _text_id(message.get("previousId")) == user_id)
+            ):
+                return True
+            return bool(anonymous_id) and _text_id(message.get("anonymousId")) == anonymous_id
+
+        if isinstance(body, dict) and isinstance(body.get("batch"), list):
+            kept = [message for message in body["batch"] if not belongs(message)]
+            if kept:
+                self._db.execute(
+                    "UPDATE batches SET body = ? WHERE batch_id = ?", (json.dumps({**body, "batch": kept}), batch_id)
+                )
+                return
+        # A single-call request, an unreadable body, or nothing left: the whole request goes.
+        self._db.execute("DELETE FROM batches WHERE batch_id = ?", (batch_id,))
 
     def clear(self) -> None:
         with self._lock:

@@ -19,6 +19,8 @@ from .delivery_types import DeliveryError
 from .errors import PluginError
 from .messages import build_message, check_size, message_id_for
 from .plan import BlockPlan, RenderFailure, compile_plan, condition_allows, render_parts
+from .privacy import PrivacyGate
+from .privacy_consent import consent_decision
 from .quality import QualityGate
 from .regions import endpoint_for
 from .results import ResultLog
@@ -93,6 +95,7 @@ class Executor:
         self._plans = _LruCache(PLAN_CACHE_SIZE)
         self._recent = _LruCache(RECENT_EXECUTIONS)
         self.quality = QualityGate(counters)  # cleaning + tracking plans (quality.py)
+        self.privacy = PrivacyGate()  # denylist, detectors, consent, hashing (privacy.py)
 
     def execute(self, options: Any, context: Any) -> dict[str, Any]:
         workspace_id, variables = _host_inputs(context)
@@ -133,15 +136,25 @@ class Executor:
             log.info("These options were saved by the older Segment block and were upgraded on the fly.")
         if not condition_allows(plan, variables, log):
             return log.result("skipped")
+        consent = consent_decision(plan, variables, log)
+        if consent is not None and not consent.allowed:
+            return log.result("skipped")
         execution_id = context.get("execution_id")
         execution_id = str(execution_id) if execution_id not in (None, "") else None
         message_id = message_id_for(workspace_id, execution_id)
         parts = render_parts(plan, variables, message_id, log)
         payload = build_message(parts, context)
-        checked = self.quality.check(payload, workspace_id, log, dry_run=bool(context.get("dry_run")), items=plan.items)
+        # Privacy first: a refused or masked value never reaches cleaning, plan logs or dead letters.
+        screened = self.privacy.screen(payload, workspace_id, log, consent)
+        if screened is None:
+            return log.result("failed")
+        checked = self.quality.check(
+            screened, workspace_id, log, dry_run=bool(context.get("dry_run")), items=plan.items
+        )
         if checked is None:
             return log.result("failed")
-        payload = checked
+        # Hashing last: the plan and cleaning check the readable value; the hash is of the cleaned one.
+        payload = self.privacy.hash(checked, workspace_id, log)
         if context.get("dry_run"):
             check_size(payload)  # on the live path the library measures it; a dry run has no library
             log.info("Dry run: the message was built and checked, and not sent.")

@@ -103,6 +103,25 @@ class _ActionOptions(BaseModel):
         order=90,
         default="",
     )
+    consent: str = _field(
+        "Consent",
+        "The end user's consent state, usually one {{variable}}: an object of category -> true/false "
+        "(Segment's categoryPreferences), a list or comma-separated text of granted categories, or yes/no. "
+        "When set, the event is sent only with consent and carries it as context.consent; empty or "
+        "missing consent skips the block. Leave blank when this event needs no consent.",
+        ["{{Consent}}", "{{Cookie preferences}}"],
+        order=88,
+        default="",
+    )
+    consentCategories: str = _field(
+        "Consent categories",
+        "The consent categories this event needs, comma-separated (Segment consent category ids, "
+        "such as Analytics or Advertising). Blank: any consent given is enough.",
+        ["Analytics", "Analytics, Advertising"],
+        order=89,
+        template=False,
+        default="",
+    )
     timestamp: str = _field(
         "Timestamp",
         "When the event happened, as an ISO-8601 date-time; leave blank for now.",

@@ -61,6 +61,7 @@ class BlockPlan:
     condition: FieldPlan | None
     timestamp: FieldPlan | None
     legacy: bool
+    consent: FieldPlan | None = None  # read by privacy_consent.consent_decision
 
     @property
     def action(self) -> str:
@@ -70,7 +71,7 @@ class BlockPlan:
 def compile_plan(options: ActionOptions, engine: TemplateEngine, *, legacy: bool = False) -> BlockPlan:
     action = options.action
     fields = []
-    condition = timestamp = None
+    condition = timestamp = consent = None
     for name in templated_fields(type(options)):
         source: str = getattr(options, name)
         plan = FieldPlan(name, field_title(action, name), engine.compile(source), source)
@@ -78,6 +79,8 @@ def compile_plan(options: ActionOptions, engine: TemplateEngine, *, legacy: bool
             condition = plan if source.strip() else None
         elif name == "timestamp":
             timestamp = plan if source.strip() else None
+        elif name == "consent":
+            consent = plan if source.strip() else None
         else:
             fields.append(plan)
     items = []
@@ -94,7 +97,7 @@ def compile_plan(options: ActionOptions, engine: TemplateEngine, *, legacy: bool
                     value_type=item.type,
                 )
             )
-    return BlockPlan(options, tuple(fields), tuple(items), condition, timestamp, legacy)
+    return BlockPlan(options, tuple(fields), tuple(items), condition, timestamp, legacy, consent)
 
 
 def condition_allows(plan: BlockPlan, variables: Mapping[str, Any], log: ResultLog) -> bool:

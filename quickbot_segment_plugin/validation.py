@@ -25,6 +25,7 @@ from .options import (
     field_title,
     templated_fields,
 )
+from .privacy_consent import MAX_CATEGORIES, parse_categories
 from .templating import TemplateEngine, TemplateError, default_engine
 from .values import ConversionError, convert, parse_datetime
 
@@ -88,6 +89,7 @@ def _semantic_problems(model: ActionOptions, engine: TemplateEngine) -> list[Pro
             parse_datetime(timestamp)
         except ConversionError as error:
             problems.append(Problem("timestamp", f"Timestamp: {error}."))
+    problems.extend(_consent_problems(model))
     for list_name in ITEM_LIST_FIELDS:
         items = getattr(model, list_name, None)
         if not items:
@@ -116,6 +118,24 @@ def _semantic_problems(model: ActionOptions, engine: TemplateEngine) -> list[Pro
             if any(not part.strip() for part in key.split(".")):
                 problems.append(Problem(f"{base}/key", f"Key of {label} has an empty part between dots."))
     return problems
+
+
+def _consent_problems(model: ActionOptions) -> list[Problem]:
+    """Categories without a consent variable would skip every conversation: say so at save time."""
+    categories = parse_categories(model.consentCategories)
+    if not categories:
+        return []
+    if not model.consent.strip():
+        return [
+            Problem(
+                "consent",
+                "Consent is empty, but Consent categories are set: choose the variable that holds the end "
+                "user's consent, or the block is skipped in every conversation.",
+            )
+        ]
+    if len(categories) > MAX_CATEGORIES:
+        return [Problem("consentCategories", f"Consent categories: at most {MAX_CATEGORIES} categories.")]
+    return []
 
 
 def _template_problems(engine: TemplateEngine, source: str, path: str, label: str) -> list[Problem]:

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import PluginError
-from . import collector, credentials, flows, operations, plugins, schema
+from . import collector, credentials, flows, operations, plugins, privacy, schema
 
-COMMAND_MODULES = (plugins, schema, flows, credentials, collector, operations)
+COMMAND_MODULES = (plugins, schema, flows, credentials, collector, operations, privacy)
 
 
 def build_parser() -> argparse.ArgumentParser:

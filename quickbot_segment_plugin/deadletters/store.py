@@ -521,6 +521,67 @@ class DeadLetterStore:
             )
         return int(deleted)
 
+    def forget(
+        self, workspace_id: str, user_id: str | None = None, anonymous_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Delete one end user's dead letters in a workspace (an erasure request), replayed or not.
+
+        A row is the user's when its message's userId is `user_id` (or an alias's previousId
+        is), or its anonymousId is `anonymous_id`. Undelivered rows removed are tallied as
+        `purged` (an operator's deliberate removal), so the delivery accounting still adds up.
+        Returns {id, message_id, type, reason, state} per row removed; never the message.
+        """
+        clauses: list[str] = []
+        values: list[Any] = [workspace_id]
+        if user_id:
+            clauses.append(
+                "CAST(json_extract(message, '$.userId') AS TEXT) = ? "
+                "OR (type = 'alias' AND CAST(json_extract(message, '$.previousId') AS TEXT) = ?)"
+            )
+            values.extend([user_id, user_id])
+        if anonymous_id:
+            clauses.append("CAST(json_extract(message, '$.anonymousId') AS TEXT) = ?")
+            values.append(anonymous_id)
+        if not clauses:
+            raise ValueError("forget() needs a user_id or an anonymous_id.")
+        where = "workspace_id = ? AND (" + " OR ".join(f"({clause})" for clause in clauses) + ")"
+        with self._lock:
+            connection = self._connection(create=False)
+            if connection is None:
+                return []
+            # Erased means gone from the file too: freed pages are zeroed, not left for a reader of the bytes.
+            connection.execute("PRAGMA secure_delete = ON")
+        with self._transaction() as db:
+            rows = db.execute(
+                f"SELECT id, message_id, type, reason, replayed_at FROM dead_letters WHERE {where} ORDER BY id",
+                values,
+            ).fetchall()
+            db.execute(f"DELETE FROM dead_letters WHERE {where}", values)
+            undelivered = sum(1 for row in rows if row[4] is None)
+            if undelivered:
+                _tally(db, {workspace_id: undelivered}, TALLY_PURGED, _timestamp(self._now()))
+        with self._lock, suppress(sqlite3.Error):
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # old page images leave the -wal file
+        if rows:
+            logger.warning(
+                "erased %d dead letter(s) of one end user (%d undelivered) of workspace %s from %s",
+                len(rows),
+                undelivered,
+                workspace_id,
+                self.path,
+                extra={"count": len(rows), "reason": TALLY_PURGED, "workspace": workspace_id},
+            )
+        return [
+            {
+                "id": row_id,
+                "message_id": message_id,
+                "type": kind,
+                "reason": reason,
+                "state": "pending" if replayed_at is None else "replayed",
+            }
+            for row_id, message_id, kind, reason, replayed_at in rows
+        ]
+
     def replay(
         self,
         send: Callable[[DeadLetter], bool],

@@ -1,0 +1,173 @@
+"""The hot-path cost of the privacy policy on `execute`, measured against privacy off in one run.
+
+    python benchmarks/bench_privacy.py [--events 20000]
+
+(a) `execute` of a track block (real delivery to a loopback receiver) with 5 properties and a
+    free-text answer, in blocks made side by side: `QUICKBOT_SEGMENT_PRIVACY=off` (the
+    baseline), the default policy (denylist + IBAN/card/SSN detectors; nothing to change in
+    this event, but the answer has digits, so the detectors run), and the default policy on
+    an answer holding a card number (the masking path). Rounds are interleaved so drift hits
+    every side alike.
+(b) `PrivacyGate.screen` alone per event, on the same two messages.
+Prints a table and writes benchmarks/results/privacy.json. Ratios against the first column
+are the point; absolute microseconds depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from receiver import CountingReceiver
+
+from quickbot_segment_plugin.block import SegmentBlock
+from quickbot_segment_plugin.credentials import ENCRYPTION_KEYS_ENV, generate_key
+from quickbot_segment_plugin.privacy import PrivacyGate
+from quickbot_segment_plugin.results import ResultLog
+
+WRITE_KEY = "benchmarkWriteKey0123456789"
+WORKSPACE = "bench"
+OPTIONS = {
+    "action": "track",
+    "event": "Question Answered",
+    "userId": "{{User ID}}",
+    "properties": [
+        {"key": "plan", "value": "{{Plan}}"},
+        {"key": "score", "value": "{{Score}}"},
+        {"key": "source", "value": "chatbot"},
+        {"key": "question", "value": "How many seats do you need?"},
+        {"key": "answer", "value": "{{Answer}}"},
+    ],
+    "context": [{"key": "locale", "value": "fr-FR"}],
+}
+PLAIN = {"User ID": "user-1042", "Plan": "premium", "Score": 8, "Answer": "About 25 seats for our team of 3 sites"}
+WITH_CARD = {**PLAIN, "Answer": "Just charge my card 4111 1111 1111 1111 for 25 seats"}
+
+
+def _timed(call: Any, count: int) -> list[float]:
+    samples = []
+    gc.disable()
+    try:
+        for _ in range(count):
+            start = time.perf_counter_ns()
+            call()
+            samples.append((time.perf_counter_ns() - start) / 1000)
+    finally:
+        gc.enable()
+    return samples
+
+
+def _block(environ: dict[str, str | None], context: dict[str, Any]) -> tuple[SegmentBlock, dict[str, Any]]:
+    """A block whose privacy settings are read under `environ` (they are read once, on first use)."""
+    saved = {name: os.environ.get(name) for name in environ}
+    for name, value in environ.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    try:
+        block = SegmentBlock()
+        token = block.seal_credentials({"writeKey": WRITE_KEY}, workspace_id=WORKSPACE)
+        context = {**context, "credentials": token}
+        result = block.execute(OPTIONS, context)  # reads the settings now
+        assert result["status"] == "queued", result["logs"]
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return block, context
+
+
+def measure(events: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as directory, CountingReceiver() as receiver:
+        os.environ[ENCRYPTION_KEYS_ENV] = generate_key()
+        os.environ["QUICKBOT_SEGMENT_ENDPOINT"] = receiver.url
+        os.environ["QUICKBOT_SEGMENT_MAX_QUEUE_SIZE"] = "100000"
+        os.environ["QUICKBOT_SEGMENT_DEAD_LETTER_PATH"] = str(Path(directory) / "dead-letters.sqlite3")
+        for name in ("QUICKBOT_SEGMENT_PRIVACY_DIR", "QUICKBOT_SEGMENT_TRACKING_PLAN_DIR"):
+            os.environ.pop(name, None)
+        plain = {"workspace_id": WORKSPACE, "variables": PLAIN, "bot_id": "b"}
+        carded = {**plain, "variables": WITH_CARD}
+        sides = {
+            "privacy off": _block({"QUICKBOT_SEGMENT_PRIVACY": "off"}, plain),
+            "default policy": _block({"QUICKBOT_SEGMENT_PRIVACY": None}, plain),
+            "default policy, card masked": _block({"QUICKBOT_SEGMENT_PRIVACY": None}, carded),
+        }
+        masked = sides["default policy, card masked"][0].execute(OPTIONS, {**carded, "dry_run": True})
+        assert masked["payload"]["properties"]["answer"].startswith("Just charge my card **** **** **** 1111")
+        for block, context in sides.values():  # warm: plan cache, client, connection
+            for _ in range(300):
+                block.execute(OPTIONS, context)
+        samples: dict[str, list[float]] = {name: [] for name in sides}
+        for _ in range(5):
+            for name, (block, context) in sides.items():
+                samples[name] += _timed(lambda b=block, c=context: b.execute(OPTIONS, c), events // 5)
+            for block, _ in sides.values():
+                block.pool().flush(60)
+        off_block = sides["privacy off"][0]
+        plain_message = off_block.execute(OPTIONS, {**plain, "dry_run": True})["payload"]
+        card_message = off_block.execute(OPTIONS, {**carded, "dry_run": True})["payload"]
+        for block, _ in sides.values():
+            block.shutdown(10)
+        gate = PrivacyGate(environ={})
+        screen_plain = _timed(lambda: gate.screen(plain_message, WORKSPACE, ResultLog()), events)
+        screen_card = _timed(lambda: gate.screen(card_message, WORKSPACE, ResultLog()), events)
+
+    baseline = statistics.median(samples["privacy off"])
+    return {
+        "events": events,
+        "execute_us": {
+            name: {
+                "median": statistics.median(values),
+                "p99": _p99(values),
+                "ratio_to_baseline": statistics.median(values) / baseline,
+                "added_us_per_event": statistics.median(values) - baseline,
+            }
+            for name, values in samples.items()
+        },
+        "screen_us": {
+            "no_personal_data": {"median": statistics.median(screen_plain), "p99": _p99(screen_plain)},
+            "card_masked": {"median": statistics.median(screen_card), "p99": _p99(screen_card)},
+        },
+    }
+
+
+def _p99(samples: list[float]) -> float:
+    return sorted(samples)[int(len(samples) * 0.99)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=20_000)
+    args = parser.parse_args()
+    result = measure(args.events)
+    print(f"execute with the privacy policy ({args.events} events per side, track block, 5 properties + free text)")
+    print(f"{'execute':<30}{'median us':>11}{'p99 us':>10}{'ratio':>8}{'added us':>10}")
+    for name, values in result["execute_us"].items():
+        print(
+            f"{name:<30}{values['median']:>11.1f}{values['p99']:>10.1f}{values['ratio_to_baseline']:>8.2f}"
+            f"{values['added_us_per_event']:>10.1f}"
+        )
+    print(f"\n{'screen alone (PrivacyGate.screen)':<30}{'median us':>11}{'p99 us':>10}")
+    for name, values in result["screen_us"].items():
+        print(f"{name.replace('_', ' '):<30}{values['median']:>11.1f}{values['p99']:>10.1f}")
+    out = Path(__file__).resolve().parent / "results" / "privacy.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
