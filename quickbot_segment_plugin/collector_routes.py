@@ -22,6 +22,7 @@ import uuid
 from collections import deque
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
 from .collector_debugger import ASSET_PREFIX, asset_reply, host_allowed, misdirected_reply, page_reply, wants_page
 from .collector_faults import Fault, FaultError, FaultScript, faults_from_json
@@ -285,6 +286,12 @@ class CollectorApp:
     def _admin_only(request: Request) -> Reply | None:
         if not is_loopback(request.client_host):
             return error_reply(403, "forbidden", "the admin API answers loopback clients only.")
+        # A web page in the developer's browser is a loopback client too: a cross-site form
+        # POST (text/plain needs no preflight) could script faults or clear events. Browsers
+        # always send Origin on such requests; scripts and the CLI send none.
+        origin = request.headers.get("Origin")
+        if origin is not None and not _is_loopback_origin(origin):
+            return error_reply(403, "forbidden_origin", "the admin API refuses requests from other web sites.")
         return None
 
     @staticmethod
@@ -292,6 +299,11 @@ class CollectorApp:
         if request.method not in ("GET", "HEAD"):
             return error_reply(405, "method_not_allowed", "use GET.", headers=[("Allow", "GET")])
         return None
+
+
+def _is_loopback_origin(origin: str) -> bool:
+    host = urlsplit(origin).hostname or ""
+    return host == "localhost" or is_loopback(host)
 
 
 def _fault_reply(fault: Fault) -> Reply:

@@ -342,6 +342,20 @@ def test_admin_endpoints_refuse_callers_that_are_not_loopback(method: str, path:
 
 
 @pytest.mark.parametrize(
+    ("origin", "status"),
+    [("https://evil.example", 403), ("http://127.0.0.1:8787", 200), ("http://localhost:3000", 200), (None, 200)],
+)
+def test_a_cross_site_page_in_the_browser_cannot_script_faults(
+    collector: Collector, origin: str | None, status: int
+) -> None:
+    # A form POST from any web site arrives from 127.0.0.1 but carries that site's Origin.
+    headers = {"Content-Type": "text/plain"} | ({"Origin": origin} if origin else {})
+    answer = requests.post(collector.url + "/_admin/faults", data='[{"status": 500}]', headers=headers, timeout=5)
+    assert answer.status_code == status
+    assert collector.pending_faults == (1 if status == 200 else 0)
+
+
+@pytest.mark.parametrize(
     ("address", "loopback"),
     [
         ("127.0.0.1", True),
