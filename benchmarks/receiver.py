@@ -4,6 +4,11 @@ The embedded collector stores every event in SQLite, which is right for tests an
 would make the receiver the bottleneck of a throughput benchmark. This one parses each batch,
 counts it, optionally waits `latency` seconds (a real round trip to Segment), and answers in
 one write with TCP_NODELAY (a split header/body write costs ~40 ms per request on loopback).
+
+The latency is a sleep in each request's own handler thread (ThreadingHTTPServer), so
+concurrent requests wait concurrently, as they would on the internet: a client with several
+requests in flight is not serialized by the receiver. `max_concurrent` records the most
+requests that were being answered at once; `GET /_stats` returns the counters as JSON.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ class CountingReceiver:
         self.events = 0
         self.requests = 0
         self.message_ids: set[str] = set()
+        self.in_flight = 0
+        self.max_concurrent = 0
         self._lock = threading.Lock()
         receiver = self
 
@@ -36,17 +43,29 @@ class CountingReceiver:
                 self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                if self.headers.get("Content-Encoding") == "gzip":
-                    body = gzip.decompress(body)
-                batch: list[dict[str, Any]] = json.loads(body).get("batch", [])
-                if receiver.latency:
-                    time.sleep(receiver.latency)
                 with receiver._lock:
-                    receiver.requests += 1
-                    receiver.events += len(batch)
-                    receiver.message_ids.update(message["messageId"] for message in batch)
+                    receiver.in_flight += 1
+                    receiver.max_concurrent = max(receiver.max_concurrent, receiver.in_flight)
+                try:
+                    body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                    if self.headers.get("Content-Encoding") == "gzip":
+                        body = gzip.decompress(body)
+                    batch: list[dict[str, Any]] = json.loads(body).get("batch", [])
+                    if receiver.latency:
+                        time.sleep(receiver.latency)
+                    with receiver._lock:
+                        receiver.requests += 1
+                        receiver.events += len(batch)
+                        receiver.message_ids.update(message["messageId"] for message in batch)
+                finally:
+                    with receiver._lock:
+                        receiver.in_flight -= 1
                 self.wfile.write(RESPONSE)
+
+            def do_GET(self) -> None:
+                body = json.dumps(receiver.stats()).encode()
+                head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                self.wfile.write(head.encode() + body)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -72,7 +91,16 @@ class CountingReceiver:
             time.sleep(0.002)
         return self.events >= count
 
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "events": self.events,
+                "distinct": len(self.message_ids),
+                "requests": self.requests,
+                "max_concurrent": self.max_concurrent,
+            }
+
     def reset(self) -> None:
         with self._lock:
-            self.events = self.requests = 0
+            self.events = self.requests = self.max_concurrent = 0
             self.message_ids.clear()

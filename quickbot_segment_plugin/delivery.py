@@ -6,8 +6,12 @@ client (one consumer thread, one queue) serves every conversation of that worksp
 
 What the pool promises, and how (see architecture.md, "Facts about segment-analytics-python"):
 
+- Throughput that does not collapse with latency: a client whose queue holds at least a full
+  batch starts extra senders (up to `max_in_flight` requests in flight for that workspace,
+  `max_senders` extra threads for the whole pool); they stop once the queue is shallow.
 - Bounded threads and memory however many workspaces: at most `max_clients` clients exist,
-  counting those still closing. A workspace without a client while all are busy waits in a
+  counting those still closing, plus at most `max_senders` extra senders; every queue is
+  bounded by events and by bytes. A workspace without a client while all are busy waits in a
   small waiting room while the least recently used client is evicted; idle clients are
   closed after `client_idle_seconds`. Evicting is O(1) on the caller's thread; the flush
   happens on one background closer thread, started when needed and gone when idle.
@@ -36,8 +40,14 @@ from typing import Any, Final
 from . import redaction
 from .counters import Counters
 from .delivery_calls import LibraryCall, from_library_message, to_library_call
-from .delivery_client import CLOSED, FULL, QUEUED, ManagedClient
-from .delivery_library import library_validator, prepare_library_session, reset_library_session_after_fork
+from .delivery_client import CLOSED, FULL, QUEUED, ManagedClient, SenderSlots
+from .delivery_library import (
+    install_size_probe,
+    library_validator,
+    prepare_library_session,
+    reset_library_session_after_fork,
+    set_gzip_level,
+)
 from .delivery_registry import REFUSE, START, USE, ClientKey, ClientRegistry, Message
 from .delivery_reports import OnUndeliverable, Reporter
 from .delivery_settings import DeliverySettings
@@ -97,6 +107,7 @@ class DeliveryPool:
     def _new_state(self) -> None:
         """Fresh registry and locks: at construction, after shutdown, in a forked child."""
         self._registry = ClientRegistry(self.settings)
+        self._sender_slots = SenderSlots(self.settings.max_senders)
         self._setup_lock = threading.Lock()
         self._shutdown_lock = threading.Lock()
         self._tick_lock = threading.Lock()
@@ -220,12 +231,18 @@ class DeliveryPool:
             "closing_clients": len(closing),
             "max_clients": self.settings.max_clients,
             "queued_now": sum(client.unfinished for client in (*active, *closing)),
+            "waiting_to_send_now": sum(client.waiting for client in (*active, *closing)),
             "waiting_now": waiting,
             "clients_created": created,
             "clients_evicted_lru": lru,
             "clients_evicted_idle": idle,
             "clients_closed": closed,
             "clients_abandoned": self._abandoned,
+            "senders_now": sum(client.senders for client in active) + sum(client.senders for client in closing),
+            "extra_senders_now": self._sender_slots.in_use,
+            "extra_senders_started": self._sender_slots.started,
+            "extra_senders_peak": self._sender_slots.peak,
+            "max_senders": self.settings.max_senders,
             "forks_detected": self._forks,
             "undeliverable": undeliverable,
             "undeliverable_total": sum(undeliverable.values()),
@@ -239,7 +256,7 @@ class DeliveryPool:
         try:
             self._first_client_setup()
             redaction.known_secrets.add(write_key)
-            client = ManagedClient(workspace_id, write_key, endpoint, self.settings, self._reports)
+            client = ManagedClient(workspace_id, write_key, endpoint, self.settings, self._reports, self._sender_slots)
         except RuntimeError as error:  # no thread can be started: interpreter exit, or none left
             logger.error("Could not start a Segment delivery thread: %s", error)
             backlog = self._registry.start_failed(key)
@@ -256,7 +273,10 @@ class DeliveryPool:
             if self._atexit_registered:
                 return
             redaction.install()  # before any client can log a request body
-            prepare_library_session(self.settings.max_clients)
+            # Every request in flight may want its own keep-alive connection to the host.
+            prepare_library_session(self.settings.max_clients + self.settings.max_senders)
+            install_size_probe()
+            set_gzip_level(self.settings.gzip_level)
             atexit.register(self._at_exit)
             self._atexit_registered = True
 
@@ -323,7 +343,7 @@ class DeliveryPool:
             client.endpoint,
             [message],
             QUEUE_FULL,
-            f"delivery queue full ({self.settings.max_queue_size} events)",
+            client.queue_full_detail(),
             log=False,
         )
 

@@ -7,8 +7,12 @@ that; each field's comment says why.
 
 | variable | default | meaning |
 |---|---|---|
-| QUICKBOT_SEGMENT_MAX_QUEUE_SIZE | 5000 | events buffered per client before "queue_full" |
-| QUICKBOT_SEGMENT_BATCH_SIZE | 250 | events per request (library `upload_size`) |
+| QUICKBOT_SEGMENT_MAX_QUEUE_SIZE | 25000 | events buffered per client before "queue_full" |
+| QUICKBOT_SEGMENT_MAX_QUEUE_BYTES | 10000000 | JSON bytes buffered per client before "queue_full" |
+| QUICKBOT_SEGMENT_BATCH_SIZE | 1000 | events per request at most (up to 2500; a batch also stops below ~475 KB) |
+| QUICKBOT_SEGMENT_MAX_IN_FLIGHT | 4 | requests in flight per client while its queue is deep |
+| QUICKBOT_SEGMENT_MAX_SENDERS | 16 | extra sender threads across all clients (beyond one per client) |
+| QUICKBOT_SEGMENT_GZIP_LEVEL | 1 | gzip level of request bodies (the library's own is 9) |
 | QUICKBOT_SEGMENT_FLUSH_INTERVAL | 0.5 | seconds a partial batch waits (library `upload_interval`) |
 | QUICKBOT_SEGMENT_TIMEOUT | 10 | HTTP timeout of one request, seconds |
 | QUICKBOT_SEGMENT_MAX_RETRIES | 8 | retries of a failing batch (408/429/5xx/network) |
@@ -37,17 +41,34 @@ SEGMENT_MAX_BATCH_EVENTS = 2500
 
 @dataclass(frozen=True)
 class DeliverySettings:
-    # Overflow goes to the dead-letter store (durable, replayable), so a big in-memory queue
-    # buys little and costs up to max_clients x this x ~1 KB of memory; 5,000 is minutes of a
-    # busy bot's traffic, enough to ride out a short Segment hiccup.
-    max_queue_size: int = 5000
-    # One request is in flight per client, so events/s per workspace is batch size / round
-    # trip: 250 gives 2.5x the library's 100 while staying well under Segment's 500 KB.
-    batch_size: int = 250
+    # A full queue dead-letters at once (the conversation never waits), so the queue must
+    # absorb a burst while the senders catch up: 25,000 holds a 20,000-event burst with room
+    # to spare. Memory is bounded by max_queue_bytes, not by this count.
+    max_queue_size: int = 25_000
+    # The real memory bound: 10 MB of JSON (~25,000 chat events of ~400 bytes) per client.
+    # Python objects take a few times their JSON size, so budget ~4x this per busy workspace.
+    max_queue_bytes: int = 10_000_000
+    # Events/s per workspace is roughly batch size x requests in flight / round trip, and a
+    # batch is also cut below ~475 KB. 1,000 chat events (~400 KB) is 10 requests per 10,000
+    # events; the largest batches (2,500) were slower in benchmarks/bench_throughput.py: the
+    # last big batch of a burst is serialized and sent alone, where 1,000-event batches keep
+    # several senders busy. Light traffic is sent every flush_interval whatever the size.
+    batch_size: int = 1000
+    # Extra senders start only while a client's queue holds at least one full batch, and stop
+    # once it does not: an idle or light workspace keeps one thread and one request in flight
+    # (strict order). 4 in flight at a 50 ms round trip carry well over 10,000 events/s.
+    max_in_flight: int = 4
+    # The cap on extra sender threads across all clients of the pool, so threads stay
+    # bounded at max_clients + max_senders (+ one closer) however many workspaces burst at
+    # once; a client that finds no free slot keeps sending with its own thread.
+    max_senders: int = 16
+    # The library gzips at level 9: ~8 us of CPU per event. Level 1 costs a fifth of that for
+    # bodies ~20% larger (still ~10x smaller than the JSON). 0 keeps gzip on but stores only.
+    gzip_level: int = 1
     # Under light chat traffic batches fill slowly; half a second keeps events near real time
     # for live destinations at the cost of two wake-ups a second per idle client.
     flush_interval: float = 0.5
-    # A stuck request blocks its workspace's only delivery slot; Segment answers in well
+    # A stuck request blocks one of its workspace's delivery slots; Segment answers in well
     # under a second, so 10 s only cuts off requests that were not going to succeed.
     timeout: float = 10.0
     # 8 retries back off 0 + 0.5 + 1 + ... + 32 s: about a minute, which rides out a blip;
@@ -76,6 +97,11 @@ class DeliverySettings:
 
     def __post_init__(self) -> None:
         _at_least("max_queue_size", self.max_queue_size, 1)
+        _at_least("max_queue_bytes", self.max_queue_bytes, 1)
+        _at_least("max_in_flight", self.max_in_flight, 1)
+        _at_least("max_senders", self.max_senders, 0)
+        if not 0 <= self.gzip_level <= 9:
+            raise ConfigurationError(f"gzip_level must be 0 to 9, got {self.gzip_level}.", field="gzip_level")
         _at_least("batch_size", self.batch_size, 1)
         if self.batch_size > SEGMENT_MAX_BATCH_EVENTS:
             raise ConfigurationError(
@@ -100,6 +126,20 @@ class DeliverySettings:
             max_queue_size=env_int(
                 "QUICKBOT_SEGMENT_MAX_QUEUE_SIZE", d.max_queue_size, minimum=1, maximum=1_000_000, environ=environ
             ),
+            max_queue_bytes=env_int(
+                "QUICKBOT_SEGMENT_MAX_QUEUE_BYTES",
+                d.max_queue_bytes,
+                minimum=1,
+                maximum=10_000_000_000,
+                environ=environ,
+            ),
+            max_in_flight=env_int(
+                "QUICKBOT_SEGMENT_MAX_IN_FLIGHT", d.max_in_flight, minimum=1, maximum=64, environ=environ
+            ),
+            max_senders=env_int(
+                "QUICKBOT_SEGMENT_MAX_SENDERS", d.max_senders, minimum=0, maximum=1024, environ=environ
+            ),
+            gzip_level=env_int("QUICKBOT_SEGMENT_GZIP_LEVEL", d.gzip_level, minimum=0, maximum=9, environ=environ),
             batch_size=env_int(
                 "QUICKBOT_SEGMENT_BATCH_SIZE",
                 d.batch_size,

@@ -42,8 +42,10 @@ from quickbot_segment_plugin.block import SegmentBlock
 from quickbot_segment_plugin.cli import main
 from quickbot_segment_plugin.collector import Collector, Fault
 from quickbot_segment_plugin.deadletters import PATH_ENV, DeadLetter
+from quickbot_segment_plugin.delivery_settings import DeliverySettings
 
 EVENTS = 5
+DEFAULT_SETTINGS = DeliverySettings()
 TRACK = {
     "action": "track",
     "event": "Fault Matrix",
@@ -455,6 +457,7 @@ def test_9_a_burst_into_a_full_queue_fails_fast_and_every_refused_event_is_dead_
     scenario = make_scenario(
         segment.url,
         QUICKBOT_SEGMENT_MAX_QUEUE_SIZE=str(queue_size),
+        QUICKBOT_SEGMENT_MAX_IN_FLIGHT="1",  # one busy delivery thread: exact queue arithmetic
         QUICKBOT_SEGMENT_BATCH_SIZE="1",
         QUICKBOT_SEGMENT_FLUSH_INTERVAL="0.05",
         QUICKBOT_SEGMENT_TIMEOUT="3",
@@ -492,7 +495,14 @@ def test_9b_a_throttled_batch_that_no_longer_fits_its_queue_is_dead_lettered_as_
 ) -> None:
     """After a 429 the library puts the batch back on the queue; newer events may have filled it
     meanwhile, and what does not fit is dropped by the library: it must be dead-lettered."""
-    scenario = make_scenario(segment.url, QUICKBOT_SEGMENT_MAX_QUEUE_SIZE=str(EVENTS), QUICKBOT_SEGMENT_TIMEOUT="3")
+    # One request in flight: the later events wait in the queue behind the throttled batch
+    # (with several, an extra sender would take them while the 429 is on its way).
+    scenario = make_scenario(
+        segment.url,
+        QUICKBOT_SEGMENT_MAX_QUEUE_SIZE=str(EVENTS),
+        QUICKBOT_SEGMENT_MAX_IN_FLIGHT="1",
+        QUICKBOT_SEGMENT_TIMEOUT="3",
+    )
     segment.inject_faults([Fault(status=429, retry_after=1, delay=1.0)])  # answers the 429 a second late
     throttled = scenario.execute()
     assert all_queued(throttled)
@@ -529,7 +539,7 @@ def test_10_a_shutdown_deadline_too_short_dead_letters_the_rest_and_returns_on_t
 
     segment.latency = 1.0  # from now on each batch is stored, then answered 1 s later
     assert all_queued(scenario.execute(7 * EVENTS))
-    assert segment.wait_for(EVENTS + 1, timeout=SETTLE_SECONDS)  # the second batch is in flight
+    assert segment.wait_for(EVENTS + 1, timeout=SETTLE_SECONDS)  # the second batch (and more) in flight
     started = time.monotonic()
     scenario.block.shutdown(0.5)
     elapsed = time.monotonic() - started
@@ -540,7 +550,8 @@ def test_10_a_shutdown_deadline_too_short_dead_letters_the_rest_and_returns_on_t
     assert reasons(dead) == {("shutdown_deadline", None, 1)}
     assert set(dead) == set(scenario.produced()) - first_batch
     in_flight = stored_ids(segment) - first_batch
-    assert 1 <= len(in_flight) <= EVENTS
+    # A deep queue has up to QUICKBOT_SEGMENT_MAX_IN_FLIGHT requests in flight, whole batches each.
+    assert 1 <= len(in_flight) <= DEFAULT_SETTINGS.max_in_flight * EVENTS
     # The abandoned request still gets its (late) 200: wait for it so the counters are final.
     wait_until(lambda: scenario.counters()["delivered"] == len(first_batch | in_flight), "the late answer")
     stored = stored_ids(segment)
@@ -607,8 +618,10 @@ def test_10b_a_retry_after_longer_than_the_shutdown_deadline_dead_letters_the_th
 def test_11_a_client_evicted_with_events_still_queued_dead_letters_them_as_client_closed(
     make_scenario: Callable[..., Scenario], segment: Collector
 ) -> None:
-    """One delivery thread for two workspaces: the second evicts the first, whose flush cannot
-    finish within QUICKBOT_SEGMENT_CLOSE_TIMEOUT because Segment is slow."""
+    """One client for two workspaces: the second evicts the first, whose flush cannot finish
+    within QUICKBOT_SEGMENT_CLOSE_TIMEOUT because Segment is slow. Two full batches make the
+    queue deep, so the second may be in flight too (an extra sender) or still queued: either
+    way every event of the busy workspace is dead-lettered, and those in flight also arrive."""
     busy = make_scenario(
         segment.url,
         QUICKBOT_SEGMENT_MAX_CLIENTS="1",
@@ -618,23 +631,28 @@ def test_11_a_client_evicted_with_events_still_queued_dead_letters_them_as_clien
     newcomer = busy.another_workspace()
     segment.latency = 1.0
     assert all_queued(busy.execute(2 * EVENTS))
-    assert segment.wait_for(EVENTS, timeout=SETTLE_SECONDS)  # the first batch is in flight, the second queued
+    assert segment.wait_for(EVENTS, timeout=SETTLE_SECONDS)  # the first batch is in flight
     first_batch = stored_ids(segment)
 
     assert all_queued(newcomer.execute())  # waits for a slot; evicts the busy workspace's client
     dead = busy.wait_for_dead_letters(2 * EVENTS)
     segment.latency = 0.0
-    assert segment.wait_for(2 * EVENTS, timeout=SETTLE_SECONDS)
+    wait_until(lambda: set(newcomer.produced()) <= stored_ids(segment), "the newcomer's events")
+    # The collector stores a batch before its late answer: what the busy workspace has stored
+    # now is exactly what was in flight when its deadline passed, and each gets its late 200.
+    busy_stored = stored_ids(segment) & set(busy.produced())
+    wait_until(lambda: busy.counters()["delivered"] == len(busy_stored), "the late answers")
     busy.block.shutdown(SETTLE_SECONDS)
 
     assert reasons(dead) == {("client_closed", None, 1)}
     assert newcomer.dead_letters() == {}
     stored = stored_ids(segment)
-    assert segment.count() == len(stored) == 2 * EVENTS
-    assert_accounted(busy, stored & set(busy.produced()), set(dead), in_flight=frozenset(first_batch))
+    assert first_batch <= busy_stored and len(busy_stored) in (EVENTS, 2 * EVENTS)  # whole batches
+    assert segment.count() == len(stored) == len(busy_stored) + EVENTS
+    assert_accounted(busy, busy_stored, set(dead), in_flight=frozenset(busy_stored))
     assert_accounted(newcomer, stored & set(newcomer.produced()), set())
-    # The in-flight batch got its 200 after all: delivered and dead-lettered both count it.
-    assert_counters(busy, executed=2 * EVENTS, queued=2 * EVENTS, delivered=EVENTS, dead_lettered=2 * EVENTS)
+    # The in-flight batches got their 200 after all: delivered and dead-lettered both count them.
+    assert_counters(busy, executed=2 * EVENTS, queued=2 * EVENTS, delivered=len(busy_stored), dead_lettered=2 * EVENTS)
     assert_counters(newcomer, executed=EVENTS, queued=EVENTS, delivered=EVENTS)
 
 
