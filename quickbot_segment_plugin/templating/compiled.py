@@ -7,6 +7,7 @@ Everything else runs in the sandbox with a fresh work budget.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
@@ -41,7 +42,7 @@ class Rendered(NamedTuple):
 _new_tuple = tuple.__new__
 
 
-class CompiledTemplate:
+class CompiledTemplate(ABC):
     """One field's template, compiled once and rendered for every conversation."""
 
     __slots__ = ("_engine", "source", "variables")
@@ -52,8 +53,9 @@ class CompiledTemplate:
         #: Names of the variables the template reads (for lint).
         self.variables = variables
 
+    @abstractmethod
     def render(self, variables: Mapping[str, object]) -> Rendered:
-        raise NotImplementedError
+        """The value for these variables; each kind of template has its own fast way."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {_excerpt(self.source)[:40]!r}>"
