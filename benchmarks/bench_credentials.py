@@ -13,28 +13,20 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
-import time
+import sys
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import per_call_us
 
 from quickbot_segment_plugin.credentials import ENCRYPTION_KEYS_ENV, Credentials, KeyRing, generate_key
 
 WRITE_KEY = "benchmarkWriteKey0123456789abcdef"
 WORKSPACE = "bench-workspace"
 FORM = {"writeKey": WRITE_KEY, "region": "eu"}
-
-
-def per_call_us(action: Callable[[], object], rounds: int, repeats: int = 5) -> float:
-    """Median over `repeats` of the mean time per call, in microseconds."""
-    timings = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        for _ in range(rounds):
-            action()
-        timings.append((time.perf_counter() - started) / rounds * 1e6)
-    return statistics.median(timings)
 
 
 def main() -> None:

@@ -17,13 +17,16 @@ import argparse
 import json
 import platform
 import sqlite3
-import statistics
+import sys
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import per_call_us
 
 from quickbot_segment_plugin.counters import Counters
 from quickbot_segment_plugin.deadletters import DeadLetterStore
@@ -40,17 +43,6 @@ def message(n: int) -> dict[str, Any]:
         "context": {"library": {"name": "analytics-python", "version": "2.4.0"}, "locale": "fr-FR"},
         "integrations": {},
     }
-
-
-def per_call_us(action: Callable[[], object], rounds: int, repeats: int = 5) -> float:
-    """Median over `repeats` of the mean time per call, in microseconds."""
-    timings = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        for _ in range(rounds):
-            action()
-        timings.append((time.perf_counter() - started) / rounds * 1e6)
-    return statistics.median(timings)
 
 
 def counter_cases(rounds: int) -> dict[str, float]:

@@ -18,7 +18,6 @@ are the point: both sides run on the same machine at the same moment.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import statistics
@@ -30,14 +29,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import WORKSPACE, WRITE_KEY, p99, timed_us
 from receiver import CountingReceiver
 from segment.analytics import Client
 
 from quickbot_segment_plugin.block import SegmentBlock
 from quickbot_segment_plugin.credentials import ENCRYPTION_KEYS_ENV, generate_key
 
-WRITE_KEY = "benchmarkWriteKey0123456789"
-WORKSPACE = "bench"
 OPTIONS = {
     "action": "track",
     "event": "Lead Qualified",
@@ -81,19 +79,6 @@ def _raw_track(client: Any, payload: dict[str, Any]) -> None:
     )
 
 
-def _timed(call: Any, count: int) -> list[float]:
-    samples = []
-    gc.disable()
-    try:
-        for _ in range(count):
-            start = time.perf_counter_ns()
-            call()
-            samples.append((time.perf_counter_ns() - start) / 1000)
-    finally:
-        gc.enable()
-    return samples
-
-
 def _block(with_checks: bool) -> tuple[SegmentBlock, dict[str, Any]]:
     """A block as operators run it (cleaning and privacy on), or with both turned off."""
     os.environ["QUICKBOT_SEGMENT_CLEANING"] = "on" if with_checks else "off"
@@ -122,9 +107,9 @@ def measure(events: int, latency_ms: float) -> dict[str, Any]:
         bare_us: list[float] = []
         raw_us: list[float] = []
         for _ in range(5):
-            plugin_us += _timed(lambda: block.execute(OPTIONS, context), events // 10)
-            bare_us += _timed(lambda: bare.execute(OPTIONS, bare_context), events // 10)
-            raw_us += _timed(lambda: _raw_track(raw, payload), events // 10)
+            plugin_us += timed_us(lambda: block.execute(OPTIONS, context), events // 10)
+            bare_us += timed_us(lambda: bare.execute(OPTIONS, bare_context), events // 10)
+            raw_us += timed_us(lambda: _raw_track(raw, payload), events // 10)
         block.pool().flush(60)
         bare.pool().flush(60)
         raw.flush()
@@ -152,19 +137,15 @@ def measure(events: int, latency_ms: float) -> dict[str, Any]:
     return {
         "events": events,
         "latency_ms": latency_ms,
-        "execute_us": {"median": statistics.median(plugin_us), "p99": _p99(plugin_us)},
-        "execute_without_checks_us": {"median": statistics.median(bare_us), "p99": _p99(bare_us)},
-        "raw_enqueue_us": {"median": raw_median, "p99": _p99(raw_us)},
+        "execute_us": {"median": statistics.median(plugin_us), "p99": p99(plugin_us)},
+        "execute_without_checks_us": {"median": statistics.median(bare_us), "p99": p99(bare_us)},
+        "raw_enqueue_us": {"median": raw_median, "p99": p99(raw_us)},
         "latency_ratio_median": statistics.median(plugin_us) / raw_median,
         "latency_ratio_without_checks": statistics.median(bare_us) / raw_median,
         "plugin_events_per_s": plugin_rate,
         "raw_events_per_s": raw_rate,
         "end_to_end_ratio": plugin_rate / raw_rate,
     }
-
-
-def _p99(samples: list[float]) -> float:
-    return sorted(samples)[int(len(samples) * 0.99)]
 
 
 def main() -> None:

@@ -16,27 +16,23 @@ are the point; absolute microseconds depend on the machine.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import WORKSPACE, block_under, p99, timed_us
 from receiver import CountingReceiver
 
-from quickbot_segment_plugin.block import SegmentBlock
 from quickbot_segment_plugin.credentials import ENCRYPTION_KEYS_ENV, generate_key
 from quickbot_segment_plugin.privacy import PrivacyGate
 from quickbot_segment_plugin.results import ResultLog
 
-WRITE_KEY = "benchmarkWriteKey0123456789"
-WORKSPACE = "bench"
 OPTIONS = {
     "action": "track",
     "event": "Question Answered",
@@ -54,42 +50,6 @@ PLAIN = {"User ID": "user-1042", "Plan": "premium", "Score": 8, "Answer": "About
 WITH_CARD = {**PLAIN, "Answer": "Just charge my card 4111 1111 1111 1111 for 25 seats"}
 
 
-def _timed(call: Any, count: int) -> list[float]:
-    samples = []
-    gc.disable()
-    try:
-        for _ in range(count):
-            start = time.perf_counter_ns()
-            call()
-            samples.append((time.perf_counter_ns() - start) / 1000)
-    finally:
-        gc.enable()
-    return samples
-
-
-def _block(environ: dict[str, str | None], context: dict[str, Any]) -> tuple[SegmentBlock, dict[str, Any]]:
-    """A block whose privacy settings are read under `environ` (they are read once, on first use)."""
-    saved = {name: os.environ.get(name) for name in environ}
-    for name, value in environ.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-    try:
-        block = SegmentBlock()
-        token = block.seal_credentials({"writeKey": WRITE_KEY}, workspace_id=WORKSPACE)
-        context = {**context, "credentials": token}
-        result = block.execute(OPTIONS, context)  # reads the settings now
-        assert result["status"] == "queued", result["logs"]
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-    return block, context
-
-
 def measure(events: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as directory, CountingReceiver() as receiver:
         os.environ[ENCRYPTION_KEYS_ENV] = generate_key()
@@ -101,9 +61,9 @@ def measure(events: int) -> dict[str, Any]:
         plain = {"workspace_id": WORKSPACE, "variables": PLAIN, "bot_id": "b"}
         carded = {**plain, "variables": WITH_CARD}
         sides = {
-            "privacy off": _block({"QUICKBOT_SEGMENT_PRIVACY": "off"}, plain),
-            "default policy": _block({"QUICKBOT_SEGMENT_PRIVACY": None}, plain),
-            "default policy, card masked": _block({"QUICKBOT_SEGMENT_PRIVACY": None}, carded),
+            "privacy off": block_under({"QUICKBOT_SEGMENT_PRIVACY": "off"}, OPTIONS, plain),
+            "default policy": block_under({"QUICKBOT_SEGMENT_PRIVACY": None}, OPTIONS, plain),
+            "default policy, card masked": block_under({"QUICKBOT_SEGMENT_PRIVACY": None}, OPTIONS, carded),
         }
         masked = sides["default policy, card masked"][0].execute(OPTIONS, {**carded, "dry_run": True})
         assert masked["payload"]["properties"]["answer"].startswith("Just charge my card **** **** **** 1111")
@@ -113,7 +73,7 @@ def measure(events: int) -> dict[str, Any]:
         samples: dict[str, list[float]] = {name: [] for name in sides}
         for _ in range(5):
             for name, (block, context) in sides.items():
-                samples[name] += _timed(lambda b=block, c=context: b.execute(OPTIONS, c), events // 5)
+                samples[name] += timed_us(lambda b=block, c=context: b.execute(OPTIONS, c), events // 5)
             for block, _ in sides.values():
                 block.pool().flush(60)
         off_block = sides["privacy off"][0]
@@ -122,8 +82,8 @@ def measure(events: int) -> dict[str, Any]:
         for block, _ in sides.values():
             block.shutdown(10)
         gate = PrivacyGate(environ={})
-        screen_plain = _timed(lambda: gate.screen(plain_message, WORKSPACE, ResultLog()), events)
-        screen_card = _timed(lambda: gate.screen(card_message, WORKSPACE, ResultLog()), events)
+        screen_plain = timed_us(lambda: gate.screen(plain_message, WORKSPACE, ResultLog()), events)
+        screen_card = timed_us(lambda: gate.screen(card_message, WORKSPACE, ResultLog()), events)
 
     baseline = statistics.median(samples["privacy off"])
     return {
@@ -131,21 +91,17 @@ def measure(events: int) -> dict[str, Any]:
         "execute_us": {
             name: {
                 "median": statistics.median(values),
-                "p99": _p99(values),
+                "p99": p99(values),
                 "ratio_to_baseline": statistics.median(values) / baseline,
                 "added_us_per_event": statistics.median(values) - baseline,
             }
             for name, values in samples.items()
         },
         "screen_us": {
-            "no_personal_data": {"median": statistics.median(screen_plain), "p99": _p99(screen_plain)},
-            "card_masked": {"median": statistics.median(screen_card), "p99": _p99(screen_card)},
+            "no_personal_data": {"median": statistics.median(screen_plain), "p99": p99(screen_plain)},
+            "card_masked": {"median": statistics.median(screen_card), "p99": p99(screen_card)},
         },
     }
-
-
-def _p99(samples: list[float]) -> float:
-    return sorted(samples)[int(len(samples) * 0.99)]
 
 
 def main() -> None:

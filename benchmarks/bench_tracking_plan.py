@@ -15,26 +15,22 @@ column are the point; absolute microseconds depend on the machine.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import WORKSPACE, block_under, p99, timed_us
 from receiver import CountingReceiver
 
-from quickbot_segment_plugin.block import SegmentBlock
 from quickbot_segment_plugin.credentials import ENCRYPTION_KEYS_ENV, generate_key
 from quickbot_segment_plugin.tracking_plans import enforce, load_plan
 
-WRITE_KEY = "benchmarkWriteKey0123456789"
-WORKSPACE = "bench"
 OPTIONS = {
     "action": "track",
     "event": "Lead Qualified",
@@ -97,42 +93,6 @@ def twenty_event_plan() -> dict[str, Any]:
     return {"display_name": "Benchmark plan", "rules": {"global": common, "events": events}}
 
 
-def _timed(call: Any, count: int) -> list[float]:
-    samples = []
-    gc.disable()
-    try:
-        for _ in range(count):
-            start = time.perf_counter_ns()
-            call()
-            samples.append((time.perf_counter_ns() - start) / 1000)
-    finally:
-        gc.enable()
-    return samples
-
-
-def _block(environ: dict[str, str | None], context_of: dict[str, Any]) -> tuple[SegmentBlock, dict[str, Any]]:
-    """A block whose quality settings are read under `environ` (they are read once, on first use)."""
-    saved = {name: os.environ.get(name) for name in environ}
-    for name, value in environ.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-    try:
-        block = SegmentBlock()
-        token = block.seal_credentials({"writeKey": WRITE_KEY}, workspace_id=WORKSPACE)
-        context = {**context_of, "credentials": token}
-        result = block.execute(OPTIONS, context)  # reads the settings now
-        assert result["status"] == "queued", result["logs"]
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-    return block, context
-
-
 def measure(events: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as plans, CountingReceiver() as receiver:
         os.environ[ENCRYPTION_KEYS_ENV] = generate_key()
@@ -143,11 +103,11 @@ def measure(events: int) -> dict[str, Any]:
         plan_path.write_text(json.dumps(twenty_event_plan()))
         base = {"workspace_id": WORKSPACE, "variables": VARIABLES, "bot_id": "b"}
         sides = {
-            "cleaning off, no plan": _block(
-                {"QUICKBOT_SEGMENT_CLEANING": "off", "QUICKBOT_SEGMENT_TRACKING_PLAN_DIR": None}, base
+            "cleaning off, no plan": block_under(
+                {"QUICKBOT_SEGMENT_CLEANING": "off", "QUICKBOT_SEGMENT_TRACKING_PLAN_DIR": None}, OPTIONS, base
             ),
-            "cleaning on, no plan": _block({"QUICKBOT_SEGMENT_TRACKING_PLAN_DIR": None}, base),
-            "cleaning on, 20-event plan": _block({"QUICKBOT_SEGMENT_TRACKING_PLAN_DIR": plans}, base),
+            "cleaning on, no plan": block_under({"QUICKBOT_SEGMENT_TRACKING_PLAN_DIR": None}, OPTIONS, base),
+            "cleaning on, 20-event plan": block_under({"QUICKBOT_SEGMENT_TRACKING_PLAN_DIR": plans}, OPTIONS, base),
         }
         for block, context in sides.values():  # warm: plan cache, compiled plan, client, connection
             for _ in range(300):
@@ -155,7 +115,7 @@ def measure(events: int) -> dict[str, Any]:
         samples: dict[str, list[float]] = {name: [] for name in sides}
         for _ in range(5):
             for name, (block, context) in sides.items():
-                samples[name] += _timed(lambda b=block, c=context: b.execute(OPTIONS, c), events // 5)
+                samples[name] += timed_us(lambda b=block, c=context: b.execute(OPTIONS, c), events // 5)
             for block, _ in sides.values():
                 block.pool().flush(60)
         for block, _ in sides.values():
@@ -165,8 +125,8 @@ def measure(events: int) -> dict[str, Any]:
         payload = sides["cleaning on, no plan"][0].execute(OPTIONS, {**base, "dry_run": True})["payload"]
         bad = {**payload, "properties": {**payload["properties"], "score": 42, "source": "Chat Bot"}}
         assert not enforce(plan, payload).outcomes and len(enforce(plan, bad).outcomes) == 2
-        check_valid = _timed(lambda: enforce(plan, payload), events)
-        check_invalid = _timed(lambda: enforce(plan, bad), events // 4)
+        check_valid = timed_us(lambda: enforce(plan, payload), events)
+        check_invalid = timed_us(lambda: enforce(plan, bad), events // 4)
 
     baseline = statistics.median(samples["cleaning off, no plan"])
     return {
@@ -175,20 +135,16 @@ def measure(events: int) -> dict[str, Any]:
         "execute_us": {
             name: {
                 "median": statistics.median(values),
-                "p99": _p99(values),
+                "p99": p99(values),
                 "ratio_to_baseline": statistics.median(values) / baseline,
             }
             for name, values in samples.items()
         },
         "plan_check_us": {
-            "valid_event": {"median": statistics.median(check_valid), "p99": _p99(check_valid)},
-            "two_violations": {"median": statistics.median(check_invalid), "p99": _p99(check_invalid)},
+            "valid_event": {"median": statistics.median(check_valid), "p99": p99(check_valid)},
+            "two_violations": {"median": statistics.median(check_invalid), "p99": p99(check_invalid)},
         },
     }
-
-
-def _p99(samples: list[float]) -> float:
-    return sorted(samples)[int(len(samples) * 0.99)]
 
 
 def main() -> None:

@@ -1,0 +1,77 @@
+"""What the benchmarks share: timing loops, percentiles, and a block built under given settings.
+
+Each benchmark measures its subject against a baseline in the same run; these helpers make
+sure every script times the same way (garbage collection off while timing, microseconds,
+the same p99) so their ratios can be compared with each other.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from quickbot_segment_plugin.block import SegmentBlock
+
+WRITE_KEY = "benchmarkWriteKey0123456789"
+WORKSPACE = "bench"
+
+
+def timed_us(call: Callable[[], object], count: int) -> list[float]:
+    """One sample per call, in microseconds, with the garbage collector off while timing."""
+    samples = []
+    gc.disable()
+    try:
+        for _ in range(count):
+            start = time.perf_counter_ns()
+            call()
+            samples.append((time.perf_counter_ns() - start) / 1000)
+    finally:
+        gc.enable()
+    return samples
+
+
+def per_call_us(action: Callable[[], object], rounds: int, repeats: int = 5) -> float:
+    """The best of `repeats` averages over `rounds` calls: the cost without scheduling noise."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(rounds):
+            action()
+        best = min(best, (time.perf_counter() - start) / rounds * 1e6)
+    return best
+
+
+def p99(samples: list[float]) -> float:
+    return sorted(samples)[int(len(samples) * 0.99)]
+
+
+def block_under(
+    environ: Mapping[str, str | None], options: dict[str, Any], context: dict[str, Any]
+) -> tuple[SegmentBlock, dict[str, Any]]:
+    """A block whose settings are read under `environ` (blocks read them once, on first use).
+
+    The block is sealed a token, run once so every cache and client exists, and the
+    environment is restored; returns the block and the context (with credentials) to time.
+    """
+    saved = {name: os.environ.get(name) for name in environ}
+    _apply(environ)
+    try:
+        block = SegmentBlock()
+        token = block.seal_credentials({"writeKey": WRITE_KEY}, workspace_id=WORKSPACE)
+        context = {**context, "credentials": token}
+        result = block.execute(options, context)
+        assert result["status"] == "queued", result["logs"]
+    finally:
+        _apply(saved)
+    return block, context
+
+
+def _apply(environ: Mapping[str, str | None]) -> None:
+    for name, value in environ.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
