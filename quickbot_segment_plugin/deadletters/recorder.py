@@ -45,8 +45,5 @@ class DeadLetterRecorder:
             return self._tokens.get((workspace_id, write_key_fingerprint))
 
     def __call__(self, undeliverable: Undeliverable) -> None:
-        try:
-            token = self.token_for(undeliverable.workspace_id, undeliverable.write_key_fingerprint)
-        except Exception:
-            token = None
+        token = self.token_for(undeliverable.workspace_id, undeliverable.write_key_fingerprint)
         self.store.add_undeliverable(undeliverable, token)
