@@ -23,7 +23,6 @@ import atexit
 import gc
 import json
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -31,6 +30,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from receiver import ReceiverProcess
 from segment.analytics import Client
 
 from quickbot_segment_plugin.delivery import DeliveryPool, DeliverySettings
@@ -39,58 +41,6 @@ HERE = Path(__file__).resolve().parent
 WRITE_KEY = "benchmarkWriteKey0123456789"
 BATCH_SIZE = 250
 FLUSH_INTERVAL = 0.5
-
-_SERVE = """
-import sys, time
-sys.path.insert(0, sys.argv[1])
-from receiver import CountingReceiver
-with CountingReceiver(latency=float(sys.argv[2])) as receiver:
-    print(receiver.url, flush=True)
-    for line in sys.stdin:
-        if line.strip() == "reset":
-            receiver.reset()
-        print(receiver.events, flush=True)
-"""
-
-
-class ReceiverProcess:
-    """benchmarks/receiver.py in a child process, asked for its count over a pipe."""
-
-    def __init__(self, latency: float) -> None:
-        self._process = subprocess.Popen(
-            [sys.executable, "-c", _SERVE, str(HERE), str(latency)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self._process.stdout is not None
-        self.url = self._process.stdout.readline().strip()
-
-    def _ask(self, command: str) -> int:
-        assert self._process.stdin is not None and self._process.stdout is not None
-        self._process.stdin.write(command + "\n")
-        self._process.stdin.flush()
-        return int(self._process.stdout.readline())
-
-    def events(self) -> int:
-        return self._ask("count")
-
-    def reset(self) -> None:
-        self._ask("reset")
-
-    def wait_for(self, count: int, timeout: float = 300.0) -> float:
-        """Monotonic time at which `count` events had arrived (polled every millisecond)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.events() >= count:
-                return time.monotonic()
-            time.sleep(0.001)
-        raise TimeoutError(f"the receiver got {self.events()} of {count} events")
-
-    def close(self) -> None:
-        assert self._process.stdin is not None
-        self._process.stdin.close()
-        self._process.wait(10)
 
 
 def wire_message(n: int) -> dict[str, Any]:

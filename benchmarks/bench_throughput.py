@@ -43,6 +43,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from receiver import ReceiverProcess
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 NODE_DIR = Path(os.environ.get("QUICKBOT_BENCH_NODE_DIR", "/tmp/node-bench"))
@@ -50,17 +54,6 @@ WRITE_KEY = "benchmarkWriteKey0123456789"
 STEADY_BACKLOG = 5_000
 WAIT_SECONDS = 180.0
 
-_SERVE = """
-import json, sys
-sys.path.insert(0, sys.argv[1])
-from receiver import CountingReceiver
-with CountingReceiver(latency=float(sys.argv[2])) as receiver:
-    print(receiver.url, flush=True)
-    for line in sys.stdin:
-        if line.strip() == "reset":
-            receiver.reset()
-        print(json.dumps(receiver.stats()), flush=True)
-"""
 
 # One contender in its own process: "ready" -> (go) -> work -> "enqueued <refused>" -> (stop) -> JSON.
 _PYTHON_CONTENDER = """
@@ -147,38 +140,6 @@ for (let n = 0; n < events; n++) {
   process.exit(0);
 })();
 """
-
-
-class ReceiverProcess:
-    """benchmarks/receiver.py in a child process, asked for its counters over a pipe."""
-
-    def __init__(self, latency: float) -> None:
-        self._process = subprocess.Popen(
-            [sys.executable, "-c", _SERVE, str(HERE), str(latency)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self._process.stdout is not None
-        self.url = self._process.stdout.readline().strip()
-
-    def _ask(self, command: str) -> dict[str, int]:
-        assert self._process.stdin is not None and self._process.stdout is not None
-        self._process.stdin.write(command + "\n")
-        self._process.stdin.flush()
-        answer: dict[str, int] = json.loads(self._process.stdout.readline())
-        return answer
-
-    def stats(self) -> dict[str, int]:
-        return self._ask("stats")
-
-    def reset(self) -> None:
-        self._ask("reset")
-
-    def close(self) -> None:
-        assert self._process.stdin is not None
-        self._process.stdin.close()
-        self._process.wait(10)
 
 
 class Contender:

@@ -16,9 +16,12 @@ from __future__ import annotations
 import gzip
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 RESPONSE = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 16\r\n\r\n{"success":true}'
@@ -104,3 +107,61 @@ class CountingReceiver:
         with self._lock:
             self.events = self.requests = self.max_concurrent = 0
             self.message_ids.clear()
+
+
+_SERVE = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from receiver import CountingReceiver
+with CountingReceiver(latency=float(sys.argv[2])) as receiver:
+    print(receiver.url, flush=True)
+    for line in sys.stdin:
+        if line.strip() == "reset":
+            receiver.reset()
+        print(json.dumps(receiver.stats()), flush=True)
+"""
+
+
+class ReceiverProcess:
+    """A `CountingReceiver` in a child process, asked for its counters over a pipe.
+
+    Throughput benchmarks run the receiver apart from the contenders, so its parsing and
+    counting never compete with them for this process's GIL.
+    """
+
+    def __init__(self, latency: float) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", _SERVE, str(Path(__file__).resolve().parent), str(latency)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._process.stdout is not None
+        self.url = self._process.stdout.readline().strip()
+
+    def _ask(self, command: str) -> dict[str, int]:
+        assert self._process.stdin is not None and self._process.stdout is not None
+        self._process.stdin.write(command + "\n")
+        self._process.stdin.flush()
+        answer: dict[str, int] = json.loads(self._process.stdout.readline())
+        return answer
+
+    def stats(self) -> dict[str, int]:
+        return self._ask("stats")
+
+    def reset(self) -> None:
+        self._ask("reset")
+
+    def wait_for(self, count: int, timeout: float = 300.0) -> float:
+        """Monotonic time at which `count` events had arrived (polled every millisecond)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.stats()["events"] >= count:
+                return time.monotonic()
+            time.sleep(0.001)
+        raise TimeoutError(f"the receiver got {self.stats()['events']} of {count} events")
+
+    def close(self) -> None:
+        assert self._process.stdin is not None
+        self._process.stdin.close()
+        self._process.wait(10)
