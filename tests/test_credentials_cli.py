@@ -10,13 +10,12 @@ import io
 import json
 import socket
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from support import receiver
 
 from quickbot_segment_plugin.cli import credentials as credentials_cli
 from quickbot_segment_plugin.cli import main
@@ -45,56 +44,6 @@ def key(monkeypatch: pytest.MonkeyPatch) -> str:
 def run(monkeypatch: pytest.MonkeyPatch, argv: list[str], stdin: str = "") -> int:
     monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
     return main(argv)
-
-
-# --- loopback servers ---------------------------------------------------------------------------
-
-
-class Receiver(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, status: int, echo: bool = False, headers: dict[str, str] | None = None) -> None:
-        super().__init__(("127.0.0.1", 0), ReceiverHandler)
-        self.status = status
-        self.echo = echo
-        self.extra_headers = headers or {}
-        self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class ReceiverHandler(BaseHTTPRequestHandler):
-    server: Receiver
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        self.server.requests.append((self.command, self.path, dict(self.headers), body))
-        answer = body if self.server.echo else b'{"success": true}'
-        self.send_response(self.server.status)
-        for name, value in self.server.extra_headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@contextmanager
-def receiver(status: int, echo: bool = False, headers: dict[str, str] | None = None) -> Iterator[Receiver]:
-    server = Receiver(status, echo, headers)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 @contextmanager

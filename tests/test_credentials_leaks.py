@@ -15,13 +15,11 @@ import pickle
 import secrets
 import socket
 import sys
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 
 import pytest
 from pydantic import BaseModel, TypeAdapter
+from support import receiver
 
 from quickbot_segment_plugin import redaction
 from quickbot_segment_plugin.cli import main
@@ -39,51 +37,6 @@ PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTP
 
 def canary() -> str:
     return "LEAKCANARY" + secrets.token_hex(12)
-
-
-class EchoServer(ThreadingHTTPServer):
-    """Answers every POST with a fixed status and the request body echoed back (key included)."""
-
-    daemon_threads = True
-
-    def __init__(self, status: int) -> None:
-        super().__init__(("127.0.0.1", 0), EchoHandler)
-        self.status = status
-        self.bodies: list[bytes] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class EchoHandler(BaseHTTPRequestHandler):
-    server: EchoServer
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        self.server.bodies.append(body)
-        answer = body + b" " + self.headers.get("Authorization", "").encode()
-        self.send_response(self.server.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@contextmanager
-def echo_server(status: int) -> Iterator[EchoServer]:
-    server = EchoServer(status)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 class Scan:
@@ -254,7 +207,7 @@ def test_no_output_of_the_credentials_code_contains_the_write_key(
         cli(["credentials", "check", token, "--workspace", "other"]),
         cli(["keygen"]),
     ]
-    with echo_server(200) as ok, echo_server(500) as failing, echo_server(401) as refusing:
+    with receiver(200, echo=True) as ok, receiver(500, echo=True) as failing, receiver(401, echo=True) as refusing:
         for server in (ok, failing, refusing):
             monkeypatch.setenv(ENDPOINT_ENV, server.url)
             statuses.append(cli(["credentials", "check", token, "--workspace", "w"]))
@@ -297,7 +250,7 @@ def test_the_segment_library_debug_log_never_shows_the_key(caplog: pytest.LogCap
     write_key = canary()  # never opened, so only the filter's own patterns can hide it
     redaction.install()
     caplog.set_level(logging.DEBUG, logger="segment")
-    with echo_server(200) as server:
+    with receiver(200, echo=True) as server:
         client = segment.analytics.Client(write_key=write_key, host=server.url, sync_mode=True, max_retries=0)
         client.track(user_id="user-1", event="Signed Up", properties={"plan": "pro"})
         client.identify(user_id="user-1", traits={"email": "someone@example.com"})
