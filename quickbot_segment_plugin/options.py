@@ -298,6 +298,8 @@ MODELS_BY_ACTION: dict[str, type[_ActionOptions]] = {
 }
 
 ITEM_LIST_FIELDS = ("traits", "properties", "context")
+# How one item of each list is called in messages to the bot builder ("the trait 'plan'").
+ITEM_NOUNS = {"traits": "trait", "properties": "property", "context": "context item"}
 
 
 def templated_fields(model: type[BaseModel]) -> list[str]:

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from .messages import MessageError, MessageParts, set_nested
-from .options import ITEM_LIST_FIELDS, ActionOptions, ValueType, field_title, templated_fields
+from .options import ITEM_LIST_FIELDS, ITEM_NOUNS, ActionOptions, ValueType, field_title, templated_fields
 from .results import ResultLog
 from .templating import CompiledTemplate, TemplateEngine, TemplateError
 from .values import ConversionError, convert, parse_datetime, to_text
@@ -27,7 +27,6 @@ REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
     "group": ("groupId",),
     "screen": ("name",),
 }
-ITEM_OBJECT_NAMES = {"traits": "traits", "properties": "properties"}
 FALSY_WORDS = frozenset({"", "false", "0", "no", "off", "none", "null"})
 
 
@@ -86,7 +85,7 @@ def compile_plan(options: ActionOptions, engine: TemplateEngine, *, legacy: bool
     items = []
     for list_name in ITEM_LIST_FIELDS:
         for index, item in enumerate(getattr(options, list_name, ()) or ()):
-            noun = {"traits": "trait", "properties": "property", "context": "context item"}[list_name]
+            noun = ITEM_NOUNS[list_name]
             items.append(
                 ItemPlan(
                     list_name=list_name,
@@ -140,7 +139,7 @@ def render_parts(plan: BlockPlan, variables: Mapping[str, Any], message_id: str,
         value = _render_item(item, variables, log)
         if value is _DROPPED:
             continue
-        target = context if item.list_name == "context" else objects.setdefault(ITEM_OBJECT_NAMES[item.list_name], {})
+        target = context if item.list_name == "context" else objects.setdefault(item.list_name, {})
         try:
             set_nested(target, item.key, value)
         except MessageError as error:

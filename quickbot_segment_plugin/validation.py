@@ -19,6 +19,7 @@ from .legacy import UpgradedOptions, upgrade
 from .options import (
     ACTION_TITLES,
     ITEM_LIST_FIELDS,
+    ITEM_NOUNS,
     MODELS_BY_ACTION,
     OPTIONS_ADAPTER,
     ActionOptions,
@@ -26,10 +27,8 @@ from .options import (
     templated_fields,
 )
 from .privacy_consent import MAX_CATEGORIES, parse_categories
-from .templating import TemplateEngine, TemplateError, default_engine
+from .templating import TemplateEngine, TemplateError, default_engine, is_template
 from .values import ConversionError, convert, parse_datetime
-
-ITEM_NOUNS = {"traits": "trait", "properties": "property", "context": "context item"}
 
 
 @dataclass(frozen=True)
@@ -84,7 +83,7 @@ def _semantic_problems(model: ActionOptions, engine: TemplateEngine) -> list[Pro
         source = getattr(model, name)
         problems.extend(_template_problems(engine, source, name, field_title(action, name)))
     timestamp = model.timestamp
-    if timestamp.strip() and not _is_template(timestamp):
+    if timestamp.strip() and not is_template(timestamp):
         try:
             parse_datetime(timestamp)
         except ConversionError as error:
@@ -100,7 +99,7 @@ def _semantic_problems(model: ActionOptions, engine: TemplateEngine) -> list[Pro
             base = f"{list_name}/{index}"
             label = f"{noun} {index + 1} ({item.key.strip()!r})"
             problems.extend(_template_problems(engine, item.value, f"{base}/value", f"Value of {label}"))
-            if item.type and item.value.strip() and not _is_template(item.value):
+            if item.type and item.value.strip() and not is_template(item.value):
                 try:
                     convert(item.value, item.type)
                 except ConversionError as error:
@@ -139,17 +138,13 @@ def _consent_problems(model: ActionOptions) -> list[Problem]:
 
 
 def _template_problems(engine: TemplateEngine, source: str, path: str, label: str) -> list[Problem]:
-    if not _is_template(source):
+    if not is_template(source):
         return []
     try:
         engine.check(source)
     except TemplateError as error:
         return [Problem(path, f"{label}: {error}")]  # str() appends "(line L, column C)" when known
     return []
-
-
-def _is_template(text: str) -> bool:
-    return "{{" in text or "{%" in text or "{#" in text
 
 
 def _describe(error: ValidationError, action: object) -> list[tuple[str, str]]:

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 
 from . import engine
 from .compiled import CompiledTemplate, Rendered
-from .engine import TemplateEngine, default_engine
+from .engine import TemplateEngine, default_engine, is_template
 from .errors import TemplateError, TemplateLimitError
 from .filters import ALLOWED_FILTERS, ALLOWED_TESTS
 from .limits import LIMIT_SETTINGS as LIMIT_SETTINGS  # importable as before, though not in `__all__`
@@ -56,6 +56,7 @@ __all__ = [
     "TemplateLimitError",
     "TemplateLimits",
     "default_engine",
+    "is_template",
 ]
 
 if not TYPE_CHECKING:

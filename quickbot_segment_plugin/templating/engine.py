@@ -42,6 +42,11 @@ from .names import (
 from .sandbox import _SandboxEnvironment
 
 
+def is_template(text: str) -> bool:
+    """Whether `text` holds any template syntax at all; plain text is sent as it is."""
+    return "{{" in text or "{%" in text or "{#" in text
+
+
 class TemplateEngine:
     """Compiles and renders field templates under one set of limits; shared by all workspaces.
 
@@ -99,7 +104,7 @@ class TemplateEngine:
                 "max_source_chars",
                 f"The template is {len(source):,} characters long; the limit is {self.limits.max_source_chars:,}.",
             )
-        if "{{" not in source and "{%" not in source and "{#" not in source:
+        if not is_template(source):
             return _LiteralTemplate(self, source, source)
         parts = self._plain_parts(source)
         if parts is not None:
