@@ -27,6 +27,7 @@ from .errors import ConfigurationError
 from .legacy import UpgradedOptions, upgrade
 from .options import OPTIONS_ADAPTER, ActionOptions
 from .settings import env_str
+from .templating import is_template
 from .tracking_plans import PROPERTY_CASES, CompiledPlan, PlanResolver
 
 __all__ = ["PROPERTY_CASE_ENV", "RESERVED_NAMES", "lint", "lint_across_blocks"]
@@ -53,7 +54,6 @@ _CASE_PATTERNS: Final = {
     "snake_case": re.compile(r"^[a-z0-9]+(?:_[a-z0-9]+)*$"),
     "camelCase": re.compile(r"^[a-z][a-zA-Z0-9]*$"),
 }
-_TEMPLATE = re.compile(r"\{\{|\{%")
 _TITLE_WORD = re.compile(r"^[A-Z0-9][^\s_]*$")
 # Where a trait or property key is used: identify traits describe a user, group traits a group,
 # and track/page/screen properties an event; keys are compared within each.
@@ -164,7 +164,7 @@ def _property_case(plan: CompiledPlan | None, environ: Mapping[str, str] | None)
 
 def _event_name_warnings(event: str, plan: CompiledPlan | None) -> list[Warning]:
     name = event.strip()
-    if _TEMPLATE.search(name):
+    if is_template(name):
         return [
             _warning(
                 "event",
