@@ -39,11 +39,11 @@ from typing import Any, Final
 
 from . import redaction
 from .counters import Counters
-from .delivery_calls import LibraryCall, from_library_message, to_library_call
+from .delivery_calls import LibraryCall
 from .delivery_client import CLOSED, FULL, QUEUED, ManagedClient, SenderSlots
+from .delivery_final import FinalMessage, submission_for
 from .delivery_library import (
     install_size_probe,
-    library_validator,
     prepare_library_session,
     reset_library_session_after_fork,
     set_gzip_level,
@@ -133,16 +133,16 @@ class DeliveryPool:
             self._after_fork()
         if not isinstance(write_key, str) or not write_key:
             raise DeliveryError("The Segment write key is empty.", field="write_key")
-        call = to_library_call(message)
+        call = submission_for(message)
         key: ClientKey = (workspace_id, write_key, endpoint)
         for _ in range(3):  # a client evicted between lookup and submit: look again
             route, client = self._registry.route(key)
             if route == REFUSE:
-                return self._refuse(key, self._final_form(call), SHUTTING_DOWN)
+                return self._refuse(key, call.final_form(), SHUTTING_DOWN)
             if route == START:
                 started = self._start(key)
                 if started is None:
-                    return self._refuse(key, self._final_form(call), CLIENT_UNAVAILABLE)
+                    return self._refuse(key, call.final_form(), CLIENT_UNAVAILABLE)
                 client, backlog = started
                 outcome = self._submit(client, call)
                 self._feed(key, client, backlog)
@@ -280,7 +280,7 @@ class DeliveryPool:
             atexit.register(self._at_exit)
             self._atexit_registered = True
 
-    def _submit(self, client: ManagedClient, call: LibraryCall) -> EnqueueOutcome | None:
+    def _submit(self, client: ManagedClient, call: FinalMessage | LibraryCall) -> EnqueueOutcome | None:
         """Queue on `client`: the outcome, or None when the client closed under our feet."""
         status, message = client.submit(call)
         if status == QUEUED:
@@ -293,23 +293,17 @@ class DeliveryPool:
         assert status == CLOSED
         return None
 
-    def _hold(self, key: ClientKey, call: LibraryCall) -> EnqueueOutcome:
+    def _hold(self, key: ClientKey, call: FinalMessage | LibraryCall) -> EnqueueOutcome:
         """All `max_clients` are busy: validate now, keep the event until its client exists."""
-        message = self._final_form(call)  # DeliveryError here, on the caller's thread
+        message = call.final_form()  # DeliveryError here, on the caller's thread
         refusal, client = self._registry.hold(key, message)
         if client is not None:
-            outcome = self._submit(client, from_library_message(message))
+            outcome = self._submit(client, submission_for(message))
             return outcome if outcome is not None else self._refuse(key, message, CLIENT_UNAVAILABLE)
         if refusal is not None:
             return self._refuse(key, message, refusal)
         self._ensure_closer()
         return ACCEPTED
-
-    @staticmethod
-    def _final_form(call: LibraryCall) -> Message:
-        """The library's own validation and wire form, without queueing anything."""
-        _, message = call.pinned().apply(library_validator())
-        return message
 
     def _refuse(self, key: ClientKey, message: Message, reason: str) -> EnqueueOutcome:
         """Report a message that will not be queued (so it is kept for replay) and say why."""
@@ -351,7 +345,7 @@ class DeliveryPool:
         """Queue events that waited for this client (validated before they were accepted)."""
         for message in messages:
             try:
-                status, queued = client.submit(from_library_message(message))
+                status, queued = client.submit(submission_for(message))
             except DeliveryError as error:  # only a library change could get here
                 self._lost(key, [message], REJECTED, str(error))
                 continue

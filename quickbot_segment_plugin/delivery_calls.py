@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any, Final
 
+from .delivery_library import library_validator
 from .delivery_types import DeliveryError
 
 # wire field -> library keyword, per call type (the library's own signatures).
@@ -108,11 +109,21 @@ class LibraryCall:
             raise _refused(self.method, str(error)) from None
         except RuntimeError:
             # Only the 32 KB check raises RuntimeError; its text quotes the whole message.
-            raise DeliveryError(
-                f"The {self.method} message is larger than Segment's {MAX_MESSAGE_KB} KB limit per event "
-                f"({_json_size(kwargs)} bytes before encoding); send fewer or shorter traits/properties.",
-                field="properties" if "properties" in kwargs else "traits",
-            ) from None
+            raise message_too_large(self.method, _json_size(kwargs), kwargs) from None
+
+    def final_form(self) -> dict[str, Any]:
+        """The library's own validation and wire form, with time and id pinned; nothing queued."""
+        _, message = self.pinned().apply(library_validator())
+        return message
+
+
+def message_too_large(method: str, size: int, fields: Mapping[str, Any]) -> DeliveryError:
+    """The error for a message over the library's 32 KB limit, naming the object that carries the data."""
+    return DeliveryError(
+        f"The {method} message is larger than Segment's {MAX_MESSAGE_KB} KB limit per event "
+        f"({size} bytes before encoding); send fewer or shorter traits/properties.",
+        field="properties" if "properties" in fields else "traits",
+    )
 
 
 def to_library_call(message: Mapping[str, Any]) -> LibraryCall:
@@ -177,11 +188,6 @@ def _parse_iso(text: str) -> datetime:
         text = text[:-1] + "+00:00"
     text = _ISO_FRACTION.sub(lambda m: m.group(1) + "." + (m.group(2) or "").ljust(6, "0")[:6], text, count=1)
     return datetime.fromisoformat(text)
-
-
-def from_library_message(message: Mapping[str, Any]) -> LibraryCall:
-    """The call that re-creates a message the library already built."""
-    return to_library_call(message)
 
 
 def without_nulls(message: dict[str, Any]) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from segment.analytics import Client
 from segment.analytics.consumer import BATCH_SIZE_LIMIT, Consumer
 
 from .delivery_calls import LibraryCall, without_nulls
+from .delivery_final import FinalMessage
 from .delivery_queue import WAKE as _WAKE
 from .delivery_queue import DeliveryQueue
 from .delivery_reports import Reporter
@@ -173,7 +174,7 @@ class ManagedClient:
 
     # --- the enqueue side -------------------------------------------------------------
 
-    def submit(self, call: LibraryCall) -> tuple[str, dict[str, Any] | None]:
+    def submit(self, call: FinalMessage | LibraryCall) -> tuple[str, dict[str, Any] | None]:
         """Queue one call: (QUEUED | FULL, the library's message) or (CLOSED, None) once closing."""
         with self._lock:
             if not self.accepting:

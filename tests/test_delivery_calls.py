@@ -18,7 +18,6 @@ from segment.analytics import Client
 from quickbot_segment_plugin.delivery import DeliveryError, DeliverySettings
 from quickbot_segment_plugin.delivery_calls import (
     CALL_FIELDS,
-    from_library_message,
     parse_timestamp,
     to_library_call,
 )
@@ -104,7 +103,7 @@ def test_every_field_given_reaches_the_library_message_unchanged(message: dict[s
 def test_a_message_rebuilt_from_its_library_form_is_the_same_message(message: dict[str, Any]) -> None:
     """What the waiting room does: validate now, make the real call later."""
     first = library_message(message)
-    _, second = from_library_message(first).apply(OFFLINE)
+    _, second = to_library_call(first).apply(OFFLINE)
     assert second == first
 
 
