@@ -87,12 +87,24 @@ class Counters:
         if n < 0:
             raise ValueError(f"counters only grow; {name} cannot be increased by {n}")
         with self._lock:
-            counts = self._by_workspace.get(workspace_id)
-            if counts is None:
-                if len(self._by_workspace) >= self._max_workspaces:
-                    workspace_id = OTHER_WORKSPACES
-                counts = self._by_workspace.setdefault(workspace_id, {})
+            counts = self._counts_of(workspace_id)
             counts[name] = counts.get(name, 0) + n
+
+    def inc_each(self, workspace_id: str, names: tuple[str, ...]) -> None:
+        """Add 1 to each of `names` at once: a reader never sees an execution counted half."""
+        with self._lock:
+            counts = self._counts_of(workspace_id)
+            for name in names:
+                counts[name] = counts.get(name, 0) + 1
+
+    def _counts_of(self, workspace_id: str) -> dict[str, int]:
+        """The counts of `workspace_id` (or of OTHER_WORKSPACES past the cap); call under `_lock`."""
+        counts = self._by_workspace.get(workspace_id)
+        if counts is None:
+            if len(self._by_workspace) >= self._max_workspaces:
+                workspace_id = OTHER_WORKSPACES
+            counts = self._by_workspace.setdefault(workspace_id, {})
+        return counts
 
     def executed(self, workspace_id: str, n: int = 1) -> None:
         self.inc(workspace_id, EXECUTED, n)

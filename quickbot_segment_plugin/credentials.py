@@ -189,10 +189,11 @@ class WriteKey:
     clear on a task queue or in a cache; pass the sealed token instead.
     """
 
-    __slots__ = ("_value",)
+    __slots__ = ("_fingerprint", "_value")
 
     def __init__(self, value: str) -> None:
         self._value = _checked_write_key(value)
+        self._fingerprint = fingerprint(self._value)  # a SHA-256 once, not on every execute
 
     def reveal(self) -> str:
         """The key itself, for the Segment client and nothing else."""
@@ -200,7 +201,7 @@ class WriteKey:
 
     @property
     def fingerprint(self) -> str:
-        return fingerprint(self._value)
+        return self._fingerprint
 
     def __repr__(self) -> str:
         return f"WriteKey({self.fingerprint!r})"

@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from .counters import EXECUTED, FAILED, QUEUED
 from .credentials import CredentialsError, KeyRing
 from .delivery_types import DeliveryError
 from .errors import PluginError
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
     from .delivery import DeliveryPool
 
 logger = logging.getLogger("quickbot_segment_plugin.execution")
+
+# What one execution adds to the counters, by the status of its result.
+_COUNTED: dict[str, tuple[str, ...]] = {"queued": (EXECUTED, QUEUED), "failed": (EXECUTED, FAILED)}
 
 PLAN_CACHE_SIZE = 4096
 RECENT_EXECUTIONS = 100_000
@@ -94,13 +98,13 @@ class Executor:
         self.counters = counters
         self._plans = _LruCache(PLAN_CACHE_SIZE)
         self._recent = _LruCache(RECENT_EXECUTIONS)
+        self._endpoints: dict[str, str] = {}
         self.quality = QualityGate(counters)  # cleaning + tracking plans (quality.py)
         self.privacy = PrivacyGate()  # denylist, detectors, consent, hashing (privacy.py)
 
     def execute(self, options: Any, context: Any) -> dict[str, Any]:
         workspace_id, variables = _host_inputs(context)
         log = ResultLog()
-        self.counters.executed(workspace_id)
         try:
             result = self._execute(options, context, workspace_id, variables, log)
         except RenderFailure:
@@ -114,11 +118,7 @@ class Executor:
                 f"The Segment block failed unexpectedly ({type(error).__name__}); the server log has details.",
             )
             result = log.result("failed")
-        status = result["status"]
-        if status == "queued":
-            self.counters.queued(workspace_id)
-        elif status == "failed":
-            self.counters.failed(workspace_id)
+        self.counters.inc_each(workspace_id, _COUNTED.get(result["status"], (EXECUTED,)))
         return result
 
     def _execute(
@@ -171,7 +171,7 @@ class Executor:
         except CredentialsError as error:
             log.error(f"The Segment credentials could not be used: {error}", field="credentials")
             return log.result("failed")
-        endpoint = endpoint_for(credentials.region)
+        endpoint = self._endpoint_for(credentials.region)
         duplicate_key = (workspace_id, message_id) if execution_id is not None else None
         if duplicate_key is not None and not self._recent.add_if_absent(duplicate_key):
             self.counters.duplicates_skipped(workspace_id)
@@ -201,6 +201,13 @@ class Executor:
             return log.result("failed", message_id=message_id, payload=payload)
         return log.result("queued", message_id=message_id, payload=payload)
 
+    def _endpoint_for(self, region: str) -> str:
+        """`endpoint_for`, read once per region: the operator's override is set before start-up."""
+        endpoint = self._endpoints.get(region)
+        if endpoint is None:
+            endpoint = self._endpoints[region] = endpoint_for(region)  # ConfigurationError is not cached
+        return endpoint
+
     def _plan(self, options: Any, log: ResultLog) -> BlockPlan | None:
         # repr, not a JSON dump: half the cost, and it tells 1 from "1" from True just as well.
         # Equal options with keys in another order get their own entry, which is harmless.
@@ -222,12 +229,13 @@ class Executor:
 
 def _host_inputs(context: Any) -> tuple[str, Mapping[str, Any]]:
     """The two things a host must always give; their absence is a host bug, so it raises."""
-    if not isinstance(context, Mapping):
+    # `type(...) is dict` first: the Mapping ABC check costs more than the rest of this function.
+    if type(context) is not dict and not isinstance(context, Mapping):
         raise TypeError(f"execute() needs context to be a dict, got {type(context).__name__}")
     workspace_id = context.get("workspace_id")
     if not isinstance(workspace_id, str) or not workspace_id:
         raise ValueError("execute() needs context['workspace_id'], a non-empty string (host contract)")
     variables = context.get("variables") or {}
-    if not isinstance(variables, Mapping):
+    if type(variables) is not dict and not isinstance(variables, Mapping):
         raise TypeError(f"execute() needs context['variables'] to be a dict, got {type(variables).__name__}")
     return workspace_id, variables

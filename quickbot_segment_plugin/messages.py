@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,6 +38,9 @@ PAYLOAD_OBJECTS: dict[str, tuple[str, ...]] = {
 }
 
 _random_bits = random.getrandbits
+# RFC 4122 version 4: version nibble 0100, variant bits 10 (the masks uuid.UUID applies).
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
 
 # Host context keys -> where they go in the event's `context` (documented in README).
 HOST_CONTEXT_KEYS = {"bot_id": "botId", "session_id": "sessionId", "block_id": "blockId"}
@@ -53,8 +57,11 @@ def message_id_for(workspace_id: str, execution_id: str | None) -> str:
     # A message id needs uniqueness, not secrecy. uuid4() makes a getrandom() system call,
     # which releases the GIL; with a delivery thread busy serialising a batch, getting it back
     # cost ~17 us per execute in profiles. `random` (seeded from the OS, reseeded in a forked
-    # child) stays in the interpreter.
-    return str(uuid.UUID(int=_random_bits(128), version=4))
+    # child) stays in the interpreter. The version and variant bits are set as
+    # `uuid.UUID(int=..., version=4)` sets them, and the text formatted directly: the UUID
+    # object cost 1.2 us of execute's ~30.
+    digits = "%032x" % (_random_bits(128) & _UUID4_CLEAR | _UUID4_SET)
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
 @dataclass
@@ -72,7 +79,6 @@ class MessageParts:
 
 def build_message(parts: MessageParts, host_context: Mapping[str, Any]) -> dict[str, Any]:
     """The Segment message in wire form, ready for the quality gate and `check_size`."""
-    timestamp = parts.timestamp or datetime.now(timezone.utc)
     context = dict(parts.context)
     quickbot = {wire: host_context[key] for key, wire in HOST_CONTEXT_KEYS.items() if host_context.get(key)}
     if quickbot:
@@ -80,16 +86,38 @@ def build_message(parts: MessageParts, host_context: Mapping[str, Any]) -> dict[
         context["quickbot"] = {**existing, **quickbot} if isinstance(existing, dict) else quickbot
     context["library"] = library_context()
     message: dict[str, Any] = {"type": parts.action, "messageId": parts.message_id}
-    message.update((name, value) for name, value in parts.fields.items() if value not in (None, ""))
+    for name, value in parts.fields.items():
+        if value is not None and value != "":
+            message[name] = value
     # The library always sends these objects, empty or not; so does the reported payload.
     for name in PAYLOAD_OBJECTS.get(parts.action, ()):
         message[name] = parts.payload_objects.get(name, {})
     message["context"] = context
     message["integrations"] = dict(parts.integrations)
-    message["timestamp"] = timestamp.isoformat(timespec="milliseconds")
+    timestamp = parts.timestamp
+    message["timestamp"] = utc_now_text() if timestamp is None else timestamp.isoformat(timespec="milliseconds")
     # Size is checked by the caller once the message is final (after cleaning and privacy):
     # the library measures it again on enqueue, so the live path does not pay for it twice.
     return message
+
+
+def utc_now_text() -> str:
+    """`datetime.now(timezone.utc).isoformat(timespec="milliseconds")` in a third of the time.
+
+    Every event without a timestamp option needs it; the date and time up to the second are
+    formatted once per second and kept (one tuple, replaced whole, so threads never see half).
+    """
+    global _current_second
+    now = time.time()
+    second = int(now)
+    cached_second, prefix = _current_second
+    if second != cached_second:
+        prefix = datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        _current_second = (second, prefix)
+    return f"{prefix}.{int((now - second) * 1000):03d}+00:00"
+
+
+_current_second: tuple[int, str] = (-1, "")
 
 
 @cache
@@ -119,9 +147,17 @@ def check_size(message: dict[str, Any]) -> int:
     return size
 
 
-def set_nested(target: dict[str, Any], dotted_key: str, value: Any) -> None:
-    """`address.city` -> {"address": {"city": ...}}, so reserved nested traits need no JSON."""
-    parts = [part.strip() for part in dotted_key.split(".")]
+def key_path(dotted_key: str) -> tuple[str, ...]:
+    """`address.city` -> ("address", "city"): split once, when the plan is compiled."""
+    return tuple(part.strip() for part in dotted_key.split("."))
+
+
+def set_nested(target: dict[str, Any], parts: tuple[str, ...], value: Any, dotted_key: str) -> None:
+    """("address", "city") -> {"address": {"city": ...}}, so reserved nested traits need no JSON.
+
+    `parts` is `key_path(dotted_key)`, computed once per plan; `dotted_key` only names the
+    key in an error.
+    """
     node = target
     for depth, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .messages import MessageError, MessageParts, set_nested
+from .messages import MessageError, MessageParts, key_path, set_nested
 from .options import ITEM_LIST_FIELDS, ITEM_NOUNS, ActionOptions, ValueType, field_title, templated_fields
 from .results import ResultLog
 from .templating import CompiledTemplate, TemplateEngine, TemplateError
@@ -50,6 +50,7 @@ class ItemPlan:
     label: str
     template: CompiledTemplate
     value_type: ValueType | None
+    key_parts: tuple[str, ...]  # key_path(key), split once here rather than per conversation
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ def compile_plan(options: ActionOptions, engine: TemplateEngine, *, legacy: bool
                     label=f"{noun} {item.key.strip()!r}",
                     template=engine.compile(item.value),
                     value_type=item.type,
+                    key_parts=key_path(item.key.strip()),
                 )
             )
     return BlockPlan(options, tuple(fields), tuple(items), condition, timestamp, legacy, consent)
@@ -141,7 +143,7 @@ def render_parts(plan: BlockPlan, variables: Mapping[str, Any], message_id: str,
             continue
         target = context if item.list_name == "context" else objects.setdefault(item.list_name, {})
         try:
-            set_nested(target, item.key, value)
+            set_nested(target, item.key_parts, value, item.key)
         except MessageError as error:
             log.error(f"The {item.label} cannot be sent: {error}", field=f"{item.list_name}/{item.index}/key")
             raise RenderFailure from None
@@ -154,7 +156,7 @@ def render_parts(plan: BlockPlan, variables: Mapping[str, Any], message_id: str,
         objects.setdefault("properties", {}).setdefault("category", fields["category"])
     parts.payload_objects = objects
     parts.context = context
-    parts.integrations = dict(plan.options.integrations)
+    parts.integrations = plan.options.integrations  # build_message copies it into the message
     if plan.timestamp is not None:
         parts.timestamp = _render_timestamp(plan.timestamp, variables, log)
     return parts
@@ -248,7 +250,7 @@ def _wire_fields(action: str, fields: dict[str, Any]) -> dict[str, Any]:
             wire["category"] = fields["category"]
     elif action == "group":
         wire["groupId"] = fields["groupId"]
-    return {name: to_text(value) for name, value in wire.items()}
+    return wire  # every value is already text: render_parts stores to_text(...).strip()
 
 
 def _empty_sentence(label: str, missing: tuple[str, ...]) -> str:
