@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from math import isfinite
 from typing import Any, Final, Literal
 
 from .values import to_number
@@ -39,6 +39,7 @@ __all__ = [
     "Cleaned",
     "Finding",
     "clean_message",
+    "clean_message_parts",
     "is_email_address",
 ]
 
@@ -106,6 +107,33 @@ RESERVED_FIELDS: Final[dict[tuple[str, str], dict[tuple[str, ...], str]]] = {
     },
     ("track", "properties"): {("revenue",): _NUMBER, ("currency",): _CURRENCY},
 }
+_NOTHING_KEPT: Final[frozenset[str]] = frozenset()
+# A reserved field as (path below its object, the keys of its parents, its own key, its kind), in table order.
+_ReservedField = tuple[tuple[str, ...], tuple[str, ...], str, str]
+# An action's reserved fields in one object, with their top-level keys: an object holding none
+# of those (most events) has nothing to check.
+_Reserved = tuple[frozenset[str], tuple[_ReservedField, ...]]
+
+
+def _objects() -> tuple[tuple[str, str, frozenset[str], dict[str, _Reserved]], ...]:
+    """(name, noun, keys kept as they are, action -> its reserved fields) for each cleaned object.
+
+    The tables above, arranged once for the per-event walk.
+    """
+    reserved: dict[str, dict[str, _Reserved]] = {name: {} for name in CLEANED_OBJECTS}
+    for (action, name), fields in RESERVED_FIELDS.items():
+        reserved[name][action] = (
+            frozenset(keys[0] for keys in fields),
+            tuple((keys, keys[:-1], keys[-1], kind) for keys, kind in fields.items()),
+        )
+    return tuple(
+        (name, noun, PLUGIN_CONTEXT_KEYS if name == "context" else _NOTHING_KEPT, reserved[name])
+        for name, noun in CLEANED_OBJECTS.items()
+    )
+
+
+_OBJECTS: Final = _objects()
+
 _KIND_WORDS = {
     _NUMBER: "a number",
     _DATE: "an ISO-8601 date such as '1990-01-31' or '2026-01-31T12:00:00Z'",
@@ -152,25 +180,39 @@ def clean_message(message: dict[str, Any], *, normalise: bool = True) -> Cleaned
     With `normalise=False` (`QUICKBOT_SEGMENT_CLEANING=off`) nothing is changed and only values
     JSON cannot carry are refused, since those would be lost by the library either way.
     """
+    return Cleaned(*clean_message_parts(message, normalise))
+
+
+def clean_message_parts(message: dict[str, Any], normalise: bool = True) -> tuple[dict[str, Any], list[Finding]]:
+    """`clean_message` as (message, findings), for the per-event gate that has no use for a `Cleaned`."""
     findings: list[Finding] = []
-    action = str(message.get("type", ""))
+    action = message.get("type", "")
+    if type(action) is not str:
+        action = str(action)
     result = message
-    for name, noun in CLEANED_OBJECTS.items():
+    walker: _Walker | None = None
+    for name, noun, kept, reserved_by_action in _OBJECTS:
         original = message.get(name)
         if not isinstance(original, dict):
             continue
-        walker = _Walker(noun, findings, normalise)
-        kept = PLUGIN_CONTEXT_KEYS if name == "context" else frozenset()
-        cleaned = walker.members(original, (name,), depth=1, kept=kept)
+        # Most objects need nothing: a read-only check is cheaper than the copy-on-write walk,
+        # which runs only when the check cannot vouch for the object.
+        if normalise and _untouched_members(original, 1, kept):
+            cleaned = original
+        else:
+            if walker is None:
+                walker = _Walker(findings, normalise)
+            walker.noun = noun
+            cleaned = walker.members(original, (name,), 1, kept)
         if normalise:
-            reserved = RESERVED_FIELDS.get((action, name))
-            if reserved:
-                cleaned = _check_reserved(cleaned, name, noun, reserved, findings)
+            reserved = reserved_by_action.get(action)
+            if reserved is not None and not reserved[0].isdisjoint(cleaned):
+                cleaned = _check_reserved(cleaned, name, noun, reserved[1], findings)
         if cleaned is not original:
             if result is message:
                 result = dict(message)
             result[name] = cleaned
-    return Cleaned(result, findings)
+    return result, findings
 
 
 def is_email_address(text: str) -> bool:
@@ -191,23 +233,86 @@ def dotted_path(path: Path) -> str:
     return dotted
 
 
-class _Walker:
-    """Copy-on-write walk of one object: containers are copied only when something inside changed."""
+# The read-only check. Each answers True only when the walk below would return the very same
+# object with no finding (with normalise on); anything unusual (a str or int subclass, a tuple,
+# a value to clean or refuse) answers False and is left to the walk, which has the last word.
+# `text.strip() is text` holds for an exact str with nothing to trim (CPython hands back the
+# string itself, which the walk's copy-on-write relies on too); were it ever a copy, the check
+# would just answer False.
 
-    def __init__(self, noun: str, findings: list[Finding], normalise: bool) -> None:
-        self.noun = noun
+
+def _untouched_members(obj: dict[Any, Any], depth: int, kept: frozenset[str] = _NOTHING_KEPT) -> bool:
+    """For a dict at `depth` (its members at depth + 1); `kept` keys are not looked at, as in the walk."""
+    for key, value in obj.items():
+        if type(key) is not str:
+            return False
+        if kept and key in kept:
+            continue
+        if not key or key.strip() is not key:
+            return False
+        kind = type(value)
+        if kind is str:
+            if not value or value.strip() is not value:
+                return False
+        elif kind is int or kind is bool:
+            continue
+        elif kind is float:
+            if not isfinite(value):
+                return False
+        elif kind is dict:  # a member container is at depth + 1, refused past MAX_DEPTH
+            if not value or depth >= MAX_DEPTH or not _untouched_members(value, depth + 1):
+                return False
+        elif kind is not list or not value or depth >= MAX_DEPTH or not _untouched_items(value, depth + 1):
+            return False
+    return True
+
+
+def _untouched_items(items: list[Any], depth: int) -> bool:
+    """For a list at `depth` (its items at depth + 1)."""
+    for value in items:  # noqa: SIM110 - a generator would cost more than the loop it replaces
+        if not _untouched_value(value, depth + 1):
+            return False
+    return True
+
+
+def _untouched_value(value: Any, depth: int) -> bool:
+    kind = type(value)
+    if kind is str:
+        return bool(value) and value.strip() is value
+    if kind is int or kind is bool:
+        return True
+    if kind is float:
+        return isfinite(value)
+    if kind is dict:
+        return bool(value) and depth <= MAX_DEPTH and _untouched_members(value, depth)
+    if kind is list:
+        return bool(value) and depth <= MAX_DEPTH and _untouched_items(value, depth)
+    return False
+
+
+class _Walker:
+    """Copy-on-write walk of a message's objects: containers are copied only when something inside changed.
+
+    A value's path is passed as its parent's path and its own key, and made into a tuple only
+    when it is needed (a finding, or a container whose members need it): most values have none.
+    """
+
+    __slots__ = ("findings", "normalise", "noun")
+
+    def __init__(self, findings: list[Finding], normalise: bool) -> None:
+        self.noun = ""  # set for each object walked
         self.findings = findings
         self.normalise = normalise
-        self.refused = False
 
     def members(
-        self, value: dict[Any, Any], path: Path, depth: int, kept: frozenset[str] = frozenset()
+        self, value: dict[Any, Any], path: Path, depth: int, kept: frozenset[str] = _NOTHING_KEPT
     ) -> dict[str, Any]:
         """The cleaned copy of a dict (or `value` itself when nothing changed); `kept` keys pass as they are."""
+        normalise = self.normalise
         changed = False
         cleaned: dict[str, Any] = {}
         for key, inner in value.items():
-            if key in kept:
+            if kept and key in kept:
                 cleaned[key] = inner
                 continue
             if not isinstance(key, str):
@@ -215,7 +320,7 @@ class _Walker:
                 changed = True
                 continue
             new_key = key
-            if self.normalise:
+            if normalise:
                 new_key = key.strip()
                 if not new_key:
                     self._refuse("not_json", path, f"has an empty key {key!r}")
@@ -231,7 +336,7 @@ class _Walker:
                 )
                 changed = True
                 continue
-            new_value = self.value(inner, (*path, new_key), depth + 1)
+            new_value = self.value(inner, path, new_key, depth + 1)
             if new_value is _DROP:
                 changed = True
                 continue
@@ -240,40 +345,48 @@ class _Walker:
             cleaned[new_key] = new_value
         return cleaned if changed else value
 
-    def value(self, value: Any, path: Path, depth: int) -> Any:
+    def value(self, value: Any, parent: Path, key: str | int, depth: int) -> Any:
+        """The value at (*parent, key) to send, or _DROP."""
         if isinstance(value, str):
-            return self._text(value, path)
+            if not self.normalise:
+                return value
+            stripped = value.strip()
+            if not stripped:
+                return self._empty(parent, key)
+            if stripped != value:
+                self._note("trim", (*parent, key), "had spaces around its value; they were removed", "info")
+            return stripped
         if value is None:
-            return self._empty(value, path)
+            return self._empty(parent, key) if self.normalise else value
         if isinstance(value, (bool, int)):
             return value
         if isinstance(value, float):
-            if not math.isfinite(value):
+            if not isfinite(value):
                 word = "NaN (not a number)" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-                self._refuse("not_json", path, f"is {word}, a value JSON cannot carry")
+                self._refuse("not_json", (*parent, key), f"is {word}, a value JSON cannot carry")
             return value
         if depth > MAX_DEPTH:
-            self._refuse("not_json", path, f"is nested more than {MAX_DEPTH} levels deep")
+            self._refuse("not_json", (*parent, key), f"is nested more than {MAX_DEPTH} levels deep")
             return _DROP
         if isinstance(value, dict):
             if not value:
-                return self._empty(value, path)
-            cleaned = self.members(value, path, depth)
+                return self._empty(parent, key) if self.normalise else value
+            cleaned = self.members(value, (*parent, key), depth)
             if not cleaned and self.normalise:
                 return _DROP  # every member was empty, each one already named in a warning
             return cleaned
         if isinstance(value, (list, tuple)):
-            return self._items(value, path, depth)
-        self._refuse("not_json", path, f"is a {type(value).__name__}, which cannot be sent as JSON")
+            if not value:
+                return self._empty(parent, key) if self.normalise else value
+            return self._items(value, (*parent, key), depth)
+        self._refuse("not_json", (*parent, key), f"is a {type(value).__name__}, which cannot be sent as JSON")
         return _DROP
 
     def _items(self, value: list[Any] | tuple[Any, ...], path: Path, depth: int) -> Any:
-        if not value:
-            return self._empty(value, path)
         changed = isinstance(value, tuple)  # JSON has no tuples: sent as the list it would become
         cleaned = []
         for index, inner in enumerate(value):
-            new_value = self.value(inner, (*path, index), depth + 1)
+            new_value = self.value(inner, path, index, depth + 1)
             if new_value is _DROP:
                 changed = True
                 continue
@@ -283,43 +396,30 @@ class _Walker:
             return _DROP
         return cleaned if changed else value
 
-    def _text(self, value: str, path: Path) -> Any:
-        if not self.normalise:
-            return value
-        stripped = value.strip()
-        if not stripped:
-            return self._empty(value, path)
-        if stripped != value:
-            self._note("trim", path, "had spaces around its value; they were removed", "info")
-        return stripped
-
-    def _empty(self, value: Any, path: Path) -> Any:
-        if not self.normalise:
-            return value
-        self._note("empty_value", path, "is empty; it was not sent", "warning", outcome="dropped")
+    def _empty(self, parent: Path, key: str | int) -> Any:
+        self._note("empty_value", (*parent, key), "is empty; it was not sent", "warning", outcome="dropped")
         return _DROP
 
     def _note(self, rule: str, path: Path, text: str, level: Level, outcome: Outcome = "cleaned") -> None:
         self.findings.append(Finding(rule, path, f"{label(self.noun, path[1:])} {text}.", level, outcome))
 
     def _refuse(self, rule: str, path: Path, text: str) -> None:
-        self.refused = True
         self.findings.append(
             Finding(rule, path, f"{label(self.noun, path[1:])} {text}; the event was not sent.", "error", "refused")
         )
 
 
 def _check_reserved(
-    obj: dict[str, Any], name: str, noun: str, reserved: Mapping[tuple[str, ...], str], findings: list[Finding]
+    obj: dict[str, Any], name: str, noun: str, fields: tuple[_ReservedField, ...], findings: list[Finding]
 ) -> dict[str, Any]:
     result = obj
-    for keys, kind in reserved.items():
+    for keys, parents, last, kind in fields:
         parent: Any = result
-        for key in keys[:-1]:
+        for key in parents:
             parent = parent.get(key) if isinstance(parent, dict) else None
-        if not isinstance(parent, dict) or keys[-1] not in parent:
+        if not isinstance(parent, dict) or last not in parent:
             continue
-        value = parent[keys[-1]]
+        value = parent[last]
         new_value = _reserved_value(value, kind, (name, *keys), noun, findings)
         if new_value is not value:
             result = _replaced(result, keys, new_value)
@@ -327,29 +427,19 @@ def _check_reserved(
 
 
 def _reserved_value(value: Any, kind: str, path: Path, noun: str, findings: list[Finding]) -> Any:
-    """The value to send (changed when cleaned); a refusal is recorded as a finding."""
-    what = label(noun, path[1:])
-    reserved = f"Segment's reserved {noun}"
+    """The value to send (changed when cleaned); a refusal is recorded as a finding.
 
-    def refuse(rule: str, need: str, hint: str = "") -> Any:
-        got = _describe(value)
-        advice = f"; {hint}" if hint else ""
-        text = f"{what} must be {need} ({reserved}), got {got}{advice}; the event was not sent."
-        findings.append(Finding(rule, path, text, "error", "refused"))
-        return value
-
-    def cleaned(rule: str, new_value: Any, text: str) -> Any:
-        findings.append(Finding(rule, path, f"{what} {text}.", "info", "cleaned"))
-        return new_value
-
+    The sentences are written only for a finding: most reserved values are fine as they are.
+    """
     if kind == _EMAIL_KIND:
         if not isinstance(value, str) or not is_email_address(value):
-            return refuse("email_format", "an email address")
+            return _refuse_reserved(value, path, noun, findings, "email_format", "an email address")
         local, _, domain = value.rpartition("@")
         normalised = f"{local}@{domain.lower()}"
         if normalised == value:
             return value
-        return cleaned("email_normalised", normalised, f"was sent as {normalised!r}: its domain in lower case")
+        text = f"was sent as {normalised!r}: its domain in lower case"
+        return _cleaned_reserved(normalised, path, noun, findings, "email_normalised", text)
     if kind == _NUMBER:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return value
@@ -357,32 +447,55 @@ def _reserved_value(value: Any, kind: str, path: Path, noun: str, findings: list
             try:
                 number = to_number(value)
             except ValueError:
-                return refuse("reserved_type", _KIND_WORDS[_NUMBER])
-            return cleaned("reserved_type", number, f"was sent as the number {number!r}, not the text {value!r}")
-        return refuse("reserved_type", _KIND_WORDS[_NUMBER])
+                return _refuse_reserved(value, path, noun, findings, "reserved_type", _KIND_WORDS[_NUMBER])
+            text = f"was sent as the number {number!r}, not the text {value!r}"
+            return _cleaned_reserved(number, path, noun, findings, "reserved_type", text)
+        return _refuse_reserved(value, path, noun, findings, "reserved_type", _KIND_WORDS[_NUMBER])
     if kind == _DATE:
         if isinstance(value, str) and _is_iso_date(value):
             return value
-        return refuse("reserved_type", _KIND_WORDS[_DATE])
+        return _refuse_reserved(value, path, noun, findings, "reserved_type", _KIND_WORDS[_DATE])
     if kind == _OBJECT:
         if isinstance(value, dict):
             return value
-        return refuse("reserved_type", _KIND_WORDS[_OBJECT], _OBJECT_HINTS.get(str(path[-1]), ""))
+        hint = _OBJECT_HINTS.get(str(path[-1]), "")
+        return _refuse_reserved(value, path, noun, findings, "reserved_type", _KIND_WORDS[_OBJECT], hint)
     if kind == _TEXT:
         if isinstance(value, str):
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             text = str(value)
-            return cleaned("reserved_type", text, f"was sent as the text {text!r}, not a number")
-        return refuse("reserved_type", _KIND_WORDS[_TEXT])
+            return _cleaned_reserved(
+                text, path, noun, findings, "reserved_type", f"was sent as the text {text!r}, not a number"
+            )
+        return _refuse_reserved(value, path, noun, findings, "reserved_type", _KIND_WORDS[_TEXT])
     if kind == _CURRENCY:
         code = value.upper() if isinstance(value, str) else None
         if code not in ISO_4217_CODES:
-            return refuse("currency_code", "an ISO 4217 currency code such as 'USD' or 'EUR'")
+            need = "an ISO 4217 currency code such as 'USD' or 'EUR'"
+            return _refuse_reserved(value, path, noun, findings, "currency_code", need)
         if code == value:
             return value
-        return cleaned("currency_code", code, f"was sent as {code!r}: ISO 4217 codes are upper case")
+        text = f"was sent as {code!r}: ISO 4217 codes are upper case"
+        return _cleaned_reserved(code, path, noun, findings, "currency_code", text)
     raise AssertionError(f"unknown reserved kind {kind}")  # pragma: no cover - the table above is closed
+
+
+def _refuse_reserved(
+    value: Any, path: Path, noun: str, findings: list[Finding], rule: str, need: str, hint: str = ""
+) -> Any:
+    advice = f"; {hint}" if hint else ""
+    text = (
+        f"{label(noun, path[1:])} must be {need} (Segment's reserved {noun}), got {_describe(value)}{advice}; "
+        "the event was not sent."
+    )
+    findings.append(Finding(rule, path, text, "error", "refused"))
+    return value
+
+
+def _cleaned_reserved(new_value: Any, path: Path, noun: str, findings: list[Finding], rule: str, text: str) -> Any:
+    findings.append(Finding(rule, path, f"{label(noun, path[1:])} {text}.", "info", "cleaned"))
+    return new_value
 
 
 def _is_iso_date(text: str) -> bool:

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from .cleaning import CLEANING_ENV, clean_message, dotted_path
+from .cleaning import CLEANING_ENV, clean_message_parts, dotted_path
 from .results import Level, ResultLog
 from .settings import env_bool
 from .tracking_plans import PlanResolver, PlanVerdict, TrackingPlanError, enforce
@@ -106,16 +106,18 @@ class QualityGate:
 
         Everything done or found is in `log`, each entry naming the field and the rule.
         """
-        settings = self.settings()
+        settings = self._settings or self.settings()
+        cleaned, findings = clean_message_parts(message, settings.cleaning)
+        if not findings and not settings.plans.enabled:
+            return cleaned  # most events: nothing to log or count and no plan, so none of the helpers below
         event = _event_label(message)
         fields = _FieldPaths(message, items)
         count = self._counter(workspace_id, event, enabled=not dry_run)
-        cleaned = clean_message(message, normalise=settings.cleaning)
-        for finding in cleaned.findings:
+        for finding in findings:
             log.add(finding.level, finding.message, field=fields.for_path(finding.path), rule=finding.rule)
             count("violations" if finding.outcome == "refused" else "cleaned", finding.rule)
-        if cleaned.refused:
-            count("refused", next(f.rule for f in cleaned.findings if f.outcome == "refused"))
+        if any(finding.outcome == "refused" for finding in findings):
+            count("refused", next(f.rule for f in findings if f.outcome == "refused"))
             return None
         resolution = settings.plans.for_workspace(workspace_id)
         if resolution.error is not None:
@@ -129,9 +131,9 @@ class QualityGate:
         if resolution.warning is not None:
             log.warning(resolution.warning, rule="plan_unusable")
         if resolution.plan is None:
-            return cleaned.message
+            return cleaned
         try:
-            verdict = enforce(resolution.plan, cleaned.message)
+            verdict = enforce(resolution.plan, cleaned)
         except TrackingPlanError as error:
             log.error(
                 f"The tracking plan {resolution.plan.name!r} cannot be used ({error}); the event was not sent.",
