@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import logging
 import re
+import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from .errors import PluginError
 from .privacy_consent import ConsentDecision
 from .privacy_detectors import DETECTORS, find_spans, mask_span
 from .privacy_policy import (
+    DEFAULT_POLICY,
+    PolicyResolution,
     PolicyResolver,
     PrivacyPolicy,
     hash_key_missing,
@@ -58,6 +61,10 @@ UNSCANNED_CONTEXT: Final = frozenset({"library", "consent", "quickbot"})
 _HAS_DIGIT = re.compile(r"[0-9]")
 _HEX_DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _DIGITS = str.maketrans("", "", "0123456789")
+_DIGIT_BYTES: Final = b"0123456789"
+# Integers from here on (in absolute value) are scanned as text: a card number typed as a number
+# arrives as an int; shorter ones are amounts, counts and scores.
+_SCANNED_INT: Final = 10**7
 _PATH_SAFE = re.compile(r"[^\w .\-\[\]]")
 
 
@@ -91,6 +98,10 @@ class PrivacyGate:
         self._lock = threading.Lock()
         self._settings: PrivacySettings | None = None
         self._keys: dict[str, bytes] = {}
+        # Policies compiled for the walk, by identity (the resolver keeps one object per file version),
+        # and the last one used: nearly every event of an executor has the same policy, the default.
+        self._rules = _Rules(DEFAULT_POLICY)
+        self._compiled: dict[int, _Rules] = {id(DEFAULT_POLICY): self._rules}
 
     def settings(self) -> PrivacySettings:
         if self._settings is None:
@@ -101,16 +112,7 @@ class PrivacyGate:
 
     def policy_for(self, workspace_id: str, log: ResultLog) -> PrivacyPolicy | None:
         """The workspace's policy; None (logged as an error) when its file was never usable."""
-        resolution = self.settings().resolver.for_workspace(workspace_id)
-        if resolution.warning is not None:
-            log.warning(resolution.warning, rule="privacy_policy")
-        if resolution.policy is None:
-            log.error(
-                f"The privacy policy of this workspace cannot be used ({resolution.error}); the event was not "
-                "sent. Fix the policy file, or remove it to apply the default policy.",
-                rule="privacy_policy",
-            )
-        return resolution.policy
+        return _reported(self.settings().resolver.for_workspace(workspace_id), log)
 
     def screen(
         self,
@@ -122,19 +124,30 @@ class PrivacyGate:
         """The message to send on (changed copies only where something changed), or None: refused."""
         if consent is not None and consent.preferences:
             message = _with_consent(message, consent.preferences)
-        settings = self.settings()
+        settings = self._settings or self.settings()
         if not settings.enabled:
             return message
-        policy = self.policy_for(workspace_id, log)
-        if policy is None:
-            return None
+        # `policy_for`, inlined: a usable policy without a warning (every event, nearly) logs nothing.
+        resolution = settings.resolver.for_workspace(workspace_id)
+        policy = resolution.policy
+        if policy is None or resolution.warning is not None:
+            policy = _reported(resolution, log)
+            if policy is None:
+                return None
+        rules = self._rules
+        if rules.policy is not policy:
+            rules = self._rules_for(policy)
         actions: list[tuple[str, str, str]] = []  # (path, action, rule)
-        screened = dict(message)
+        screened: dict[str, Any] | None = None
         try:
             for name in OBJECTS_BY_TYPE.get(str(message.get("type")), ("context",)):
                 value = message.get(name)
                 if isinstance(value, dict) and value:
-                    screened[name] = _Screen(policy, actions).object(value, (name,))
+                    walked = rules.object(value, (name,), actions, UNSCANNED_CONTEXT if name == "context" else None)
+                    if walked is not value:
+                        if screened is None:
+                            screened = dict(message)
+                        screened[name] = walked
         except _Refused as refused:
             detector = DETECTORS[refused.detector]
             log.error(
@@ -152,13 +165,28 @@ class PrivacyGate:
                 extra={"workspace": workspace_id, "field": refused.path, "action": "refused"},
             )
             return None
+        if not actions:
+            return message
         for path, action, rule in actions:
             _log_action(log, workspace_id, path, action, rule)
-        return screened if actions else message
+        # Every change comes with an action; should a mask ever leave a text as it was, the contract still
+        # holds: an action means a new top-level dict.
+        return screened if screened is not None else dict(message)
+
+    def _rules_for(self, policy: PrivacyPolicy) -> _Rules:
+        rules = self._compiled.get(id(policy))
+        if rules is None or rules.policy is not policy:  # `rules` holds its policy: an id is never reused here
+            rules = _Rules(policy)
+            with self._lock:
+                if len(self._compiled) >= MAX_COMPILED_POLICIES:
+                    self._compiled.clear()
+                self._compiled[id(policy)] = rules
+        self._rules = rules
+        return rules
 
     def hash(self, message: dict[str, Any], workspace_id: str, log: ResultLog) -> dict[str, Any]:
         """The message with the policy's fields hashed; raises ConfigurationError without the key."""
-        settings = self.settings()
+        settings = self._settings or self.settings()
         if not settings.enabled:
             return message
         resolution = settings.resolver.for_workspace(workspace_id)
@@ -205,6 +233,18 @@ class PrivacyGate:
         return key
 
 
+def _reported(resolution: PolicyResolution, log: ResultLog) -> PrivacyPolicy | None:
+    if resolution.warning is not None:
+        log.warning(resolution.warning, rule="privacy_policy")
+    if resolution.policy is None:
+        log.error(
+            f"The privacy policy of this workspace cannot be used ({resolution.error}); the event was not "
+            "sent. Fix the policy file, or remove it to apply the default policy.",
+            rule="privacy_policy",
+        )
+    return resolution.policy
+
+
 def _unquote(log: ResultLog, originals: list[str]) -> None:
     """Earlier notes (cleaning quotes a normalised email) must not show what is now sent hashed."""
     quoted = [value for value in originals if len(value) >= 3]
@@ -248,31 +288,115 @@ def hash_value(value: str, how: str, key: bytes | None) -> str:
     return hmac.new(key, data, hashlib.sha256).hexdigest()
 
 
-class _Screen:
-    """One message's walk: copy-on-write, so a host's variable (a dict) is never modified."""
+_NOT_DENIED: Final = 0
+_DENIED_NAME: Final = 1  # denied wherever it is
+_PATH_END: Final = 2  # the last part of a denied path: denied or not, depending on where it is
+MAX_KEY_VERDICTS: Final = 4096  # per kind of verdict: keys can come from user input
+MAX_COMPILED_POLICIES: Final = 128
 
-    def __init__(self, policy: PrivacyPolicy, actions: list[tuple[str, str, str]]) -> None:
+
+class _Rules:
+    """One policy, compiled for the walk; the walk is copy-on-write, so a host's dict is never modified.
+
+    A key is denied when its normal form is a denied name, its path is a denied path, or its path
+    inside traits/properties/context is a denied any-object path. Building every key's path to look
+    it up dominated the walk, so each key gets a verdict, once: not denied anywhere (nearly every key:
+    one set lookup from then on), denied everywhere, or the last part of some denied path (only then
+    is its path built). Values no detector can match are recognised by their exact type and size
+    before a path is built for them.
+    """
+
+    def __init__(self, policy: PrivacyPolicy) -> None:
         self.policy = policy
-        self.actions = actions
+        self.deny_paths = policy.deny_paths
+        self.deny_any_object_paths = policy.deny_any_object_paths
+        self.path_ends = frozenset(path[-1] for path in (*policy.deny_paths, *policy.deny_any_object_paths))
+        # Plain `str` keys only (a subclass may have its own `__str__`, which the rule applies to).
+        # Never holds an UNSCANNED_CONTEXT name, so those always reach the `skip` test.
+        self.clean: set[str] = set()
+        self.flagged: dict[str, int] = {}  # every other key's verdict
+        self.detectors = tuple((name, action, DETECTORS[name]) for name, action in policy.detectors)
+        # A text shorter, or with fewer digits, than every detector needs cannot match any: most texts.
+        self.min_length = min((detector.min_length for _, _, detector in self.detectors), default=sys.maxsize)
+        # At least 1: a text without digits is never scanned, whatever a detector says it needs.
+        self.min_digits = max(1, min((detector.needs_digits for _, _, detector in self.detectors), default=1))
 
-    def object(self, value: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+    def verdict(self, key: Any) -> int:
+        exact = type(key) is str
+        if exact:
+            known = self.flagged.get(key)
+            if known is not None:
+                return known
+        name = str(key)
+        if normal_key(name) in self.policy.deny_names:
+            verdict = _DENIED_NAME
+        elif name in self.path_ends:
+            verdict = _PATH_END
+        else:
+            verdict = _NOT_DENIED
+        if exact:
+            if verdict == _NOT_DENIED and key not in UNSCANNED_CONTEXT:
+                if len(self.clean) >= MAX_KEY_VERDICTS:
+                    self.clean.clear()
+                self.clean.add(key)
+            else:
+                if len(self.flagged) >= MAX_KEY_VERDICTS:
+                    self.flagged.clear()
+                self.flagged[key] = verdict
+        return verdict
+
+    def object(
+        self,
+        value: dict[str, Any],
+        path: tuple[str, ...],
+        actions: list[tuple[str, str, str]],
+        skip: frozenset[str] | None = None,
+    ) -> dict[str, Any]:
         result: dict[str, Any] | None = None
-        policy = self.policy
+        clean = self.clean
+        min_length = self.min_length
         for key, item in value.items():
-            child_path = (*path, str(key))
-            if path == ("context",) and key in UNSCANNED_CONTEXT:
+            if type(key) is not str or key not in clean:
+                if skip is not None and key in skip:
+                    continue
+                verdict = self.verdict(key)
+                if verdict:
+                    child_path = (*path, str(key))
+                    if (
+                        verdict == _DENIED_NAME
+                        or child_path in self.deny_paths
+                        or child_path[1:] in self.deny_any_object_paths
+                    ):
+                        if result is None:
+                            result = dict(value)
+                        del result[key]
+                        actions.append((_dotted(child_path), "dropped", "privacy_denylist"))
+                        continue
+            # `value`, unrolled on the exact type: what no detector can match is passed over before
+            # a path is built for it. Subclasses (an IntEnum, a str subclass) take `value` itself.
+            kind = type(item)
+            if kind is str:
+                if len(item) < min_length or item.isalpha():  # isalpha: a cheap no for single words
+                    continue
+                if item.isascii():  # `_digit_count`, inlined: nearly every remaining text ends here
+                    raw = item.encode("ascii")
+                    if len(raw) - len(raw.translate(None, _DIGIT_BYTES)) < self.min_digits:
+                        continue
+                elif not _HAS_DIGIT.search(item):
+                    continue
+                screened = self.text(item, (*path, str(key)), actions)
+            elif kind is dict:
+                screened = self.object(item, (*path, str(key)), actions)
+            elif kind is int:
+                if -_SCANNED_INT < item < _SCANNED_INT:
+                    continue
+                screened = self.value(item, (*path, str(key)), actions)
+            elif kind is float or kind is bool or item is None:
                 continue
-            if (
-                normal_key(str(key)) in policy.deny_names
-                or child_path in policy.deny_paths
-                or child_path[1:] in policy.deny_any_object_paths
-            ):
-                if result is None:
-                    result = dict(value)
-                del result[key]
-                self.actions.append((_dotted(child_path), "dropped", "privacy_denylist"))
-                continue
-            screened = self.value(item, child_path)
+            elif kind is list:
+                screened = self.sequence(item, (*path, str(key)), actions)
+            else:
+                screened = self.value(item, (*path, str(key)), actions)
             if screened is not item:
                 if result is None:
                     result = dict(value)
@@ -282,33 +406,53 @@ class _Screen:
                     result[key] = screened
         return value if result is None else result
 
-    def value(self, item: Any, path: tuple[str, ...]) -> Any:
+    def value(self, item: Any, path: tuple[str, ...], actions: list[tuple[str, str, str]]) -> Any:
+        """The general rule, for any value; `object` and `sequence` skip it for what cannot match."""
         if isinstance(item, str):
-            return self.text(item, path) if _HAS_DIGIT.search(item) else item
+            return self.text(item, path, actions) if _HAS_DIGIT.search(item) else item
         if isinstance(item, int) and not isinstance(item, bool):
-            if item >= 10**7 or item <= -(10**7):
+            if item >= _SCANNED_INT or item <= -_SCANNED_INT:
                 text = str(item)
-                screened = self.text(text, path)
+                screened = self.text(text, path, actions)
                 return item if screened == text else screened
             return item
         if isinstance(item, dict):
-            return self.object(item, path)
+            return self.object(item, path, actions)
         if isinstance(item, list):
-            changed = False
-            items: list[Any] = []
-            for index, element in enumerate(item):
-                screened = self.value(element, (*path[:-1], f"{path[-1]}[{index}]"))
-                if screened is not element:
-                    changed = True
-                if screened is not _DROP:
-                    items.append(screened)
-            return items if changed else item
+            return self.sequence(item, path, actions)
         return item
 
-    def text(self, text: str, path: tuple[str, ...]) -> Any:
-        digits = len(text) - len(text.translate(_DIGITS))
-        for name, action in self.policy.detectors:
-            detector = DETECTORS[name]
+    def sequence(self, item: list[Any], path: tuple[str, ...], actions: list[tuple[str, str, str]]) -> Any:
+        changed = False
+        items: list[Any] = []
+        for index, element in enumerate(item):
+            kind = type(element)
+            if kind is dict:
+                screened = self.object(element, (*path[:-1], f"{path[-1]}[{index}]"), actions)
+            elif self.inert(element, kind):
+                items.append(element)
+                continue
+            else:
+                screened = self.value(element, (*path[:-1], f"{path[-1]}[{index}]"), actions)
+            if screened is not element:
+                changed = True
+            if screened is not _DROP:
+                items.append(screened)
+        return items if changed else item
+
+    def inert(self, item: Any, kind: type) -> bool:
+        """True when `value` would certainly return the item as it is: no detector can match it."""
+        if kind is str:
+            return len(item) < self.min_length or item.isalpha() or _digit_count(item) < self.min_digits
+        if kind is int:
+            return bool(-_SCANNED_INT < item < _SCANNED_INT)
+        return kind is float or kind is bool or item is None
+
+    def text(self, text: str, path: tuple[str, ...], actions: list[tuple[str, str, str]]) -> Any:
+        digits = _digit_count(text)
+        if digits < self.min_digits:
+            return text
+        for name, action, detector in self.detectors:
             spans = find_spans(detector, text, digits)
             if not spans:
                 continue
@@ -316,13 +460,20 @@ class _Screen:
             if action == "refuse":
                 raise _Refused(where, name)
             if action == "drop":
-                self.actions.append((where, "dropped", f"privacy_{name}"))
+                actions.append((where, "dropped", f"privacy_{name}"))
                 return _DROP
             for span in reversed(spans):
                 text = mask_span(text, span)
-            digits = len(text) - len(text.translate(_DIGITS))
-            self.actions.append((where, "masked", f"privacy_{name}"))
+            digits = _digit_count(text)
+            actions.append((where, "masked", f"privacy_{name}"))
         return text
+
+
+def _digit_count(text: str) -> int:
+    if text.isascii():  # bytes.translate deletes with a table lookup; str.translate goes through a dict
+        raw = text.encode("ascii")
+        return len(raw) - len(raw.translate(None, _DIGIT_BYTES))
+    return len(text) - len(text.translate(_DIGITS))
 
 
 _DROP: Final = object()

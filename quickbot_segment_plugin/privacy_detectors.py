@@ -136,21 +136,22 @@ class Detector:
     title: str  # for sentences: "a payment card number"
     find: Callable[[str], list[Span]]
     needs_digits: int  # a text with fewer digits cannot match: the cheap pre-check
+    min_length: int = 0  # nor can a text shorter than the pattern's shortest match (a zip code, an IP)
 
 
 DETECTORS: Final[dict[str, Detector]] = {
     detector.name: detector
     for detector in (
-        Detector("iban", "an IBAN", _iban_spans, 2),
-        Detector("card", "a payment card number", _card_spans, 13),
-        Detector("ssn", "a US Social Security number", _ssn_spans, 9),
-        Detector("phone", "a phone number", _phone_spans, 8),
+        Detector("iban", "an IBAN", _iban_spans, 2, 15),  # 2 letters, 2 check digits, 11 or more
+        Detector("card", "a payment card number", _card_spans, 13, 13),
+        Detector("ssn", "a US Social Security number", _ssn_spans, 9, 11),  # AAA-GG-SSSS
+        Detector("phone", "a phone number", _phone_spans, 8, 9),  # + and 8 digits
     )
 }
 
 
 def find_spans(detector: Detector, text: str, digit_count: int) -> list[Span]:
-    if digit_count < detector.needs_digits:
+    if digit_count < detector.needs_digits or len(text) < detector.min_length:
         return []
     return detector.find(text)
 
