@@ -2,14 +2,18 @@
 
     python benchmarks/bench_delivery.py [--events 20000] [--repeat 3] [--latency-ms 0 50]
 
-(a) enqueue latency: `DeliveryPool.enqueue` of a wire-form track message (mapping, timestamp
-    parsing, context copy, client lookup, then the library call) against the raw
-    `Client.track` of the same payload with ready-made arguments. Both clients run their
-    consumer against the receiver at the same time, so both pay the same contention.
+(a) enqueue latency: `DeliveryPool.enqueue` of a track message against the raw `Client.track`
+    of the same payload with ready-made arguments, for both routes through the pool: a
+    message in the library's final form, as `execute` builds it (checked, measured and
+    queued as it is: delivery_final.py), and a plain wire-form message, as a replay or
+    another caller may pass (mapping, timestamp parsing, context copy, then the library
+    call). The clients run their consumers against the receiver at the same time, so all
+    pay the same contention.
 (b) delivery: events per second from the first call until the receiver has counted all N,
-    through the pool (one workspace: the same single client) and through a raw client with
-    the same batch settings; plus the pool spreading the same N over 10 workspaces (10
-    clients, 10 requests in flight), which a single raw client cannot do.
+    through the pool (final-form messages; one workspace: the same single client) and
+    through a raw client with the same batch settings; plus the pool spreading the same N
+    over 10 workspaces (10 clients, 10 requests in flight), which a single raw client
+    cannot do.
 
 The receiver (benchmarks/receiver.py: answers in one write, TCP_NODELAY) runs in a child
 process so that its work does not compete with the clients for this interpreter's GIL.
@@ -36,6 +40,7 @@ from receiver import ReceiverProcess
 from segment.analytics import Client
 
 from quickbot_segment_plugin.delivery import DeliveryPool, DeliverySettings
+from quickbot_segment_plugin.messages import library_context
 
 HERE = Path(__file__).resolve().parent
 WRITE_KEY = "benchmarkWriteKey0123456789"
@@ -43,7 +48,11 @@ BATCH_SIZE = 250
 FLUSH_INTERVAL = 0.5
 
 
-def wire_message(n: int) -> dict[str, Any]:
+def wire_message(n: int, final: bool = True) -> dict[str, Any]:
+    """A track message; `final` adds `context.library`, as `execute` does (the fast route)."""
+    context: dict[str, Any] = {"quickbot": {"botId": "bot-1", "sessionId": f"s-{n % 97}"}}
+    if final:
+        context["library"] = library_context()
     return {
         "type": "track",
         "messageId": str(uuid.uuid4()),
@@ -51,7 +60,7 @@ def wire_message(n: int) -> dict[str, Any]:
         "userId": f"user-{n % 500}",
         "event": "Lead Qualified",
         "properties": {"plan": "premium", "score": n % 10, "source": "chatbot"},
-        "context": {"quickbot": {"botId": "bot-1", "sessionId": f"s-{n % 97}"}},
+        "context": context,
         "integrations": {},
     }
 
@@ -84,50 +93,61 @@ def raw_client(url: str, queue_size: int) -> Any:
 
 
 def pool_settings(queue_size: int) -> DeliverySettings:
+    # Bytes as well as events: the enqueue run queues both routes' messages on one client.
     return DeliverySettings().with_overrides(
-        batch_size=BATCH_SIZE, flush_interval=FLUSH_INTERVAL, max_queue_size=queue_size, gzip=True
+        batch_size=BATCH_SIZE,
+        flush_interval=FLUSH_INTERVAL,
+        max_queue_size=queue_size,
+        max_queue_bytes=queue_size * 1000,
+        gzip=True,
     )
 
 
 def measure_enqueue(receiver: ReceiverProcess, events: int, repeat: int, block: int = 500) -> dict[str, Any]:
-    """ns per enqueue, both sides interleaved in blocks so they share the same background.
+    """ns per enqueue, the three sides interleaved in blocks so they share the same background.
 
     The raw client and the pool's client both exist and both consumers run throughout; the
-    order alternates (raw, pool, pool, raw, ...) so neither side always follows the other's
-    burst of consumer work. Median over `repeat` runs.
+    order rotates (raw, final, wire; final, wire, raw; ...) so no side always follows the
+    same other side's burst of consumer work. Median over `repeat` runs.
     """
-    raw_runs, pool_runs = [], []
+    runs: dict[str, list[float]] = {"raw": [], "final": [], "wire": []}
     for _ in range(repeat):
-        messages = [wire_message(n) for n in range(events)]
-        arguments = [raw_arguments(message) for message in messages]
+        final = [wire_message(n) for n in range(events)]
+        wire = [wire_message(n, final=False) for n in range(events)]
+        arguments = [raw_arguments(message) for message in final]
         client = raw_client(receiver.url, events + 1)
-        pool = DeliveryPool(pool_settings(events + 1))
+        pool = DeliveryPool(pool_settings(2 * events + 1))
         pool.enqueue("warm-up", WRITE_KEY, receiver.url, wire_message(0))  # the client exists, as in a server
         receiver.wait_for(1)
         receiver.reset()
-        raw_ns = pool_ns = 0
+        spent = dict.fromkeys(runs, 0)
+        order = list(runs)
         gc.disable()
-        for index, start in enumerate(range(0, events, block)):
-            sides = ("raw", "pool") if index % 2 == 0 else ("pool", "raw")
-            for side in sides:
+        for start in range(0, events, block):
+            for side in order:
+                began = time.perf_counter_ns()
                 if side == "raw":
-                    began = time.perf_counter_ns()
                     for kwargs in arguments[start : start + block]:
                         client.track(**kwargs)
-                    raw_ns += time.perf_counter_ns() - began
                 else:
-                    began = time.perf_counter_ns()
-                    for message in messages[start : start + block]:
+                    for message in (final if side == "final" else wire)[start : start + block]:
                         pool.enqueue("bench", WRITE_KEY, receiver.url, message)
-                    pool_ns += time.perf_counter_ns() - began
+                spent[side] += time.perf_counter_ns() - began
+            order = [*order[1:], order[0]]
         gc.enable()
-        receiver.wait_for(2 * events)
+        receiver.wait_for(3 * events)
         client.join()
         pool.shutdown(10)
-        raw_runs.append(raw_ns / events)
-        pool_runs.append(pool_ns / events)
-    raw, pooled = statistics.median(raw_runs), statistics.median(pool_runs)
-    return {"raw_ns_per_op": raw, "pool_ns_per_op": pooled, "ratio_pool_over_raw": pooled / raw}
+        for side, total in spent.items():
+            runs[side].append(total / events)
+    raw, final_ns, wire_ns = (statistics.median(runs[side]) for side in ("raw", "final", "wire"))
+    return {
+        "raw_ns_per_op": raw,
+        "pool_ns_per_op": final_ns,
+        "pool_wire_form_ns_per_op": wire_ns,
+        "ratio_pool_over_raw": final_ns / raw,
+        "ratio_pool_wire_form_over_raw": wire_ns / raw,
+    }
 
 
 def measure_delivery(receiver: ReceiverProcess, events: int, repeat: int) -> dict[str, Any]:
@@ -189,10 +209,16 @@ def main() -> None:
         results["runs"].append({"receiver_latency_ms": latency_ms, "enqueue": enqueue, "delivery": delivery})
         rows += [
             (
-                f"enqueue ns/op ({latency_ms:g} ms server)",
+                f"enqueue ns/op, final form ({latency_ms:g} ms server)",
                 f"{enqueue['raw_ns_per_op']:,.0f}",
                 f"{enqueue['pool_ns_per_op']:,.0f}",
                 f"{enqueue['ratio_pool_over_raw']:.2f}",
+            ),
+            (
+                f"enqueue ns/op, wire form ({latency_ms:g} ms server)",
+                f"{enqueue['raw_ns_per_op']:,.0f}",
+                f"{enqueue['pool_wire_form_ns_per_op']:,.0f}",
+                f"{enqueue['ratio_pool_wire_form_over_raw']:.2f}",
             ),
             (
                 f"delivered events/s, 1 workspace ({latency_ms:g} ms)",

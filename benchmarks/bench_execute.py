@@ -94,8 +94,7 @@ def _block(with_checks: bool) -> tuple[SegmentBlock, dict[str, Any]]:
 def measure(events: int, latency_ms: float) -> dict[str, Any]:
     # The receiver runs in its own process, as Segment does: in this one, its parsing would
     # take the GIL from the thread being timed and show up as the plugin's latency.
-    receiver = ReceiverProcess(latency_ms / 1000)
-    try:
+    with ReceiverProcess(latency_ms / 1000) as receiver:
         _configure(receiver.url)
         block, context = _block(with_checks=True)
         bare, bare_context = _block(with_checks=False)
@@ -135,8 +134,6 @@ def measure(events: int, latency_ms: float) -> dict[str, Any]:
         block.shutdown(10)
         bare.shutdown(10)
         raw.join()
-    finally:
-        receiver.close()
 
     raw_median = statistics.median(raw_us)
     return {

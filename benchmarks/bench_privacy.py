@@ -2,7 +2,7 @@
 
     python benchmarks/bench_privacy.py [--events 20000]
 
-(a) `execute` of a track block (real delivery to a loopback receiver) with 5 properties and a
+(a) `execute` of a track block (real delivery to a loopback receiver in a child process) with 5 properties and a
     free-text answer, in blocks made side by side: `QUICKBOT_SEGMENT_PRIVACY=off` (the
     baseline), the default policy (denylist + IBAN/card/SSN detectors; nothing to change in
     this event, but the answer has digits, so the detectors run), and the default policy on
@@ -27,7 +27,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import WORKSPACE, block_under, p99, timed_us
-from receiver import CountingReceiver
+from receiver import ReceiverProcess
 
 from quickbot_segment_plugin.credentials import ENCRYPTION_KEYS_ENV, generate_key
 from quickbot_segment_plugin.privacy import PrivacyGate
@@ -51,7 +51,7 @@ WITH_CARD = {**PLAIN, "Answer": "Just charge my card 4111 1111 1111 1111 for 25 
 
 
 def measure(events: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as directory, CountingReceiver() as receiver:
+    with tempfile.TemporaryDirectory() as directory, ReceiverProcess(0.0) as receiver:
         os.environ[ENCRYPTION_KEYS_ENV] = generate_key()
         os.environ["QUICKBOT_SEGMENT_ENDPOINT"] = receiver.url
         os.environ["QUICKBOT_SEGMENT_MAX_QUEUE_SIZE"] = "100000"
@@ -74,8 +74,7 @@ def measure(events: int) -> dict[str, Any]:
         for _ in range(5):
             for name, (block, context) in sides.items():
                 samples[name] += timed_us(lambda b=block, c=context: b.execute(OPTIONS, c), events // 5)
-            for block, _ in sides.values():
-                block.pool().flush(60)
+                block.pool().flush(60)  # the next side is timed without this one's batches in flight
         off_block = sides["privacy off"][0]
         plain_message = off_block.execute(OPTIONS, {**plain, "dry_run": True})["payload"]
         card_message = off_block.execute(OPTIONS, {**carded, "dry_run": True})["payload"]

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_tracking_plan.py [--events 20000]
 
-(a) `execute` of a track block (real delivery to a loopback receiver) in three blocks made
+(a) `execute` of a track block (real delivery to a loopback receiver in a child process) in three blocks made
     side by side: cleaning off and no plan (the path before data quality), cleaning on and no
     plan (the default), cleaning on with a 20-event Protocols plan in `allow` mode that the
     event satisfies. Timing rounds are interleaved so drift hits every side alike.
@@ -26,7 +26,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import WORKSPACE, block_under, p99, timed_us
-from receiver import CountingReceiver
+from receiver import ReceiverProcess
 
 from quickbot_segment_plugin.credentials import ENCRYPTION_KEYS_ENV, generate_key
 from quickbot_segment_plugin.tracking_plans import enforce, load_plan
@@ -94,7 +94,7 @@ def twenty_event_plan() -> dict[str, Any]:
 
 
 def measure(events: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as plans, CountingReceiver() as receiver:
+    with tempfile.TemporaryDirectory() as plans, ReceiverProcess(0.0) as receiver:
         os.environ[ENCRYPTION_KEYS_ENV] = generate_key()
         os.environ["QUICKBOT_SEGMENT_ENDPOINT"] = receiver.url
         os.environ["QUICKBOT_SEGMENT_MAX_QUEUE_SIZE"] = "100000"
@@ -116,8 +116,7 @@ def measure(events: int) -> dict[str, Any]:
         for _ in range(5):
             for name, (block, context) in sides.items():
                 samples[name] += timed_us(lambda b=block, c=context: b.execute(OPTIONS, c), events // 5)
-            for block, _ in sides.values():
-                block.pool().flush(60)
+                block.pool().flush(60)  # the next side is timed without this one's batches in flight
         for block, _ in sides.values():
             block.shutdown(10)
 

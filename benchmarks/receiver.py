@@ -165,3 +165,9 @@ class ReceiverProcess:
         assert self._process.stdin is not None
         self._process.stdin.close()
         self._process.wait(10)
+
+    def __enter__(self) -> ReceiverProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
