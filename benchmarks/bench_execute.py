@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,12 +29,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import WORKSPACE, WRITE_KEY, p99, timed_us
+from common import WORKSPACE, WRITE_KEY, block_under, p99, timed_us, use_local_segment
 from receiver import ReceiverProcess
 from segment.analytics import Client
 
 from quickbot_segment_plugin.block import SegmentBlock
-from quickbot_segment_plugin.credentials import ENCRYPTION_KEYS_ENV, generate_key
 
 OPTIONS = {
     "action": "track",
@@ -48,15 +47,6 @@ OPTIONS = {
 }
 VARIABLES = {"User ID": "user-1042", "Plan": "premium", "Score": 8}
 SETTINGS = {"upload_size": 100, "upload_interval": 0.05, "max_queue_size": 100_000, "gzip": True, "timeout": 15}
-
-
-def _configure(url: str) -> None:
-    os.environ[ENCRYPTION_KEYS_ENV] = generate_key()
-    os.environ["QUICKBOT_SEGMENT_ENDPOINT"] = url
-    os.environ["QUICKBOT_SEGMENT_BATCH_SIZE"] = str(SETTINGS["upload_size"])
-    os.environ["QUICKBOT_SEGMENT_FLUSH_INTERVAL"] = str(SETTINGS["upload_interval"])
-    os.environ["QUICKBOT_SEGMENT_MAX_QUEUE_SIZE"] = str(SETTINGS["max_queue_size"])
-    os.environ["QUICKBOT_SEGMENT_GZIP"] = "true"
 
 
 def _raw_client(url: str) -> Any:
@@ -79,13 +69,7 @@ def _raw_track(client: Any, payload: dict[str, Any]) -> None:
     )
 
 
-def _block(with_checks: bool) -> tuple[SegmentBlock, dict[str, Any]]:
-    """A block as operators run it (cleaning and privacy on), or with both turned off."""
-    os.environ["QUICKBOT_SEGMENT_CLEANING"] = "on" if with_checks else "off"
-    os.environ["QUICKBOT_SEGMENT_PRIVACY"] = "on" if with_checks else "off"
-    block = SegmentBlock()
-    token = block.seal_credentials({"writeKey": WRITE_KEY}, workspace_id=WORKSPACE)
-    context = {"workspace_id": WORKSPACE, "credentials": token, "variables": VARIABLES, "bot_id": "b"}
+def _warm(block: SegmentBlock, context: dict[str, Any]) -> tuple[SegmentBlock, dict[str, Any]]:
     for _ in range(200):  # plan cache, credential cache, client creation, connection
         block.execute(OPTIONS, context)
     return block, context
@@ -94,10 +78,23 @@ def _block(with_checks: bool) -> tuple[SegmentBlock, dict[str, Any]]:
 def measure(events: int, latency_ms: float) -> dict[str, Any]:
     # The receiver runs in its own process, as Segment does: in this one, its parsing would
     # take the GIL from the thread being timed and show up as the plugin's latency.
-    with ReceiverProcess(latency_ms / 1000) as receiver:
-        _configure(receiver.url)
-        block, context = _block(with_checks=True)
-        bare, bare_context = _block(with_checks=False)
+    with tempfile.TemporaryDirectory() as directory, ReceiverProcess(latency_ms / 1000) as receiver:
+        use_local_segment(
+            receiver.url,
+            directory,
+            BATCH_SIZE=str(SETTINGS["upload_size"]),
+            FLUSH_INTERVAL=str(SETTINGS["upload_interval"]),
+            MAX_QUEUE_SIZE=str(SETTINGS["max_queue_size"]),
+            GZIP="true",
+        )
+        base = {"workspace_id": WORKSPACE, "variables": VARIABLES, "bot_id": "b"}
+        # As operators run it (cleaning and privacy on), and with both turned off.
+        block, context = _warm(
+            *block_under({"QUICKBOT_SEGMENT_CLEANING": None, "QUICKBOT_SEGMENT_PRIVACY": None}, OPTIONS, base)
+        )
+        bare, bare_context = _warm(
+            *block_under({"QUICKBOT_SEGMENT_CLEANING": "off", "QUICKBOT_SEGMENT_PRIVACY": "off"}, OPTIONS, base)
+        )
         payload = block.execute(OPTIONS, {**context, "dry_run": True})["payload"]
         raw = _raw_client(receiver.url)
         for _ in range(200):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -26,10 +25,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import WORKSPACE, block_under, p99, timed_us
+from common import WORKSPACE, block_under, execute_rounds, p99, timed_us, use_local_segment
 from receiver import ReceiverProcess
 
-from quickbot_segment_plugin.credentials import ENCRYPTION_KEYS_ENV, generate_key
 from quickbot_segment_plugin.privacy import PrivacyGate
 from quickbot_segment_plugin.results import ResultLog
 
@@ -52,12 +50,7 @@ WITH_CARD = {**PLAIN, "Answer": "Just charge my card 4111 1111 1111 1111 for 25 
 
 def measure(events: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as directory, ReceiverProcess(0.0) as receiver:
-        os.environ[ENCRYPTION_KEYS_ENV] = generate_key()
-        os.environ["QUICKBOT_SEGMENT_ENDPOINT"] = receiver.url
-        os.environ["QUICKBOT_SEGMENT_MAX_QUEUE_SIZE"] = "100000"
-        os.environ["QUICKBOT_SEGMENT_DEAD_LETTER_PATH"] = str(Path(directory) / "dead-letters.sqlite3")
-        for name in ("QUICKBOT_SEGMENT_PRIVACY_DIR", "QUICKBOT_SEGMENT_TRACKING_PLAN_DIR"):
-            os.environ.pop(name, None)
+        use_local_segment(receiver.url, directory)
         plain = {"workspace_id": WORKSPACE, "variables": PLAIN, "bot_id": "b"}
         carded = {**plain, "variables": WITH_CARD}
         sides = {
@@ -67,14 +60,7 @@ def measure(events: int) -> dict[str, Any]:
         }
         masked = sides["default policy, card masked"][0].execute(OPTIONS, {**carded, "dry_run": True})
         assert masked["payload"]["properties"]["answer"].startswith("Just charge my card **** **** **** 1111")
-        for block, context in sides.values():  # warm: plan cache, client, connection
-            for _ in range(300):
-                block.execute(OPTIONS, context)
-        samples: dict[str, list[float]] = {name: [] for name in sides}
-        for _ in range(5):
-            for name, (block, context) in sides.items():
-                samples[name] += timed_us(lambda b=block, c=context: b.execute(OPTIONS, c), events // 5)
-                block.pool().flush(60)  # the next side is timed without this one's batches in flight
+        samples = execute_rounds(sides, OPTIONS, events)
         off_block = sides["privacy off"][0]
         plain_message = off_block.execute(OPTIONS, {**plain, "dry_run": True})["payload"]
         card_message = off_block.execute(OPTIONS, {**carded, "dry_run": True})["payload"]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -25,10 +24,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import WORKSPACE, block_under, p99, timed_us
+from common import WORKSPACE, block_under, execute_rounds, p99, timed_us, use_local_segment
 from receiver import ReceiverProcess
 
-from quickbot_segment_plugin.credentials import ENCRYPTION_KEYS_ENV, generate_key
 from quickbot_segment_plugin.tracking_plans import enforce, load_plan
 
 OPTIONS = {
@@ -95,10 +93,7 @@ def twenty_event_plan() -> dict[str, Any]:
 
 def measure(events: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as plans, ReceiverProcess(0.0) as receiver:
-        os.environ[ENCRYPTION_KEYS_ENV] = generate_key()
-        os.environ["QUICKBOT_SEGMENT_ENDPOINT"] = receiver.url
-        os.environ["QUICKBOT_SEGMENT_MAX_QUEUE_SIZE"] = "100000"
-        os.environ["QUICKBOT_SEGMENT_DEAD_LETTER_PATH"] = str(Path(plans) / "dead-letters.sqlite3")
+        use_local_segment(receiver.url, plans)
         plan_path = Path(plans) / f"{WORKSPACE}.json"
         plan_path.write_text(json.dumps(twenty_event_plan()))
         base = {"workspace_id": WORKSPACE, "variables": VARIABLES, "bot_id": "b"}
@@ -109,14 +104,7 @@ def measure(events: int) -> dict[str, Any]:
             "cleaning on, no plan": block_under({"QUICKBOT_SEGMENT_TRACKING_PLAN_DIR": None}, OPTIONS, base),
             "cleaning on, 20-event plan": block_under({"QUICKBOT_SEGMENT_TRACKING_PLAN_DIR": plans}, OPTIONS, base),
         }
-        for block, context in sides.values():  # warm: plan cache, compiled plan, client, connection
-            for _ in range(300):
-                block.execute(OPTIONS, context)
-        samples: dict[str, list[float]] = {name: [] for name in sides}
-        for _ in range(5):
-            for name, (block, context) in sides.items():
-                samples[name] += timed_us(lambda b=block, c=context: b.execute(OPTIONS, c), events // 5)
-                block.pool().flush(60)  # the next side is timed without this one's batches in flight
+        samples = execute_rounds(sides, OPTIONS, events)
         for block, _ in sides.values():
             block.shutdown(10)
 

@@ -11,9 +11,11 @@ import gc
 import os
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from quickbot_segment_plugin.block import SegmentBlock
+from quickbot_segment_plugin.credentials import ENCRYPTION_KEYS_ENV, generate_key
 
 WRITE_KEY = "benchmarkWriteKey0123456789"
 WORKSPACE = "bench"
@@ -46,6 +48,43 @@ def per_call_us(action: Callable[[], object], rounds: int, repeats: int = 5) -> 
 
 def p99(samples: list[float]) -> float:
     return sorted(samples)[int(len(samples) * 0.99)]
+
+
+def use_local_segment(url: str, directory: str | Path, **settings: str) -> None:
+    """Make every block built from now on send to `url`, with a fresh encryption key.
+
+    Dead letters go to `directory` (a temporary one: a benchmark must not write to the
+    operator's store), and `settings` are further `QUICKBOT_SEGMENT_*` variables by their
+    suffix (`BATCH_SIZE="100"`). Plans and privacy files are not looked for unless a side
+    asks for them through `block_under`.
+    """
+    os.environ[ENCRYPTION_KEYS_ENV] = generate_key()
+    os.environ["QUICKBOT_SEGMENT_ENDPOINT"] = url
+    os.environ["QUICKBOT_SEGMENT_DEAD_LETTER_PATH"] = str(Path(directory) / "dead-letters.sqlite3")
+    for name in ("QUICKBOT_SEGMENT_PRIVACY_DIR", "QUICKBOT_SEGMENT_TRACKING_PLAN_DIR"):
+        os.environ.pop(name, None)
+    for suffix, value in {"MAX_QUEUE_SIZE": "100000", **settings}.items():
+        os.environ[f"QUICKBOT_SEGMENT_{suffix}"] = value
+
+
+def execute_rounds(
+    sides: Mapping[str, tuple[SegmentBlock, dict[str, Any]]], options: dict[str, Any], events: int, rounds: int = 5
+) -> dict[str, list[float]]:
+    """Microseconds per `execute` for each side, in interleaved rounds so drift hits every side alike.
+
+    Each side is warmed first (plan cache, client, connection), and its queue is delivered
+    after each of its rounds, so no side is timed beside another side's batches in flight.
+    """
+    for block, context in sides.values():
+        for _ in range(300):
+            block.execute(options, context)
+        block.pool().flush(60)
+    samples: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(rounds):
+        for name, (block, context) in sides.items():
+            samples[name] += timed_us(lambda b=block, c=context: b.execute(options, c), events // rounds)
+            block.pool().flush(60)
+    return samples
 
 
 def block_under(
