@@ -16,12 +16,12 @@ import sqlite3
 import threading
 import time
 from collections.abc import Sequence
-from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .collector_summary import MAX_SUMMARY_MINUTES, SummaryTally, minute_of, minute_offset
+from .erasure import truncate_write_ahead_log, user_condition
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -381,17 +381,10 @@ class EventStore:
         without those messages (removed when nothing else was in them), so no copy remains.
         Rows are listed as {id, message_id, type, event, received_at}; never the message.
         """
-        clauses: list[str] = []
-        values: list[str] = []
-        if user_id:
-            clauses.append("user_id = ? OR (type = 'alias' AND json_extract(message, '$.previousId') = ?)")
-            values.extend([user_id, user_id])
-        if anonymous_id:
-            clauses.append("anonymous_id = ?")
-            values.append(anonymous_id)
-        if not clauses:
-            raise ValueError("forget() needs a user_id or an anonymous_id.")
-        where = " OR ".join(f"({clause})" for clause in clauses)
+        # The id columns hold each message's ids as text (`_text_id`).
+        where, values = user_condition(
+            user_id, anonymous_id, user_expression="user_id", anonymous_expression="anonymous_id"
+        )
         with self._lock:
             self._check_open()
             # Erased means gone from the file too: freed pages are zeroed, not left for a reader of the bytes.
@@ -409,8 +402,8 @@ class EventStore:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            with suppress(sqlite3.Error):
-                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # old page images leave the -wal file
+            self._tally = None  # counted again from the rows on the next summary
+            truncate_write_ahead_log(self._db, self.path)
         keys = ("id", "message_id", "type", "event", "received_at")
         return [dict(zip(keys, row[:5], strict=True)) for row in rows]
 

@@ -5,7 +5,9 @@ byte of that userId is left in either SQLite file."""
 from __future__ import annotations
 
 import json
+import logging
 import os
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from quickbot_segment_plugin.block import SegmentBlock
 from quickbot_segment_plugin.cli import main
 from quickbot_segment_plugin.collector import Collector
 from quickbot_segment_plugin.collector_faults import Fault
+from quickbot_segment_plugin.collector_store import EventStore
 from quickbot_segment_plugin.deadletters import DeadLetterStore
 
 FORGET = "user-forget-me-7c41"
@@ -137,3 +140,76 @@ def test_privacy_check_prints_the_effective_policy(tmp_path: Path, capsys: pytes
     broken.write_text('{"detectors": {"card": "shred"}}', encoding="utf-8")
     assert main(["privacy", "check", "--file", str(broken)]) == 2
     assert "detectors.card" in capsys.readouterr().err
+
+
+def _stored(kind: str, **fields: Any) -> dict[str, Any]:
+    return {"type": kind, "messageId": f"m-{time.monotonic_ns()}", "timestamp": "2026-01-01T00:00:00.000Z", **fields}
+
+
+def test_both_stores_erase_an_alias_whose_previous_id_is_a_number(tmp_path: Path) -> None:
+    """Segment compares ids as text; an alias from a numeric anonymous id is the user's in either store."""
+    alias = _stored("alias", userId="user-9", previousId=4207)
+    other = _stored("alias", userId="user-8", previousId=4208)
+    events = EventStore(tmp_path / "events.sqlite3")
+    dead = DeadLetterStore(tmp_path / "dead.sqlite3")
+    try:
+        events.add(
+            [alias, other],
+            [[], []],
+            received_at="2026-01-01T00:00:01.000Z",
+            batch_id="b1",
+            write_key_fingerprint="sha256:x",
+        )
+        dead.add(WORKSPACE, [alias, other], "rejected")
+        assert [row["message_id"] for row in events.forget("4207")] == [alias["messageId"]]
+        assert [row["message_id"] for row in dead.forget(WORKSPACE, "4207")] == [alias["messageId"]]
+        assert [message["messageId"] for message in events.messages()] == [other["messageId"]]
+        assert [letter.message_id for letter in dead.list(workspace_id=WORKSPACE, state="all")] == [other["messageId"]]
+    finally:
+        events.close()
+        dead.close()
+
+
+def test_the_collector_summary_stops_counting_erased_events(tmp_path: Path) -> None:
+    events = EventStore(tmp_path / "events.sqlite3")
+    try:
+        messages = [_stored("track", userId=user, event="E") for user in (FORGET, KEEP)]
+        events.add(
+            messages, [[], []], received_at="2026-01-01T00:00:01.000Z", batch_id="b1", write_key_fingerprint="sha256:x"
+        )
+        assert events.summary(5, "2026-01-01T00:00:02.000Z")["total"] == 2
+        events.forget(FORGET)
+        assert events.summary(5, "2026-01-01T00:00:02.000Z")["total"] == 1
+    finally:
+        events.close()
+
+
+def test_an_erasure_that_cannot_empty_the_write_ahead_log_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reader holding a snapshot keeps the -wal file from being emptied: retried, then a warning."""
+    monkeypatch.setattr("quickbot_segment_plugin.erasure.CHECKPOINT_SECONDS", 0.2)
+    path = tmp_path / "events.sqlite3"
+    events = EventStore(path)
+    reader = sqlite3.connect(path)
+    try:
+        events.add(
+            [_stored("track", userId=FORGET, event="E")],
+            [[]],
+            received_at="2026-01-01T00:00:01.000Z",
+            batch_id="b1",
+            write_key_fingerprint="sha256:x",
+        )
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM events").fetchone()  # a read transaction pins the log
+        with caplog.at_level(logging.WARNING, logger="quickbot_segment_plugin.erasure"):
+            assert len(events.forget(FORGET)) == 1
+        assert any("write-ahead log could not be emptied" in record.getMessage() for record in caplog.records)
+        reader.execute("COMMIT")
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="quickbot_segment_plugin.erasure"):
+            events.forget(KEEP)  # nothing to erase, but the log can now be emptied: no warning
+        assert caplog.records == []
+    finally:
+        reader.close()
+        events.close()

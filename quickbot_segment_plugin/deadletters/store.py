@@ -22,6 +22,7 @@ from typing import Any
 
 from ..counters import COUNTERS, DEAD_LETTER_WRITE_FAILED, DEAD_LETTERS_PRUNED, CounterFlusher, Counters
 from ..delivery_types import Undeliverable
+from ..erasure import truncate_write_ahead_log, user_condition
 from ..errors import ConfigurationError
 from ..redaction import redact
 from ..settings import env_float, env_int
@@ -531,20 +532,14 @@ class DeadLetterStore:
         `purged` (an operator's deliberate removal), so the delivery accounting still adds up.
         Returns {id, message_id, type, reason, state} per row removed; never the message.
         """
-        clauses: list[str] = []
-        values: list[Any] = [workspace_id]
-        if user_id:
-            clauses.append(
-                "CAST(json_extract(message, '$.userId') AS TEXT) = ? "
-                "OR (type = 'alias' AND CAST(json_extract(message, '$.previousId') AS TEXT) = ?)"
-            )
-            values.extend([user_id, user_id])
-        if anonymous_id:
-            clauses.append("CAST(json_extract(message, '$.anonymousId') AS TEXT) = ?")
-            values.append(anonymous_id)
-        if not clauses:
-            raise ValueError("forget() needs a user_id or an anonymous_id.")
-        where = "workspace_id = ? AND (" + " OR ".join(f"({clause})" for clause in clauses) + ")"
+        user, user_values = user_condition(
+            user_id,
+            anonymous_id,
+            user_expression="CAST(json_extract(message, '$.userId') AS TEXT)",
+            anonymous_expression="CAST(json_extract(message, '$.anonymousId') AS TEXT)",
+        )
+        where = f"workspace_id = ? AND ({user})"
+        values: list[Any] = [workspace_id, *user_values]
         with self._lock:
             connection = self._connection(create=False)
             if connection is None:
@@ -560,8 +555,8 @@ class DeadLetterStore:
             undelivered = sum(1 for row in rows if row[4] is None)
             if undelivered:
                 _tally(db, {workspace_id: undelivered}, TALLY_PURGED, _timestamp(self._now()))
-        with self._lock, suppress(sqlite3.Error):
-            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # old page images leave the -wal file
+        with self._lock:
+            truncate_write_ahead_log(connection, self.path)
         if rows:
             logger.warning(
                 "erased %d dead letter(s) of one end user (%d undelivered) of workspace %s from %s",
