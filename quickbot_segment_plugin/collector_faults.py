@@ -91,7 +91,7 @@ class Fault:
             if 200 <= status < 300:
                 body = {"success": True}
             else:
-                phrase = _reason(status)
+                phrase = reason_phrase(status)
                 body = {
                     "code": phrase.lower().replace(" ", "_"),
                     "message": f"Injected fault: {status} {phrase}",
@@ -120,11 +120,12 @@ class Fault:
 _FIELDS = frozenset({"status", "retry_after", "body", "delay", "drop", "repeat"})
 
 
-def _reason(status: int) -> str:
+def reason_phrase(status: int, unknown: str = "Error") -> str:
+    """The standard reason phrase of `status` ("Too Many Requests"), or `unknown` for a code without one."""
     try:
         return HTTPStatus(status).phrase
     except ValueError:
-        return "Error"
+        return unknown
 
 
 def _valid_retry_after(value: object) -> bool:
@@ -149,7 +150,6 @@ class FaultScript:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pending: deque[list[Any]] = deque()  # [fault, remaining uses]
-        self.served = 0
 
     def extend(self, faults: Iterable[Fault]) -> None:
         checked = list(faults)
@@ -172,7 +172,6 @@ class FaultScript:
             entry[1] -= 1
             if entry[1] <= 0:
                 self._pending.popleft()
-            self.served += 1
             fault: Fault = entry[0]
             return fault
 

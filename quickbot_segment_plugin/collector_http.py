@@ -25,10 +25,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import Message
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from .collector_faults import reason_phrase
 
 logger = logging.getLogger("quickbot_segment_plugin.collector")
 
@@ -220,10 +221,7 @@ class CollectorServer(ThreadingHTTPServer):
 
 def render(reply: Reply, *, head_only: bool, close: bool) -> bytes:
     """The whole response as one byte string, so it leaves in one write."""
-    try:
-        phrase = HTTPStatus(reply.status).phrase
-    except ValueError:
-        phrase = "Status"
+    phrase = reason_phrase(reply.status, unknown="Status")
     lines = [
         f"HTTP/1.1 {reply.status} {phrase}",
         f"Content-Type: {reply.content_type}",
@@ -302,10 +300,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Protocol errors (bad request line, huge headers, ...) as one-write JSON answers."""
-        try:
-            phrase = HTTPStatus(code).phrase
-        except ValueError:
-            phrase = "Error"
+        phrase = reason_phrase(code)
         self.close_connection = True
         reply = error_reply(code, "bad_request", (message or phrase)[:200])
         with contextlib.suppress(OSError):

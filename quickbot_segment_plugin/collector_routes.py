@@ -302,8 +302,7 @@ class CollectorApp:
 
 
 def _is_loopback_origin(origin: str) -> bool:
-    host = urlsplit(origin).hostname or ""
-    return host == "localhost" or is_loopback(host)
+    return is_loopback(urlsplit(origin).hostname or "")
 
 
 def _fault_reply(fault: Fault) -> Reply:

@@ -18,7 +18,7 @@ import urllib.request
 from types import FrameType
 from typing import Any
 
-from ..collector import Collector, CollectorError
+from ..collector import DEFAULT_MAX_CONNECTIONS, Collector, CollectorError
 from ..errors import PluginError
 from ..settings import env_int, env_str
 
@@ -56,7 +56,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     run.add_argument(
         "--latency", type=float, default=0.0, help="seconds to wait before each answer (simulates a network)"
     )
-    run.add_argument("--max-connections", type=int, default=32, help="connections served at once (default: 32)")
+    run.add_argument(
+        "--max-connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        help=f"connections served at once (default: {DEFAULT_MAX_CONNECTIONS})",
+    )
     run.set_defaults(func=run_collector)
 
     events = subparsers.add_parser(

@@ -28,9 +28,10 @@ import sqlite3
 import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Final, TextIO
 
+from ..collector_spec import parse_iso8601
 from ..credentials import CredentialsError, KeyRing
 from ..deadletters import STATES, DeadLetter, DeadLetterFilter, DeadLetterStore, ReplayReport
 from ..delivery import DeliveryPool
@@ -106,17 +107,24 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
             "in its memory: from Python, quickbot_segment_plugin.counters.COUNTERS.snapshot()."
         ),
     )
-    stats.add_argument(
-        "--db", metavar="PATH", help="the dead-letter store (default: $QUICKBOT_SEGMENT_DEAD_LETTER_PATH)"
-    )
+    add_store_option(stats)
     stats.add_argument("--json", action="store_true", help="print JSON")
     stats.set_defaults(func=_stats)
 
 
-def _add_filters(parser: argparse.ArgumentParser) -> None:
+def add_store_option(parser: argparse.ArgumentParser) -> None:
+    """`--db`, for every command that reads or changes the dead-letter store (`open_store`)."""
     parser.add_argument(
         "--db", metavar="PATH", help="the dead-letter store (default: $QUICKBOT_SEGMENT_DEAD_LETTER_PATH)"
     )
+
+
+def open_store(args: argparse.Namespace) -> DeadLetterStore:
+    return DeadLetterStore(args.db or None)
+
+
+def _add_filters(parser: argparse.ArgumentParser) -> None:
+    add_store_option(parser)
     parser.add_argument("--workspace", metavar="WORKSPACE_ID", help="only this workspace")
     parser.add_argument("--reason", metavar="REASON", help=f"only this reason ({', '.join(REASONS)}, replay_failed)")
     parser.add_argument(
@@ -140,13 +148,12 @@ def parse_age(text: str) -> timedelta | datetime:
     match = _AGE.match(text)
     if match:
         return timedelta(seconds=float(match.group(1)) * _AGE_UNITS[match.group(2).lower()])
-    try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
+    moment = parse_iso8601(text.strip())  # the collector's reader: any fraction, Z, on Python 3.10 too
+    if moment is None:
         raise argparse.ArgumentTypeError(
             f"must be an age such as 90s, 30m, 2h, 3d or 1w, or a date such as 2024-05-01T12:00Z; got {text!r}"
-        ) from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+        )
+    return moment
 
 
 def _count(text: str) -> int:
@@ -185,10 +192,6 @@ def _reports_store_errors(command: Callable[[argparse.Namespace], int]) -> Calla
     return run
 
 
-def _store(args: argparse.Namespace) -> DeadLetterStore:
-    return DeadLetterStore(args.db) if args.db else DeadLetterStore()
-
-
 def _selection(args: argparse.Namespace) -> DeadLetterFilter:
     return DeadLetterFilter(
         workspace_id=args.workspace,
@@ -210,10 +213,10 @@ def _print(text: str, stream: TextIO | None = None) -> None:
 
 @_reports_store_errors
 def _list(args: argparse.Namespace) -> int:
-    store = _store(args)
+    store = open_store(args)
     selection = _selection(args)
-    rows = store.list(**_filter_kwargs(selection), limit=args.limit, offset=args.offset)
-    total = store.count(**_filter_kwargs(selection))
+    rows = store.list(limit=args.limit, offset=args.offset, selection=selection)
+    total = store.count(selection=selection)
     if args.json:
         document = {
             "store": str(store.path),
@@ -268,30 +271,19 @@ def _state_words(state: str) -> str:
     return {"pending": "pending ", "replayed": "replayed ", "all": ""}.get(state, "")
 
 
-def _filter_kwargs(selection: DeadLetterFilter) -> dict[str, Any]:
-    return {
-        "workspace_id": selection.workspace_id,
-        "reason": selection.reason,
-        "older_than": selection.older_than,
-        "newer_than": selection.newer_than,
-        "state": selection.state,
-        "ids": selection.ids,
-    }
-
-
 # --- purge ---------------------------------------------------------------------------------
 
 
 @_reports_store_errors
 def _purge(args: argparse.Namespace) -> int:
-    store = _store(args)
+    store = open_store(args)
     selection = _selection(args)
-    matching = store.count(**_filter_kwargs(selection))
+    matching = store.count(selection=selection)
     what = f"{matching} {_state_words(selection.state)}dead letter(s)"
     if not args.yes:
         _print(f"Would purge {what} from {store.path}. Nothing was deleted: run again with --yes to delete them.")
         return 1
-    deleted = store.purge(**_filter_kwargs(selection))
+    deleted = store.purge(selection=selection)
     _print(f"Purged {deleted} dead letter(s) from {store.path}.")
     return 0
 
@@ -301,7 +293,7 @@ def _purge(args: argparse.Namespace) -> int:
 
 @_reports_store_errors
 def _replay(args: argparse.Namespace) -> int:
-    store = _store(args)
+    store = open_store(args)
     selection = _selection(args)
     report = replay_through_pool(store, selection, limit=args.limit, timeout=args.timeout)
     if args.json:
@@ -421,7 +413,7 @@ def _problem(letter: DeadLetter, what: str) -> str:
 
 @_reports_store_errors
 def _stats(args: argparse.Namespace) -> int:
-    store = DeadLetterStore(args.db) if args.db else DeadLetterStore()
+    store = open_store(args)
     summary = store.summary()
     tallies = store.tallies()
     counters = store.persisted_counters()

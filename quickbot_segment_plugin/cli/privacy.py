@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from ..collector_store import EventStore
-from ..deadletters import DeadLetterStore
 from ..errors import PluginError
 from ..privacy import HASH_KEY_ENV
 from ..privacy_detectors import DETECTORS
@@ -27,6 +26,7 @@ from ..privacy_policy import DEFAULT_POLICY, PolicyResolver, PrivacyPolicy, load
 from ..redaction import redact
 from ..settings import env_str
 from .collector import DB_ENV
+from .operations import add_store_option, open_store
 
 SEGMENT_DELETION_NOTE = (
     "This removed the copies the plugin keeps. Segment's copy needs its own request: a user deletion "
@@ -53,9 +53,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     forget.add_argument("--workspace", required=True, metavar="WORKSPACE_ID", help="the workspace the user is in")
     forget.add_argument("--user-id", metavar="USER_ID", help="the end user's userId")
     forget.add_argument("--anonymous-id", metavar="ANONYMOUS_ID", help="the end user's anonymousId")
-    forget.add_argument(
-        "--db", metavar="PATH", help="the dead-letter store (default: $QUICKBOT_SEGMENT_DEAD_LETTER_PATH)"
-    )
+    add_store_option(forget)
     forget.add_argument(
         "--collector-db",
         metavar="PATH",
@@ -88,7 +86,7 @@ def _forget(args: argparse.Namespace) -> int:
     for path in collector_paths:
         if not os.path.isfile(path):
             raise PluginError(f"--collector-db {path!r}: no such collector file.", field="collector-db")
-    store = DeadLetterStore(args.db) if args.db else DeadLetterStore()
+    store = open_store(args)
     report: dict[str, Any] = {
         "workspace_id": args.workspace,
         "dead_letters": {"path": str(store.path), "removed": store.forget(args.workspace, user_id, anonymous_id)},

@@ -7,7 +7,6 @@ retention, no write key); this module is the store's operations on that file.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sqlite3
 import threading
@@ -41,7 +40,7 @@ from .config import (
     RETENTION_DAYS_ENV,
     default_path,
 )
-from .database import open_database
+from .database import logger, open_database
 from .filters import DeadLetterFilter, State
 from .models import DeadLetter, PruneReport, ReplayReport
 from .schema import (
@@ -58,7 +57,6 @@ from .schema import (
 from .scrubbing import TOKEN_PREFIX, _clean_endpoint, _clean_fingerprint, _Row, _Scrubber
 
 #: One logger for the whole store, whichever module logs: operators filter on this name.
-logger = logging.getLogger("quickbot_segment_plugin.deadletters")
 
 
 class DeadLetterStore:
@@ -407,8 +405,10 @@ class DeadLetterStore:
         *,
         state: State = "pending",
         ids: Sequence[int] | None = None,
+        selection: DeadLetterFilter | None = None,
     ) -> int:
-        where, values = DeadLetterFilter(workspace_id, reason, older_than, newer_than, state, ids).where(self._now())
+        selection = selection or DeadLetterFilter(workspace_id, reason, older_than, newer_than, state, ids)
+        where, values = selection.where(self._now())
         rows = self._read(f"SELECT count(*) FROM dead_letters WHERE {where}", values)
         return int(rows[0][0]) if rows else 0
 
@@ -497,9 +497,11 @@ class DeadLetterStore:
         *,
         state: State = "pending",
         ids: Sequence[int] | None = None,
+        selection: DeadLetterFilter | None = None,
     ) -> int:
         """Delete matching rows; undelivered ones are tallied as `purged`. Returns rows deleted."""
-        where, values = DeadLetterFilter(workspace_id, reason, older_than, newer_than, state, ids).where(self._now())
+        selection = selection or DeadLetterFilter(workspace_id, reason, older_than, newer_than, state, ids)
+        where, values = selection.where(self._now())
         with self._lock:
             if self._connection(create=False) is None:
                 return 0
@@ -709,9 +711,11 @@ class DeadLetterStore:
         *,
         state: State = "pending",
         ids: Sequence[int] | None = None,
+        selection: DeadLetterFilter | None = None,
     ) -> list[DeadLetter]:
-        """Matching rows, oldest first (by id)."""
-        where, values = DeadLetterFilter(workspace_id, reason, older_than, newer_than, state, ids).where(self._now())
+        """Matching rows, oldest first (by id). `selection`, when given, replaces the filter arguments."""
+        selection = selection or DeadLetterFilter(workspace_id, reason, older_than, newer_than, state, ids)
+        where, values = selection.where(self._now())
         rows = self._read(
             f"SELECT {_COLUMNS} FROM dead_letters WHERE {where} ORDER BY id LIMIT ? OFFSET ?",
             [*values, max(0, int(limit)), max(0, int(offset))],
