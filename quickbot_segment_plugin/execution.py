@@ -182,17 +182,20 @@ class Executor:
             )
             # Still "queued": the first execution's event is the one on its way.
             return log.result("queued", message_id=message_id, payload=payload)
-        write_key = credentials.write_key
-        pool = self._pool()  # before the token is remembered: the pool creates the recorder
-        self._dead_letters().remember_token(workspace_id, write_key.fingerprint, token)
+        accepted = False
         try:
+            write_key = credentials.write_key
+            pool = self._pool()  # before the token is remembered: the pool creates the recorder
+            self._dead_letters().remember_token(workspace_id, write_key.fingerprint, token)
             outcome = pool.enqueue(workspace_id, write_key.reveal(), endpoint, payload)
+            accepted = outcome.accepted
         except DeliveryError:
             check_size(payload)  # when size was the reason, say which fields made it too big
             raise
-        if not outcome.accepted:
-            if duplicate_key is not None:
-                self._recent.discard(duplicate_key)
+        finally:
+            if duplicate_key is not None and not accepted:
+                self._recent.discard(duplicate_key)  # nothing is on its way: the host's retry must be sent
+        if not accepted:
             log.error(
                 f"The event could not be queued for delivery ({outcome.reason}); it was kept in the "
                 "dead-letter store for replay.",

@@ -327,6 +327,21 @@ def test_a_message_over_32_kb_fails_naming_the_largest_field(block: SegmentBlock
     assert "properties.transcript" in message
 
 
+def test_a_retry_of_an_execution_that_was_not_queued_is_tried_again_not_called_a_duplicate(
+    block: SegmentBlock, token: str
+) -> None:
+    """Only an execution that reached the queue makes its retries duplicates."""
+    options = {"action": "track", "event": "E", "userId": "u", "properties": [{"key": "t", "value": "{{T}}"}]}
+    too_big = {"T": "é" * 20_000}  # under the template limit, over 32 KB as JSON
+    first = run(block, options, token, execution_id="exec-big", variables=too_big)
+    retry = run(block, options, token, execution_id="exec-big", variables=too_big)
+    assert first["status"] == retry["status"] == "failed"
+    assert not any(entry["details"].get("duplicate") for entry in retry["logs"])
+    fixed = run(block, options, token, execution_id="exec-big", variables={"T": "short"})
+    assert fixed["status"] == "queued"
+    assert not any(entry["details"].get("duplicate") for entry in fixed["logs"])
+
+
 @pytest.mark.parametrize(
     ("credentials", "expected"),
     [
@@ -395,6 +410,8 @@ def test_execute_never_raises_whatever_the_variables(
     json.dumps(result)
     if result["status"] == "failed":
         assert any(entry["level"] == "error" for entry in result["logs"])
+    # The catch-all turns a bug of ours into a "failed" result too: that must never be the reason.
+    assert not any("failed unexpectedly" in entry["message"] for entry in result["logs"]), result["logs"]
 
 
 BLOCK = SegmentBlock()
