@@ -50,7 +50,6 @@ from receiver import ReceiverProcess
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 NODE_DIR = Path(os.environ.get("QUICKBOT_BENCH_NODE_DIR", "/tmp/node-bench"))
-WRITE_KEY = "benchmarkWriteKey0123456789"
 STEADY_BACKLOG = 5_000
 WAIT_SECONDS = 180.0
 

@@ -43,7 +43,6 @@ from .delivery_calls import LibraryCall
 from .delivery_client import CLOSED, FULL, QUEUED, ManagedClient, SenderSlots
 from .delivery_final import FinalMessage, submission_for
 from .delivery_library import (
-    install_size_probe,
     prepare_library_session,
     reset_library_session_after_fork,
     set_gzip_level,
@@ -260,7 +259,7 @@ class DeliveryPool:
         except RuntimeError as error:  # no thread can be started: interpreter exit, or none left
             logger.error("Could not start a Segment delivery thread: %s", error)
             backlog = self._registry.start_failed(key)
-            self._lost(key, backlog, CLIENT_CLOSED if self._registry.accepting else SHUTDOWN_DEADLINE)
+            self._lost(key, backlog, self._closed_reason())
             return None
         backlog = self._registry.started(key, client)
         if self._shutdown_deadline is not None:
@@ -275,7 +274,6 @@ class DeliveryPool:
             redaction.install()  # before any client can log a request body
             # Every request in flight may want its own keep-alive connection to the host.
             prepare_library_session(self.settings.max_clients + self.settings.max_senders)
-            install_size_probe()
             set_gzip_level(self.settings.gzip_level)
             atexit.register(self._at_exit)
             self._atexit_registered = True
@@ -309,8 +307,8 @@ class DeliveryPool:
         """Report a message that will not be queued (so it is kept for replay) and say why."""
         workspace_id, write_key, endpoint = key
         if reason == QUEUE_FULL:
-            self._reports.queue_full_warning(workspace_id, self.settings.waiting_room_size)
             detail = f"waiting room full ({self.settings.waiting_room_size} events)"
+            self._reports.queue_full_warning(workspace_id, detail)
         elif reason == SHUTTING_DOWN:
             detail = "the delivery pool is shut down; the event was not queued"
         else:
@@ -328,8 +326,9 @@ class DeliveryPool:
 
     def _queue_full(self, client: ManagedClient, message: Message) -> None:
         """The library only logs a warning per event; the pool reports each and warns once per episode."""
+        detail = client.queue_full_detail()
         if not client.queue_full_warned or not self._reports.has_callback:
-            self._reports.queue_full_warning(client.workspace_id, self.settings.max_queue_size)
+            self._reports.queue_full_warning(client.workspace_id, detail)
             client.queue_full_warned = True
         self._reports.lost(
             client.workspace_id,
@@ -337,7 +336,7 @@ class DeliveryPool:
             client.endpoint,
             [message],
             QUEUE_FULL,
-            client.queue_full_detail(),
+            detail,
             log=False,
         )
 
@@ -352,12 +351,16 @@ class DeliveryPool:
             if status == FULL and queued is not None:
                 self._queue_full(client, queued)
             elif status == CLOSED:
-                self._lost(key, [message], CLIENT_CLOSED if self._registry.accepting else SHUTDOWN_DEADLINE)
+                self._lost(key, [message], self._closed_reason())
 
     def _lost(self, key: ClientKey, messages: list[Message], reason: str, detail: str = "") -> None:
         workspace_id, write_key, endpoint = key
         detail = detail or f"{len(messages)} event(s) were waiting for a delivery thread"
         self._reports.lost(workspace_id, redaction.fingerprint(write_key), endpoint, messages, reason, detail)
+
+    def _closed_reason(self) -> str:
+        """Why events that lost their client are reported: an eviction, or a shutdown under way."""
+        return CLIENT_CLOSED if self._registry.accepting else SHUTDOWN_DEADLINE
 
     # --- the closer -------------------------------------------------------------------
 
@@ -371,7 +374,8 @@ class DeliveryPool:
             self._closer = closer
         try:
             closer.start()
-        except RuntimeError:  # interpreter exit: shutdown will do the closing
+        except RuntimeError as error:  # interpreter exit, or no thread left: shutdown will do the closing
+            logger.error("Could not start the Segment delivery closer thread: %s", error)
             with registry.lock:
                 if self._closer is closer:
                     self._closer = None
@@ -414,7 +418,7 @@ class DeliveryPool:
     def _start_admitted(self, key: ClientKey, messages: list[Message]) -> tuple[ManagedClient, list[Message]] | None:
         started = self._start(key)
         if started is None:
-            self._lost(key, messages, CLIENT_CLOSED if self._registry.accepting else SHUTDOWN_DEADLINE)
+            self._lost(key, messages, self._closed_reason())
             return None
         client, backlog = started
         return client, [*messages, *backlog]

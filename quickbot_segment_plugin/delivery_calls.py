@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from .delivery_library import library_validator
 from .delivery_types import DeliveryError
+from .messages import MAX_MESSAGE_BYTES
 
 # wire field -> library keyword, per call type (the library's own signatures).
 _COMMON: Final = {
@@ -59,7 +60,6 @@ _LIBRARY_FIELD_NAMES: Final = {
 # offset so that `datetime.fromisoformat` reads it on every Python >= 3.10.
 _ISO_FRACTION = re.compile(r"(T\d{2}:\d{2}:\d{2})(?:[.,](\d+))?")
 _REQUIRE_MESSAGE = re.compile(r"^(?P<name>[a-z_ ]+?) must have ")
-MAX_MESSAGE_KB = 32
 
 
 class LibraryCall:
@@ -120,7 +120,7 @@ class LibraryCall:
 def message_too_large(method: str, size: int, fields: Mapping[str, Any]) -> DeliveryError:
     """The error for a message over the library's 32 KB limit, naming the object that carries the data."""
     return DeliveryError(
-        f"The {method} message is larger than Segment's {MAX_MESSAGE_KB} KB limit per event "
+        f"The {method} message is larger than Segment's {MAX_MESSAGE_BYTES // 1024} KB limit per event "
         f"({size} bytes before encoding); send fewer or shorter traits/properties.",
         field="properties" if "properties" in fields else "traits",
     )
@@ -182,12 +182,15 @@ def _parse_iso(text: str) -> datetime:
     try:
         return datetime.fromisoformat(text)  # the common case, and every spelling on Python >= 3.11
     except ValueError:
-        pass
+        return datetime.fromisoformat(python310_iso(text))
+
+
+def python310_iso(text: str) -> str:
+    """`text` in the one spelling Python 3.10's `fromisoformat` reads: +00:00 for Z, six fraction digits."""
     text = text.strip()
     if text[-1:] in ("Z", "z"):
         text = text[:-1] + "+00:00"
-    text = _ISO_FRACTION.sub(lambda m: m.group(1) + "." + (m.group(2) or "").ljust(6, "0")[:6], text, count=1)
-    return datetime.fromisoformat(text)
+    return _ISO_FRACTION.sub(lambda m: m.group(1) + "." + (m.group(2) or "").ljust(6, "0")[:6], text, count=1)
 
 
 def without_nulls(message: dict[str, Any]) -> dict[str, Any]:

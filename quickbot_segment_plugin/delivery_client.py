@@ -118,7 +118,7 @@ class ManagedClient:
         endpoint: str,
         settings: DeliverySettings,
         reporter: Reporter,
-        sender_slots: SenderSlots | None = None,
+        sender_slots: SenderSlots,
     ) -> None:
         self.workspace_id = workspace_id
         self.endpoint = endpoint
@@ -131,7 +131,7 @@ class ManagedClient:
         self.abandoned = False  # given up on at a deadline with events still queued or in flight
         self._reporter = reporter
         self._settings = settings
-        self._slots = sender_slots or SenderSlots(0)
+        self._slots = sender_slots
         self._lock = threading.Lock()
         self._fill_lock = threading.Lock()
         self._stopping = False  # paused: no new sender may start

@@ -39,14 +39,12 @@ from functools import cache
 from typing import Any, Final
 
 from .delivery_calls import CALL_FIELDS, LibraryCall, message_too_large, to_library_call
-from .messages import library_context
+from .messages import MAX_MESSAGE_BYTES, PAYLOAD_OBJECTS, library_context
 
 Message = dict[str, Any]
 
 # `datetime.isoformat(timespec="milliseconds")` of an aware datetime whose offset is whole minutes.
 _LIBRARY_TIMESTAMP: Final = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}[+-]\d{2}:\d{2}")
-# segment.analytics.consumer.MAX_MSG_SIZE: the library refuses a message longer than this.
-MAX_MESSAGE_BYTES: Final = 32 << 10
 
 
 class FinalMessage:
@@ -75,15 +73,16 @@ class FinalMessage:
 
 
 # Per call: (id fields of which at least one must be a non-empty string, fields that must be
-# non-empty strings, fields that must be dicts, fields that may be absent or a string).
+# non-empty strings, fields that must be dicts: the traits/properties the library always
+# sends, fields that may be absent or a string).
 _SUBJECT: Final = ("userId", "anonymousId")
 CALL_RULES: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]]] = {
-    "track": (_SUBJECT, ("event",), ("properties",), ()),
-    "identify": (_SUBJECT, (), ("traits",), ()),
-    "page": (_SUBJECT, (), ("properties",), ("name", "category")),
-    "screen": (_SUBJECT, (), ("properties",), ("name", "category")),
-    "group": (_SUBJECT, ("groupId",), ("traits",), ()),
-    "alias": ((), ("userId", "previousId"), (), ()),
+    "track": (_SUBJECT, ("event",), PAYLOAD_OBJECTS["track"], ()),
+    "identify": (_SUBJECT, (), PAYLOAD_OBJECTS["identify"], ()),
+    "page": (_SUBJECT, (), PAYLOAD_OBJECTS["page"], ("name", "category")),
+    "screen": (_SUBJECT, (), PAYLOAD_OBJECTS["screen"], ("name", "category")),
+    "group": (_SUBJECT, ("groupId",), PAYLOAD_OBJECTS["group"], ()),
+    "alias": ((), ("userId", "previousId"), PAYLOAD_OBJECTS["alias"], ()),
 }
 
 

@@ -19,32 +19,23 @@ in the process shares:
   level, so the library's `post` (headers, auth, errors, Retry-After, retries) is still what
   sends every request. It applies to every library client in the process; the body is
   valid gzip at any level, so another client sharing the library only sees its CPU drop.
-- The queue is bounded by bytes, and the library has just measured each event (`json.dumps`
-  for its 32 KB check in `Client._enqueue`, on the caller's thread, right before
-  `queue.put`). The client module's `json` is replaced by a proxy that remembers the last
-  object it dumped and the length, per thread, so the queue reads the size instead of
-  dumping every event a second time. Its output is the very same string.
 """
 
 from __future__ import annotations
 
 import functools
 import gzip
-import json
 import threading
-from types import ModuleType
 from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
 from segment.analytics import Client
-from segment.analytics import client as library_client
 from segment.analytics import request as library_request
 
 _lock = threading.Lock()
 _pool_size = 0
 _validator: Any = None
-_last_dump = threading.local()
 _ORIGINAL_GZIP_FILE = library_request.GzipFile
 
 DEFAULT_CONNECTIONS_PER_HOST = 10
@@ -90,35 +81,3 @@ def set_gzip_level(level: int) -> None:
         library_request.GzipFile = _ORIGINAL_GZIP_FILE
     else:
         library_request.GzipFile = functools.partial(gzip.GzipFile, compresslevel=level)
-
-
-class _MeasuringJson(ModuleType):
-    """`json` for the library's client module: the same functions, and `dumps` remembers the
-    length of what it produced for the object it was given (on this thread)."""
-
-    def __init__(self) -> None:
-        super().__init__("json")
-        self.__dict__.update(
-            {name: getattr(json, name) for name in dir(json) if not name.startswith("__") and name != "dumps"}
-        )
-
-    def dumps(self, obj: Any, *args: Any, **kwargs: Any) -> str:
-        text: str = json.dumps(obj, *args, **kwargs)
-        _last_dump.item = obj
-        _last_dump.size = len(text)
-        return text
-
-
-def install_size_probe() -> None:
-    """Let the queue read each event's size from the library's own measurement (idempotent)."""
-    if not isinstance(getattr(library_client, "json", None), _MeasuringJson):
-        library_client.json = _MeasuringJson()
-
-
-def last_dumped_size(item: object) -> int | None:
-    """The JSON length the library measured for `item` on this thread, if it was the last one."""
-    if getattr(_last_dump, "item", None) is item:
-        size: int = _last_dump.size
-        _last_dump.item = None  # do not keep the event alive
-        return size
-    return None

@@ -3,11 +3,9 @@
 Why its own class rather than the library's `queue.Queue(max_queue_size)`:
 
 - A count alone does not bound memory: 25,000 small events are a few MB, 25,000 large ones
-  hundreds. The queue also stops at `max_bytes` of JSON. The size of an event is the one
-  the library itself measured a moment earlier in `Client._enqueue` (`json.dumps` for its
-  32 KB check), read back through `delivery_library.last_dumped_size`, or the one the pool
-  measured for a message it queues directly (`delivery_final`, `put_measured`); only an
-  event put back by a consumer (`_requeue`, rare) is measured again.
+  hundreds. The queue also stops at `max_bytes` of JSON. A message `execute` built arrives
+  with its size, measured for the 32 KB check (`delivery_final`, `put_measured`); any other
+  (the library's route: replays, other callers) is measured here.
 - It never blocks a producer: when full, `put` raises `queue.Full` at once, whatever `block`
   says. The library only ever puts with `block=False`, and the pool turns `Full` into a
   `queue_full` dead letter, so a conversation never waits for a busy workspace.
@@ -30,8 +28,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
-
-from .delivery_library import last_dumped_size
 
 Message = dict[str, Any]
 
@@ -59,10 +55,7 @@ class DeliveryQueue(queue.Queue[Message]):
 
     def put(self, item: Message, block: bool = True, timeout: float | None = None) -> None:
         """Queue `item` or raise `queue.Full` immediately (see the module docstring)."""
-        size = last_dumped_size(item)
-        if size is None:
-            size = len(json.dumps(item, default=str))
-        self.put_measured(item, size)
+        self.put_measured(item, len(json.dumps(item, default=str)))
 
     def put_measured(self, item: Message, size: int) -> None:
         """`put` for an event whose JSON size the caller already knows (delivery_final)."""

@@ -90,12 +90,12 @@ class Reporter:
         if self._counters is not None:
             self._counters.delivered(workspace_id, count)
 
-    def queue_full_warning(self, workspace_id: str, capacity: int) -> None:
+    def queue_full_warning(self, workspace_id: str, detail: str) -> None:
+        """`detail` is the one the dead letters get: "delivery queue full (10000000 bytes)" ..."""
         logger.warning(
-            "Segment delivery queue of workspace %s is full (%d events); events go to the dead-letter "
-            "store until it drains",
+            "Segment workspace %s: %s; events go to the dead-letter store until it drains",
             workspace_id,
-            capacity,
+            detail,
             extra={"workspace": workspace_id, "count": 1, "reason": QUEUE_FULL, "status": None},
         )
 

@@ -7,6 +7,7 @@ own validation and builds its final message without queueing or sending anything
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -19,6 +20,7 @@ from quickbot_segment_plugin.delivery import DeliveryError, DeliverySettings
 from quickbot_segment_plugin.delivery_calls import (
     CALL_FIELDS,
     parse_timestamp,
+    python310_iso,
     to_library_call,
 )
 from quickbot_segment_plugin.errors import ConfigurationError
@@ -112,9 +114,28 @@ def test_a_message_rebuilt_from_its_library_form_is_the_same_message(message: di
 def test_timestamps_parse_to_the_same_instant_and_offset(moment: datetime, spec: str) -> None:
     text = moment.isoformat(timespec=spec)
     parsed = parse_timestamp(text)
-    assert parsed == datetime.fromisoformat(text)
+    kept = {"auto": moment.microsecond, "milliseconds": moment.microsecond // 1000 * 1000, "seconds": 0}[spec]
+    assert parsed == moment.replace(microsecond=kept)
     assert parsed is not None and parsed.utcoffset() == moment.utcoffset()
     assert parse_timestamp(text.replace("+00:00", "Z")) == parsed
+    # The spelling Python 3.10 is given when its fromisoformat refuses the text: the same instant.
+    respelled = python310_iso(text.replace("+00:00", "Z"))
+    assert re.fullmatch(r"[^.]+T\d\d:\d\d:\d\d\.\d{6}[+-]\d\d:\d\d(:\d\d(\.\d+)?)?", respelled), respelled
+    assert datetime.fromisoformat(respelled) == parsed
+
+
+@pytest.mark.parametrize(
+    ("spelling", "python310"),
+    [
+        ("2024-02-29T23:59:59.9876543-03:00", "2024-02-29T23:59:59.987654-03:00"),
+        ("2024-02-29T23:59:59.5Z", "2024-02-29T23:59:59.500000+00:00"),
+        ("2024-02-29T23:59:59z", "2024-02-29T23:59:59.000000+00:00"),
+        (" 2024-02-29T23:59:59,25+01:00 ", "2024-02-29T23:59:59.250000+01:00"),
+    ],
+)
+def test_spellings_python_310_refuses_are_rewritten_to_the_same_instant(spelling: str, python310: str) -> None:
+    assert python310_iso(spelling) == python310
+    assert parse_timestamp(spelling) == datetime.fromisoformat(python310)
 
 
 def test_a_timestamp_without_offset_is_utc_and_garbage_is_refused() -> None:

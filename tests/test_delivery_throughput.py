@@ -201,7 +201,7 @@ def test_a_shallow_queue_keeps_one_request_in_flight(segment: SlowSegment, dead:
 
 
 def test_a_queue_full_by_bytes_dead_letters_with_reason_queue_full_and_never_blocks(
-    segment: SlowSegment, dead: DeadLetters
+    segment: SlowSegment, dead: DeadLetters, caplog: pytest.LogCaptureFixture
 ) -> None:
     segment.latency = 0.5  # the first batch holds the only request in flight; the rest queue up
     settings = FAST.with_overrides(batch_size=1, max_in_flight=1, max_queue_size=1000, max_queue_bytes=4000)
@@ -221,6 +221,14 @@ def test_a_queue_full_by_bytes_dead_letters_with_reason_queue_full_and_never_blo
     assert {outcome.reason for outcome in outcomes[3:]} == {"queue_full"}
     assert [item.reason for item in dead.items] == ["queue_full"] * 7
     assert all("bytes" in item.detail for item in dead.items)
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "quickbot_segment_plugin.delivery" and r.levelname == "WARNING"
+    ]
+    assert warnings == [
+        "Segment workspace bytes: delivery queue full (4000 bytes); events go to the dead-letter store until it drains"
+    ]
     delivered = {m["messageId"] for m in segment.received()}
     assert len(delivered) == 4 and not delivered & dead.message_ids()
 
