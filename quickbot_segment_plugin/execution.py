@@ -145,7 +145,13 @@ class Executor:
         parts = render_parts(plan, variables, message_id, log)
         payload = build_message(parts, context)
         # Privacy first: a refused or masked value never reaches cleaning, plan logs or dead letters.
-        screened = self.privacy.screen(payload, workspace_id, log, consent)
+        # One policy lookup for screening and hashing: each stats the file, and both must use one version.
+        policy = None
+        if self.privacy.enabled:
+            policy = self.privacy.policy_for(workspace_id, log)
+            if policy is None:
+                return log.result("failed")
+        screened = self.privacy.screen(payload, workspace_id, log, consent, policy=policy)
         if screened is None:
             return log.result("failed")
         checked = self.quality.check(
@@ -154,7 +160,7 @@ class Executor:
         if checked is None:
             return log.result("failed")
         # Hashing last: the plan and cleaning check the readable value; the hash is of the cleaned one.
-        payload = self.privacy.hash(checked, workspace_id, log)
+        payload = self.privacy.hash(checked, workspace_id, log, policy=policy)
         if context.get("dry_run"):
             check_size(payload)  # on the live path the library measures it; a dry run has no library
             log.info("Dry run: the message was built and checked, and not sent.")

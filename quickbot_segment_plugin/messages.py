@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cache
-from typing import Any
+from typing import Any, Final
 
 from .errors import PluginError
 
@@ -44,6 +44,10 @@ _UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
 
 # Host context keys -> where they go in the event's `context` (documented in README).
 HOST_CONTEXT_KEYS = {"bot_id": "botId", "session_id": "sessionId", "block_id": "blockId"}
+# Context members the plugin writes itself (the library's stamp, the host's ids, granted consent).
+# A bot builder's context items may not use them (validation refuses such keys), which is what
+# lets cleaning and privacy pass over them: nothing an end user typed can be in them.
+PLUGIN_CONTEXT: Final = frozenset({"library", "quickbot", "consent"})
 
 
 class MessageError(PluginError):
@@ -82,8 +86,7 @@ def build_message(parts: MessageParts, host_context: Mapping[str, Any]) -> dict[
     context = dict(parts.context)
     quickbot = {wire: host_context[key] for key, wire in HOST_CONTEXT_KEYS.items() if host_context.get(key)}
     if quickbot:
-        existing = context.get("quickbot")
-        context["quickbot"] = {**existing, **quickbot} if isinstance(existing, dict) else quickbot
+        context["quickbot"] = quickbot
     context["library"] = library_context()
     message: dict[str, Any] = {"type": parts.action, "messageId": parts.message_id}
     for name, value in parts.fields.items():

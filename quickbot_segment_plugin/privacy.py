@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from .errors import PluginError
+from .messages import PLUGIN_CONTEXT
 from .privacy_consent import ConsentDecision
 from .privacy_detectors import DETECTORS, find_spans, mask_span
 from .privacy_policy import (
@@ -57,7 +58,7 @@ OBJECTS_BY_TYPE: Final[Mapping[str, tuple[str, ...]]] = {
     "alias": ("context",),
 }
 # Context entries the plugin writes itself: nothing an end user typed.
-UNSCANNED_CONTEXT: Final = frozenset({"library", "consent", "quickbot"})
+UNSCANNED_CONTEXT: Final = PLUGIN_CONTEXT
 _HAS_DIGIT = re.compile(r"[0-9]")
 _HEX_DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _DIGITS = str.maketrans("", "", "0123456789")
@@ -110,9 +111,20 @@ class PrivacyGate:
                     self._settings = PrivacySettings.from_env(self._environ)
         return self._settings
 
+    @property
+    def enabled(self) -> bool:
+        return (self._settings or self.settings()).enabled
+
     def policy_for(self, workspace_id: str, log: ResultLog) -> PrivacyPolicy | None:
-        """The workspace's policy; None (logged as an error) when its file was never usable."""
-        return _reported(self.settings().resolver.for_workspace(workspace_id), log)
+        """The workspace's policy; None (logged as an error) when its file was never usable.
+
+        `execute` looks it up once and hands it to `screen` and `hash`: each lookup stats the
+        policy file, and both steps must apply the same version of it.
+        """
+        resolution = (self._settings or self.settings()).resolver.for_workspace(workspace_id)
+        if resolution.policy is None or resolution.warning is not None:
+            return _reported(resolution, log)
+        return resolution.policy  # usable, no warning (nearly every event): nothing to log
 
     def screen(
         self,
@@ -120,18 +132,19 @@ class PrivacyGate:
         workspace_id: str,
         log: ResultLog,
         consent: ConsentDecision | None = None,
+        *,
+        policy: PrivacyPolicy | None = None,
     ) -> dict[str, Any] | None:
-        """The message to send on (changed copies only where something changed), or None: refused."""
+        """The message to send on (changed copies only where something changed), or None: refused.
+
+        `policy` is `policy_for(workspace_id)`, looked up here when not given.
+        """
         if consent is not None and consent.preferences:
             message = _with_consent(message, consent.preferences)
-        settings = self._settings or self.settings()
-        if not settings.enabled:
+        if not self.enabled:
             return message
-        # `policy_for`, inlined: a usable policy without a warning (every event, nearly) logs nothing.
-        resolution = settings.resolver.for_workspace(workspace_id)
-        policy = resolution.policy
-        if policy is None or resolution.warning is not None:
-            policy = _reported(resolution, log)
+        if policy is None:
+            policy = self.policy_for(workspace_id, log)
             if policy is None:
                 return None
         rules = self._rules
@@ -184,13 +197,17 @@ class PrivacyGate:
         self._rules = rules
         return rules
 
-    def hash(self, message: dict[str, Any], workspace_id: str, log: ResultLog) -> dict[str, Any]:
-        """The message with the policy's fields hashed; raises ConfigurationError without the key."""
-        settings = self._settings or self.settings()
-        if not settings.enabled:
+    def hash(
+        self, message: dict[str, Any], workspace_id: str, log: ResultLog, *, policy: PrivacyPolicy | None = None
+    ) -> dict[str, Any]:
+        """The message with the policy's fields hashed; raises ConfigurationError without the key.
+
+        `policy` is the one `screen` applied; looked up here (without logging again) when not given.
+        """
+        if not self.enabled:
             return message
-        resolution = settings.resolver.for_workspace(workspace_id)
-        policy = resolution.policy
+        if policy is None:
+            policy = (self._settings or self.settings()).resolver.for_workspace(workspace_id).policy
         if policy is None or not policy.hashes:
             return message
         hashed = dict(message)

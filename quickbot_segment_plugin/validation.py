@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .legacy import UpgradedOptions, upgrade
+from .messages import PLUGIN_CONTEXT, key_path
 from .options import (
     ACTION_TITLES,
     ITEM_LIST_FIELDS,
@@ -114,8 +115,17 @@ def _semantic_problems(model: ActionOptions, engine: TemplateEngine) -> list[Pro
                 )
             else:
                 seen[key] = index
-            if any(not part.strip() for part in key.split(".")):
+            parts = key_path(key)
+            if "" in parts:
                 problems.append(Problem(f"{base}/key", f"Key of {label} has an empty part between dots."))
+            elif list_name == "context" and parts[0] in PLUGIN_CONTEXT:
+                problems.append(
+                    Problem(
+                        f"{base}/key",
+                        f"Key of {label}: context.{parts[0]} is written by the plugin itself "
+                        f"({', '.join(f'context.{name}' for name in sorted(PLUGIN_CONTEXT))}); choose another key.",
+                    )
+                )
     return problems
 
 

@@ -18,6 +18,7 @@ from support import WORKSPACE
 
 from quickbot_segment_plugin.block import SegmentBlock
 from quickbot_segment_plugin.collector import Collector
+from quickbot_segment_plugin.privacy_policy import PolicyResolver
 
 CARD = "4111 1111 1111 1111"
 IBAN = "DE89 3704 0044 0532 0130 00"
@@ -346,3 +347,23 @@ def test_consent_categories_without_a_consent_variable_is_a_save_time_error(bloc
     assert {"path": "consent", "message": problems[0]["message"]} in problems
     assert "Consent is empty" in problems[0]["message"]
     assert block.validate(track({}, **CONSENTED)) == []
+
+
+def test_screening_and_hashing_apply_one_lookup_of_the_policy_file(
+    block: SegmentBlock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One stat of the file per event, and no chance of masking with one version and hashing with another."""
+    use_policy(tmp_path / "policies", monkeypatch, {"hash": [{"path": "traits.email", "method": "sha256"}]})
+    lookups: list[str] = []
+    original = PolicyResolver.for_workspace
+
+    def counted(self: PolicyResolver, workspace_id: str) -> Any:
+        lookups.append(workspace_id)
+        return original(self, workspace_id)
+
+    monkeypatch.setattr(PolicyResolver, "for_workspace", counted)
+    options = {"action": "identify", "userId": "u", "email": "{{Email}}"}
+    result = run(block, options, None, {"Email": "zoe@example.com"}, dry_run=True)
+    assert result["status"] == "dry_run"
+    assert result["payload"]["traits"]["email"] == hashlib.sha256(b"zoe@example.com").hexdigest()
+    assert lookups == [WORKSPACE]

@@ -163,6 +163,22 @@ def test_valid_options_have_no_problems(options: dict[str, Any]) -> None:
                 }
             ],
         ),
+        (
+            {
+                "action": "track",
+                "event": "E",
+                "userId": "u",
+                "context": [{"key": "locale", "value": "fr"}, {"key": "quickbot.note", "value": "{{Answer}}"}],
+                "properties": [{"key": "quickbot", "value": "fine outside context"}],
+            },
+            [
+                {
+                    "path": "context/1/key",
+                    "message": "Key of context item 2 ('quickbot.note'): context.quickbot is written by the plugin "
+                    "itself (context.consent, context.library, context.quickbot); choose another key.",
+                }
+            ],
+        ),
         ("track", [{"path": "", "message": "Options must be an object, got text."}]),
     ],
 )
@@ -225,3 +241,10 @@ class TestTypebotStyleOptions:
             "traits": [{"id": "t", "key": ""}],
         }
         assert problems(options) == [{"path": "traits/0/key", "message": "Key of trait 1 cannot be empty."}]
+
+
+@pytest.mark.parametrize("key", ["consent", "consent.note", "library.name", "quickbot", " quickbot.botId"])
+def test_no_context_item_can_write_where_the_plugin_writes(key: str) -> None:
+    """Cleaning and privacy pass over those members: end-user data must not be able to hide there."""
+    options = {"action": "track", "event": "E", "userId": "u", "context": [{"key": key, "value": "{{Answer}}"}]}
+    assert [problem["path"] for problem in problems(options)] == ["context/0/key"]
