@@ -39,7 +39,6 @@ import os
 import re
 import secrets
 import threading
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
@@ -49,6 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, Validat
 from pydantic_core import core_schema
 
 from .errors import ConfigurationError, PluginError
+from .lru import LruCache
 from .redaction import fingerprint, known_secrets
 from .regions import Region
 from .settings import env_int
@@ -90,8 +90,11 @@ MAX_TOKEN_CHARS: Final = 4096
 WRITE_KEY_MIN_CHARS: Final = 8
 WRITE_KEY_MAX_CHARS: Final = 256
 WRITE_KEY_ALLOWED = "letters, digits and _ - . : + / ="
-_WRITE_KEY_CHAR = re.compile(r"[A-Za-z0-9_\-.:+/=]")
-_WRITE_KEY = re.compile(rf"[A-Za-z0-9_\-.:+/=]{{{WRITE_KEY_MIN_CHARS},{WRITE_KEY_MAX_CHARS}}}")
+# The characters of WRITE_KEY_ALLOWED as a regex class, shared with the credentials form's JSON schema
+# (`schemas.py`) so the form and the sealing code accept the same keys.
+WRITE_KEY_CHARS: Final = r"[A-Za-z0-9_\-.:+/=]"
+_WRITE_KEY_CHAR = re.compile(WRITE_KEY_CHARS)
+_WRITE_KEY = re.compile(rf"{WRITE_KEY_CHARS}{{{WRITE_KEY_MIN_CHARS},{WRITE_KEY_MAX_CHARS}}}")
 _FINGERPRINT = re.compile(r"sha256:[0-9a-f]{12}")
 _KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _VERSION = re.compile(r"v[0-9]{1,4}")
@@ -191,7 +194,8 @@ class WriteKey:
 
     __slots__ = ("_fingerprint", "_value")
 
-    def __init__(self, value: str) -> None:
+    def __init__(self, value: object) -> None:
+        # Any input, as a form or pydantic gives it: a bad one is a CredentialsError that does not quote it.
         self._value = _checked_write_key(value)
         self._fingerprint = fingerprint(self._value)  # a SHA-256 once, not on every execute
 
@@ -252,7 +256,7 @@ class WriteKey:
 
     @classmethod
     def _coerce(cls, value: object) -> WriteKey:
-        return value if isinstance(value, WriteKey) else cls(_checked_write_key(value))
+        return value if isinstance(value, WriteKey) else cls(value)
 
 
 # --- the credentials form ------------------------------------------------------------------
@@ -308,7 +312,7 @@ def _checked_form(data: object) -> dict[str, object]:
     if "writeKey" in data and "write_key" in data:
         _fail("give the write key once, as writeKey (write_key is the same field).", "writeKey")
     raw_key = data["writeKey"] if "writeKey" in data else data.get("write_key")
-    return {"writeKey": WriteKey(_checked_write_key(raw_key)), "region": _checked_region(data.get("region"))}
+    return {"writeKey": WriteKey(raw_key), "region": _checked_region(data.get("region"))}
 
 
 class Credentials(BaseModel):
@@ -327,8 +331,6 @@ class Credentials(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _check_form(cls, data: Any) -> Any:
-        if isinstance(data, Credentials):
-            return {"writeKey": data.write_key, "region": data.region}
         return _checked_form(data)
 
     @classmethod
@@ -502,38 +504,6 @@ def _parse_token(token: object) -> tuple[str, bytes, bytes]:
     return key_id, data[:NONCE_BYTES], data[NONCE_BYTES:]
 
 
-class _OpenedCache:
-    """A bounded LRU of opened credentials: a token is decrypted once per process, not per message."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._items: OrderedDict[tuple[str, str], Credentials] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[str, str]) -> Credentials | None:
-        with self._lock:
-            found = self._items.get(key)
-            if found is not None:
-                self._items.move_to_end(key)
-            return found
-
-    def put(self, key: tuple[str, str], value: Credentials) -> None:
-        if self._size <= 0:
-            return
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
 class KeyRing:
     """The operator's encryption keys: the first seals, every one opens.
 
@@ -561,7 +531,8 @@ class KeyRing:
             _config_error(f"{ENCRYPTION_KEYS_ENV} holds no key; {KEYGEN_HINT}.")
         self._ciphers = ciphers
         self._sealing_key_id = next(iter(ciphers))
-        self._cache = _OpenedCache(cache_size)
+        # A token is decrypted once per process, not per message.
+        self._cache: LruCache[tuple[str, str], Credentials] = LruCache(cache_size)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> KeyRing:
@@ -647,8 +618,7 @@ class KeyRing:
 
     def reseal(self, token: str, workspace_id: str) -> str:
         """Open `token` with whichever key sealed it and seal it again with the first key."""
-        credentials = self.open_uncached(token, workspace_id)
-        return self.seal(credentials_as_form(credentials), workspace_id)
+        return self.seal(self.open_uncached(token, workspace_id), workspace_id)
 
     def key_id(self, token: str) -> str:
         """The id of the key that sealed `token` (whether or not this ring holds it)."""
@@ -661,11 +631,6 @@ class KeyRing:
     def cached(self) -> int:
         """How many opened credentials the cache holds."""
         return len(self._cache)
-
-
-def credentials_as_form(credentials: Credentials) -> dict[str, object]:
-    """The credentials form's values, with the key still wrapped (safe to log by accident)."""
-    return {"writeKey": credentials.write_key, "region": credentials.region}
 
 
 def _credentials_from_plaintext(plaintext: bytes) -> Credentials:

@@ -9,8 +9,6 @@ can cause; the reason goes into the result's logs instead.
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +16,7 @@ from .counters import EXECUTED, FAILED, QUEUED
 from .credentials import CredentialsError, KeyRing
 from .delivery_types import DeliveryError
 from .errors import PluginError
+from .lru import LruCache
 from .messages import build_message, check_size, message_id_for
 from .plan import BlockPlan, RenderFailure, compile_plan, condition_allows, render_parts
 from .privacy import PrivacyGate
@@ -42,44 +41,6 @@ PLAN_CACHE_SIZE = 4096
 RECENT_EXECUTIONS = 100_000
 
 
-class _LruCache:
-    """A small thread-safe LRU: plans and executions are shared by every conversation thread."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._items: OrderedDict[Any, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Any) -> Any:
-        with self._lock:
-            value = self._items.get(key)
-            if value is not None:
-                self._items.move_to_end(key)
-            return value
-
-    def put(self, key: Any, value: Any) -> None:
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
-
-    def add_if_absent(self, key: Any) -> bool:
-        """Record `key`; False when it was already there (the duplicate check, atomically)."""
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return False
-            self._items[key] = True
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
-            return True
-
-    def discard(self, key: Any) -> None:
-        with self._lock:
-            self._items.pop(key, None)
-
-
 class Executor:
     """Runs blocks; shared by every conversation, so all of its state is thread-safe."""
 
@@ -96,8 +57,8 @@ class Executor:
         self._pool = pool
         self._dead_letters = dead_letters
         self.counters = counters
-        self._plans = _LruCache(PLAN_CACHE_SIZE)
-        self._recent = _LruCache(RECENT_EXECUTIONS)
+        self._plans: LruCache[str, BlockPlan] = LruCache(PLAN_CACHE_SIZE)
+        self._recent: LruCache[tuple[str, str], bool] = LruCache(RECENT_EXECUTIONS)
         self._endpoints: dict[str, str] = {}
         self.quality = QualityGate(counters)  # cleaning + tracking plans (quality.py)
         self.privacy = PrivacyGate()  # denylist, detectors, consent, hashing (privacy.py)
@@ -179,7 +140,7 @@ class Executor:
             return log.result("failed")
         endpoint = self._endpoint_for(credentials.region)
         duplicate_key = (workspace_id, message_id) if execution_id is not None else None
-        if duplicate_key is not None and not self._recent.add_if_absent(duplicate_key):
+        if duplicate_key is not None and not self._recent.add_if_absent(duplicate_key, True):
             self.counters.duplicates_skipped(workspace_id)
             log.warning(
                 "This execution was already queued; it was not sent again.",

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from .credentials import WRITE_KEY_MAX_CHARS, WRITE_KEY_MIN_CHARS
+from .credentials import WRITE_KEY_CHARS, WRITE_KEY_MAX_CHARS, WRITE_KEY_MIN_CHARS
 from .options import OPTIONS_ADAPTER, OPTIONS_VERSION
 from .regions import REGION_HOSTS, REGION_TITLES
 
@@ -53,7 +53,7 @@ class CredentialsForm(BaseModel):
         # The same rule `Credentials` enforces when sealing, so the form rejects a bad paste early.
         min_length=WRITE_KEY_MIN_CHARS,
         max_length=WRITE_KEY_MAX_CHARS,
-        pattern=r"^[A-Za-z0-9_\-.:+/=]+$",
+        pattern=f"^{WRITE_KEY_CHARS}+$",
         json_schema_extra={
             "format": "password",
             "writeOnly": True,

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -22,6 +23,7 @@ from quickbot_segment_plugin.templating import (
     TemplateLimits,
     default_engine,
 )
+from quickbot_segment_plugin.templating.state import _RenderState
 
 VARIABLES: dict[str, object] = {
     "First name": "Ada",
@@ -147,6 +149,22 @@ def test_jinja_internals_are_refused_as_values(engine: TemplateEngine) -> None:
         with pytest.raises(TemplateError) as caught:
             render(engine, source)
         assert "0x" not in str(caught.value)  # no memory address, no repr of an internal
+
+
+def test_the_variables_table_is_not_a_mapping_so_it_cannot_be_dumped(engine: TemplateEngine) -> None:
+    """The sandbox treats every Mapping as data a template may print, iterate and index, with no
+    exception for `vars` (every variable of the conversation): it must never become one."""
+    assert not isinstance(_RenderState(TemplateLimits(), VARIABLES).view, Mapping)
+    for source in (
+        "{{ [vars] }}",
+        "{{ {'all': vars} }}",
+        "{{ vars | list }}",
+        "{{ vars | dictsort }}",
+        "{{ vars.items() }}",
+    ):
+        with pytest.raises(TemplateError):
+            render(engine, source)
+    assert render(engine, "{{ vars['E-mail'] }}").value == "ada@example.com"
 
 
 # -- missing variables ----------------------------------------------------------------------
@@ -369,7 +387,8 @@ def test_renders_from_many_threads_never_mix_variables(engine: TemplateEngine) -
 def test_the_default_engine_is_built_lazily_from_the_environment() -> None:
     program = (
         "import quickbot_segment_plugin.templating as t\n"
-        "assert t._default_engine is None, 'built at import'\n"
+        "import quickbot_segment_plugin.templating.engine as engine_module\n"
+        "assert engine_module._default_engine is None, 'built at import'\n"
         "engine = t.default_engine()\n"
         "assert engine is t.default_engine()\n"
         "assert engine.limits.max_output_chars == 20\n"

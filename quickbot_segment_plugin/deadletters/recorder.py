@@ -6,10 +6,8 @@ is known to the block. The recorder remembers one for the other.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-
 from ..delivery_types import Undeliverable
+from ..lru import LruCache
 from .store import DeadLetterStore
 
 
@@ -24,25 +22,14 @@ class DeadLetterRecorder:
 
     def __init__(self, store: DeadLetterStore, max_tokens: int = 10_000) -> None:
         self.store = store
-        self._max_tokens = max(1, max_tokens)
-        self._tokens: OrderedDict[tuple[str, str], str] = OrderedDict()
-        self._lock = threading.Lock()
+        self._tokens: LruCache[tuple[str, str], str] = LruCache(max(1, max_tokens))
 
     def remember_token(self, workspace_id: str, write_key_fingerprint: str, token: str) -> None:
         """Cheap enough for every execute: one lock and one dict update."""
-        key = (workspace_id, write_key_fingerprint)
-        with self._lock:
-            if self._tokens.get(key) == token:
-                self._tokens.move_to_end(key)
-                return
-            self._tokens[key] = token
-            self._tokens.move_to_end(key)
-            if len(self._tokens) > self._max_tokens:
-                self._tokens.popitem(last=False)
+        self._tokens.put((workspace_id, write_key_fingerprint), token)
 
     def token_for(self, workspace_id: str, write_key_fingerprint: str) -> str | None:
-        with self._lock:
-            return self._tokens.get((workspace_id, write_key_fingerprint))
+        return self._tokens.get((workspace_id, write_key_fingerprint))
 
     def __call__(self, undeliverable: Undeliverable) -> None:
         token = self.token_for(undeliverable.workspace_id, undeliverable.write_key_fingerprint)

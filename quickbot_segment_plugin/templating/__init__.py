@@ -36,9 +36,6 @@ per-render budget), `values`, `operators`, `methods` and `filters` (the bounded 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from . import engine
 from .compiled import CompiledTemplate, Rendered
 from .engine import TemplateEngine, default_engine, is_template
 from .errors import TemplateError, TemplateLimitError
@@ -58,13 +55,3 @@ __all__ = [
     "default_engine",
     "is_template",
 ]
-
-if not TYPE_CHECKING:
-
-    def __getattr__(name: str) -> object:
-        """`_default_engine` is read from `engine`, where `default_engine()` sets it on first
-        use: a copy bound here at import would stay None for ever. (Hidden from type checkers,
-        which would otherwise accept any name imported from this package.)"""
-        if name == "_default_engine":
-            return engine._default_engine
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,11 +17,10 @@ from jinja2.runtime import Context, Undefined
 from jinja2.tests import TESTS
 from jinja2.utils import _PassArg, pass_context
 
-from .errors import _limit_error
 from .methods import _joined_items, _replaced_size
 from .operators import _check_percent_format
 from .state import _CALL_STEPS, _RenderState, _state, _Undefined
-from .values import _check_size, _cost, _counted, _text_size, _to_data, _to_text, _too_long
+from .values import _check_size, _cost, _counted, _text_size, _to_data, _to_text, _too_long, _too_many_items
 
 
 def _check_center(context: Context, state: _RenderState, value: Any, width: Any = 80) -> Any:
@@ -69,7 +68,7 @@ def _check_join(context: Context, state: _RenderState, value: Any, d: Any = "", 
 
 def _check_item_count(count: Any, state: _RenderState) -> None:
     if isinstance(count, int) and count > state.limits.max_items:
-        raise _limit_error(state.limits, "max_items", f"A list would have more than {state.limits.max_items:,} items.")
+        raise _too_many_items(state.limits)
 
 
 def _check_batch(context: Context, state: _RenderState, value: Any, linecount: Any, fill_with: Any = None) -> Any:

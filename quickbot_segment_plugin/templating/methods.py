@@ -14,7 +14,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.runtime import LoopContext, Undefined
 
 from .errors import _excerpt
-from .state import _RenderState, _state, _VariablesView
+from .state import _RenderState, _state
 from .values import _check_size, _cost, _describe, _text_size, _too_long
 
 _STRING_METHODS = frozenset(
@@ -42,7 +42,7 @@ def _allowed_attributes(obj: Any) -> frozenset[str]:
         return _STRING_METHODS
     if isinstance(obj, (list, tuple)):
         return _SEQUENCE_METHODS
-    if isinstance(obj, Mapping) and not isinstance(obj, _VariablesView):
+    if isinstance(obj, Mapping):
         return _MAPPING_METHODS
     if isinstance(obj, LoopContext):
         return _LOOP_ATTRIBUTES

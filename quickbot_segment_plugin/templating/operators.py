@@ -12,9 +12,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .errors import _limit_error
 from .state import _RenderState, _state
-from .values import _check_size, _cost, _text_size, _too_big_number, _too_long
+from .values import _check_size, _cost, _text_size, _too_big_number, _too_long, _too_many_items
 
 _PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?")
 
@@ -57,7 +56,7 @@ def _check_repeat(left: Any, right: Any, state: _RenderState) -> None:
         if isinstance(left, str) and size > limits.max_output_chars:
             raise _too_long(limits)
         if not isinstance(left, str) and size > limits.max_items:
-            raise _limit_error(limits, "max_items", f"A list would have more than {limits.max_items:,} items.")
+            raise _too_many_items(limits)
     elif (
         isinstance(left, int)
         and isinstance(right, int)
@@ -89,7 +88,7 @@ def _check_add(left: Any, right: Any, state: _RenderState) -> None:
         and isinstance(right, (list, tuple))
         and len(left) + len(right) > limits.max_items
     ):
-        raise _limit_error(limits, "max_items", f"A list would have more than {limits.max_items:,} items.")
+        raise _too_many_items(limits)
 
 
 _BINARY_OPERATORS: Mapping[str, Callable[[Any, Any], Any]] = {

@@ -117,9 +117,7 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
             if isinstance(obj, _Unavailable):
                 obj._refuse()
             return obj
-        if isinstance(obj, (str, list, tuple, range)) or (
-            isinstance(obj, Mapping) and not isinstance(obj, _VariablesView)
-        ):
+        if isinstance(obj, (str, list, tuple, range, Mapping)):
             try:
                 return obj[argument]
             except (TypeError, LookupError):

@@ -55,7 +55,7 @@ def _text_size(value: Any, cap: int) -> int:
         elif isinstance(item, (list, tuple, set, frozenset)):
             total += 2
             stack.extend(item)
-        elif isinstance(item, Mapping) and not isinstance(item, _VariablesView):
+        elif isinstance(item, Mapping):
             total += 2
             for key, member in item.items():
                 stack.append(key)
@@ -105,7 +105,7 @@ def _to_data(value: Any, state: _RenderState, depth: int = 0) -> Any:
     if isinstance(value, (list, tuple)):
         state.charge(1 + len(value))
         return [_to_data(item, state, depth + 1) for item in value]
-    if isinstance(value, Mapping) and not isinstance(value, _VariablesView):
+    if isinstance(value, Mapping):
         state.charge(1 + len(value))
         return {_to_key(key, state): _to_data(item, state, depth + 1) for key, item in value.items()}
     if isinstance(value, (Iterator, *_LAZY_SEQUENCES)):
@@ -114,9 +114,7 @@ def _to_data(value: Any, state: _RenderState, depth: int = 0) -> Any:
             state.charge(1)
             items.append(item)
             if len(items) > state.limits.max_items:
-                raise _limit_error(
-                    state.limits, "max_items", f"A list would have more than {state.limits.max_items:,} items."
-                )
+                raise _too_many_items(state.limits)
         return [_to_data(item, state, depth + 1) for item in items]
     raise TemplateError(f"This expression gives {_describe(value)}, not a value a field can hold.")
 
@@ -172,7 +170,7 @@ def _check_size(value: Any, state: _RenderState) -> Any:
         state.charge(len(value) // _CHARS_PER_STEP)
     elif isinstance(value, (list, tuple)):
         if len(value) > limits.max_items:
-            raise _limit_error(limits, "max_items", f"A list would have more than {limits.max_items:,} items.")
+            raise _too_many_items(limits)
         state.charge(len(value))
     elif isinstance(value, int) and not isinstance(value, bool):
         if value.bit_length() > limits.max_number_bits:
@@ -186,6 +184,10 @@ def _too_big_number(limits: TemplateLimits) -> TemplateLimitError:
     return _limit_error(
         limits, "max_number_digits", f"A number would have more than {limits.max_number_digits:,} digits."
     )
+
+
+def _too_many_items(limits: TemplateLimits) -> TemplateLimitError:
+    return _limit_error(limits, "max_items", f"A list would have more than {limits.max_items:,} items.")
 
 
 def _counted(iterator: Iterable[Any], state: _RenderState, steps_per_item: int = 1) -> Iterator[Any]:
