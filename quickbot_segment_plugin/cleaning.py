@@ -26,20 +26,21 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from math import isfinite
 from typing import Any, Final, Literal
 
-from .values import to_number
+from .messages import PLUGIN_CONTEXT
+from .options import ITEM_NOUNS
+from .values import excerpt, to_number
 
 __all__ = [
     "CLEANING_ENV",
     "ISO_4217_CODES",
-    "Cleaned",
     "Finding",
     "clean_message",
-    "clean_message_parts",
+    "first_refusal",
     "is_email_address",
 ]
 
@@ -53,9 +54,7 @@ MAX_DEPTH: Final = 32  # deeper nesting is refused: no destination reads it, and
 EXCERPT_CHARS: Final = 40
 
 # The objects of a message a bot builder fills, and the noun the editor uses for their items.
-CLEANED_OBJECTS: Final = {"traits": "trait", "properties": "property", "context": "context item"}
-# Context members the plugin writes itself (messages.py): not the bot builder's to clean.
-PLUGIN_CONTEXT_KEYS: Final = frozenset({"library", "quickbot"})
+CLEANED_OBJECTS: Final = ITEM_NOUNS
 
 # A practical address check (one @, no spaces, a domain with a dot and a real top-level label),
 # not RFC 5322's full grammar, which accepts addresses no mailbox provider hands out.
@@ -127,7 +126,7 @@ def _objects() -> tuple[tuple[str, str, frozenset[str], dict[str, _Reserved]], .
             tuple((keys, keys[:-1], keys[-1], kind) for keys, kind in fields.items()),
         )
     return tuple(
-        (name, noun, PLUGIN_CONTEXT_KEYS if name == "context" else _NOTHING_KEPT, reserved[name])
+        (name, noun, PLUGIN_CONTEXT if name == "context" else _NOTHING_KEPT, reserved[name])
         for name, noun in CLEANED_OBJECTS.items()
     )
 
@@ -159,32 +158,17 @@ class Finding:
     outcome: Outcome
 
 
-@dataclass
-class Cleaned:
-    """The message to send (the given object itself when nothing changed) and what was done."""
-
-    message: dict[str, Any]
-    findings: list[Finding] = field(default_factory=list)
-
-    @property
-    def refused(self) -> bool:
-        return any(finding.outcome == "refused" for finding in self.findings)
-
-
 _DROP: Final = object()
 
 
-def clean_message(message: dict[str, Any], *, normalise: bool = True) -> Cleaned:
-    """Clean `message` (a built Segment message); never raises, refusals are findings.
+def clean_message(message: dict[str, Any], normalise: bool = True) -> tuple[dict[str, Any], list[Finding]]:
+    """(the message to send, what was done) for `message`, a built Segment message; never raises.
 
-    With `normalise=False` (`QUICKBOT_SEGMENT_CLEANING=off`) nothing is changed and only values
-    JSON cannot carry are refused, since those would be lost by the library either way.
+    The message to send is `message` itself when nothing changed. Refusals are findings (see
+    `first_refusal`). With `normalise=False` (`QUICKBOT_SEGMENT_CLEANING=off`) nothing is
+    changed and only values JSON cannot carry are refused, since those would be lost by the
+    library either way.
     """
-    return Cleaned(*clean_message_parts(message, normalise))
-
-
-def clean_message_parts(message: dict[str, Any], normalise: bool = True) -> tuple[dict[str, Any], list[Finding]]:
-    """`clean_message` as (message, findings), for the per-event gate that has no use for a `Cleaned`."""
     findings: list[Finding] = []
     action = message.get("type", "")
     if type(action) is not str:
@@ -213,6 +197,14 @@ def clean_message_parts(message: dict[str, Any], normalise: bool = True) -> tupl
                 result = dict(message)
             result[name] = cleaned
     return result, findings
+
+
+def first_refusal(findings: list[Finding]) -> Finding | None:
+    """The finding that stops the event (the first refusal), or None when it may be sent."""
+    for finding in findings:
+        if finding.outcome == "refused":
+            return finding
+    return None
 
 
 def is_email_address(text: str) -> bool:
@@ -251,18 +243,15 @@ def _untouched_members(obj: dict[Any, Any], depth: int, kept: frozenset[str] = _
         if not key or key.strip() is not key:
             return False
         kind = type(value)
+        # Scalars are checked here, saving a call per member; containers (and anything unusual) go to
+        # _untouched_value, the one place that applies MAX_DEPTH.
         if kind is str:
             if not value or value.strip() is not value:
                 return False
-        elif kind is int or kind is bool:
-            continue
         elif kind is float:
             if not isfinite(value):
                 return False
-        elif kind is dict:  # a member container is at depth + 1, refused past MAX_DEPTH
-            if not value or depth >= MAX_DEPTH or not _untouched_members(value, depth + 1):
-                return False
-        elif kind is not list or not value or depth >= MAX_DEPTH or not _untouched_items(value, depth + 1):
+        elif kind is not int and kind is not bool and not _untouched_value(value, depth + 1):
             return False
     return True
 
@@ -276,6 +265,7 @@ def _untouched_items(items: list[Any], depth: int) -> bool:
 
 
 def _untouched_value(value: Any, depth: int) -> bool:
+    """For a value at `depth`; a container there is refused past MAX_DEPTH."""
     kind = type(value)
     if kind is str:
         return bool(value) and value.strip() is value
@@ -530,14 +520,9 @@ def _describe(value: Any) -> str:
     if isinstance(value, (int, float)):
         return f"the number {value!r}"
     if isinstance(value, str):
-        return _excerpt(value)
+        return excerpt(value, EXCERPT_CHARS)
     if isinstance(value, dict):
         return "an object"
     if isinstance(value, (list, tuple)):
         return "a list"
     return f"a {type(value).__name__}"
-
-
-def _excerpt(value: Any) -> str:
-    text = value if isinstance(value, str) else repr(value)
-    return repr(text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 1] + "…")

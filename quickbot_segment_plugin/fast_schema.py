@@ -21,16 +21,6 @@ __all__ = ["Check", "compile_check"]
 
 Check = Callable[[Any], bool]
 
-# The keywords compiled here; any other keyword the schema's draft validates sends it to jsonschema.
-_SUPPORTED: Final = frozenset(
-    {
-        "type", "properties", "required", "additionalProperties", "enum", "const", "pattern",
-        "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength",
-        "items", "minItems", "maxItems", "format",
-    }
-)  # fmt: skip
-# (each one has a builder in _Compiler._builders)
-
 
 class _Unsupported(Exception):
     """The schema uses something outside the subset: jsonschema alone validates it."""
@@ -54,6 +44,7 @@ class _Compiler:
     def __init__(self, known: frozenset[str], format_checker: Any) -> None:
         self.known = known
         self.format_checker = format_checker
+        # The keywords compiled here; any other keyword the schema's draft validates sends it to jsonschema.
         self._builders: dict[str, Callable[[Any, Mapping[str, Any]], Check | None]] = {
             "type": self._type_,
             "properties": self._properties,
@@ -81,14 +72,15 @@ class _Compiler:
             return _never
         if not isinstance(schema, Mapping):
             raise _Unsupported
-        used = [keyword for keyword in schema if keyword in self.known or keyword in _SUPPORTED]
-        if any(keyword in self.known and keyword not in _SUPPORTED for keyword in used):
+        builders = self._builders
+        used = [keyword for keyword in schema if keyword in self.known or keyword in builders]
+        if any(keyword in self.known and keyword not in builders for keyword in used):
             raise _Unsupported
         checks: list[Check] = []
         for keyword in used:
             if keyword not in self.known:
                 continue  # not a keyword of this draft (const in draft-04): jsonschema ignores it
-            check = self._builders[keyword](schema[keyword], schema)
+            check = builders[keyword](schema[keyword], schema)
             if check is not None:
                 checks.append(check)
         if not checks:

@@ -15,17 +15,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from .cleaning import CLEANING_ENV, clean_message_parts, dotted_path
+from .cleaning import CLEANING_ENV, clean_message, dotted_path, first_refusal
 from .results import Level, ResultLog
 from .settings import env_bool
-from .tracking_plans import PlanResolver, PlanVerdict, TrackingPlanError, enforce
+from .tracking_plans import PlanResolver, PlanVerdict, TrackingPlanError, enforce, event_label
 
 if TYPE_CHECKING:
     from .counters import Counters
     from .plan import ItemPlan
 
 __all__ = [
-    "QUALITY_KINDS",
     "QUALITY_PREFIX",
     "QualityGate",
     "QualitySettings",
@@ -34,7 +33,6 @@ __all__ = [
 ]
 
 QUALITY_PREFIX: Final = "quality:"
-QUALITY_KINDS: Final = ("violations", "cleaned", "refused")
 MAX_EVENT_LABELS: Final = 500  # per workspace; past it, events are counted as OTHER_EVENTS
 OTHER_EVENTS: Final = "(other events)"
 MAX_LABEL_CHARS: Final = 100
@@ -107,17 +105,18 @@ class QualityGate:
         Everything done or found is in `log`, each entry naming the field and the rule.
         """
         settings = self._settings or self.settings()
-        cleaned, findings = clean_message_parts(message, settings.cleaning)
+        cleaned, findings = clean_message(message, settings.cleaning)
         if not findings and not settings.plans.enabled:
             return cleaned  # most events: nothing to log or count and no plan, so none of the helpers below
-        event = _event_label(message)
+        event = _counted_event(message)
         fields = _FieldPaths(message, items)
         count = self._counter(workspace_id, event, enabled=not dry_run)
         for finding in findings:
             log.add(finding.level, finding.message, field=fields.for_path(finding.path), rule=finding.rule)
             count("violations" if finding.outcome == "refused" else "cleaned", finding.rule)
-        if any(finding.outcome == "refused" for finding in findings):
-            count("refused", next(f.rule for f in findings if f.outcome == "refused"))
+        refusal = first_refusal(findings)
+        if refusal is not None:
+            count("refused", refusal.rule)
             return None
         resolution = settings.plans.for_workspace(workspace_id)
         if resolution.error is not None:
@@ -201,11 +200,13 @@ class _Tally:
         self.gate._counters.inc(self.workspace_id, counter_name(kind, rule, self._label), n)
 
 
-def _event_label(message: Mapping[str, Any]) -> str:
-    kind = str(message.get("type", ""))
-    if kind == "track":
-        return str(message.get("event", "")).replace(":", " ") or "track"
-    return kind
+def _counted_event(message: Mapping[str, Any]) -> str:
+    """The event's label in counter names: no ':' in a track's event name, as ':' separates the parts of
+    a name, and `track` for a track with no event name, so the part is never empty."""
+    label = event_label(message)
+    if str(message.get("type", "")) == "track":
+        return label.replace(":", " ") or "track"
+    return label
 
 
 class _FieldPaths:

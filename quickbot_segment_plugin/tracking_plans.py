@@ -34,7 +34,6 @@ import logging
 import os
 import re
 import threading
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -45,7 +44,9 @@ from typing import Any, Final, Literal
 from .cleaning import dotted_path, is_email_address
 from .errors import PluginError
 from .fast_schema import Check, compile_check
+from .lru import LruCache
 from .settings import env_str
+from .values import excerpt
 
 __all__ = [
     "MODES",
@@ -59,6 +60,7 @@ __all__ = [
     "Violation",
     "compile_plan",
     "enforce",
+    "event_label",
     "load_plan",
 ]
 
@@ -180,8 +182,7 @@ class PlanVerdict:
 # --- loading -----------------------------------------------------------------------------
 
 
-_compiled: OrderedDict[tuple[str, int, int], CompiledPlan] = OrderedDict()
-_compiled_lock = threading.Lock()
+_compiled: LruCache[tuple[str, int, int], CompiledPlan] = LruCache(COMPILED_CACHE_SIZE)
 
 
 def load_plan(path: str | os.PathLike[str]) -> CompiledPlan:
@@ -198,11 +199,9 @@ def load_plan(path: str | os.PathLike[str]) -> CompiledPlan:
 
 def _load_stat(path: str, mtime_ns: int, size: int) -> CompiledPlan:
     key = (path, mtime_ns, size)
-    with _compiled_lock:
-        plan = _compiled.get(key)
-        if plan is not None:
-            _compiled.move_to_end(key)
-            return plan
+    plan = _compiled.get(key)
+    if plan is not None:
+        return plan
     if size > MAX_PLAN_BYTES:
         raise TrackingPlanError(f"the tracking plan {path} is larger than {MAX_PLAN_BYTES // (1024 * 1024)} MB")
     try:
@@ -216,10 +215,7 @@ def _load_stat(path: str, mtime_ns: int, size: int) -> CompiledPlan:
             f"the tracking plan {path} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})"
         ) from None
     plan = compile_plan(document, source=path)
-    with _compiled_lock:
-        _compiled[key] = plan
-        while len(_compiled) > COMPILED_CACHE_SIZE:
-            _compiled.popitem(last=False)
+    _compiled.put(key, plan)
     return plan
 
 
@@ -550,7 +546,7 @@ def find_violations(plan: CompiledPlan, message: Mapping[str, Any]) -> tuple[lis
     rule, unplanned = plan.rule_for(message)
     violations: list[Violation] = []
     if unplanned:
-        event = _event_label(message)
+        event = event_label(message)
         suggestion = difflib.get_close_matches(str(message.get("event", "")), plan.events.keys(), n=1, cutoff=0.75)
         hint = f" (did you mean {suggestion[0]!r}?)" if suggestion else ""
         violations.append(
@@ -566,7 +562,7 @@ def find_violations(plan: CompiledPlan, message: Mapping[str, Any]) -> tuple[lis
         if isinstance(given, Mapping) and rule.declared is not None and given.keys() - rule.declared - common:
             undeclared = tuple(key for key in given if not rule.is_declared(key, common))
             if undeclared:
-                violations.append(_unplanned_keys(object_name, undeclared, _event_label(message), message))
+                violations.append(_unplanned_keys(object_name, undeclared, event_label(message), message))
     skip_extra_at = (rule.object_name,) if rule is not None else None
     for schema in schemas:
         violations.extend(_schema_violations(schema, message, skip_extra_at))
@@ -599,7 +595,7 @@ def enforce(plan: CompiledPlan, message: dict[str, Any]) -> PlanVerdict:
         if isinstance(given, Mapping):
             extra = tuple(key for key in given if key not in declared)
             if extra:
-                violations.append(_unplanned_keys(object_name, extra, _event_label(message), message))
+                violations.append(_unplanned_keys(object_name, extra, event_label(message), message))
     for violation in violations:
         for object_name, key in _removable_keys(violation):
             removals.setdefault(object_name, set()).add(key)
@@ -644,7 +640,8 @@ def _sentence(plan: CompiledPlan, violation: Violation, decision: Decision, mode
     return f"{violation.text}; sent anyway ({where})."
 
 
-def _event_label(message: Mapping[str, Any]) -> str:
+def event_label(message: Mapping[str, Any]) -> str:
+    """How a message is named to the bot builder: a track by its event name, any other call by its type."""
     kind = str(message.get("type", ""))
     return str(message.get("event", "")) if kind == "track" else kind
 
@@ -781,6 +778,7 @@ def _describe(value: Any) -> str:
 
 
 def _short(value: Any, limit: int = 40) -> str:
+    """A plan's value (an enum member, a const) as the plan writes it, in JSON; text is quoted and cut by `excerpt`."""
     if not isinstance(value, str):
         return json.dumps(value)[:limit]
-    return repr(value if len(value) <= limit else value[: limit - 1] + "…")
+    return excerpt(value, limit)

@@ -54,11 +54,11 @@ def to_number(value: Any) -> int | float:
             try:
                 number = float(text)
             except ValueError:
-                raise ConversionError(f"{_excerpt(value)} is not a number") from None
+                raise ConversionError(f"{excerpt(value)} is not a number") from None
     else:
         raise ConversionError(f"a {type(value).__name__} is not a number")
     if isinstance(number, float) and not math.isfinite(number):
-        raise ConversionError(f"{_excerpt(value)} is not a finite number")
+        raise ConversionError(f"{excerpt(value)} is not a finite number")
     return number
 
 
@@ -73,7 +73,7 @@ def to_boolean(value: Any) -> bool:
             return True
         if word in FALSE_WORDS:
             return False
-    raise ConversionError(f"{_excerpt(to_text(value))} is not true/false (use true, false, yes, no, 1 or 0)")
+    raise ConversionError(f"{excerpt(to_text(value))} is not true/false (use true, false, yes, no, 1 or 0)")
 
 
 def parse_datetime(value: Any) -> datetime:
@@ -88,7 +88,7 @@ def parse_datetime(value: Any) -> datetime:
             parsed = datetime.fromisoformat(text)
         except ValueError:
             raise ConversionError(
-                f"{_excerpt(value)} is not an ISO-8601 date-time (for example 2026-01-31T12:00:00Z)"
+                f"{excerpt(value)} is not an ISO-8601 date-time (for example 2026-01-31T12:00:00Z)"
             ) from None
     else:
         raise ConversionError(f"a {type(value).__name__} is not a date-time")
@@ -107,10 +107,11 @@ def to_json(value: Any) -> Any:
     try:
         return json.loads(value)
     except json.JSONDecodeError as error:
-        raise ConversionError(f"{_excerpt(value)} is not valid JSON ({error.msg} at character {error.pos})") from None
+        raise ConversionError(f"{excerpt(value)} is not valid JSON ({error.msg} at character {error.pos})") from None
 
 
-def _excerpt(value: Any, limit: int = 40) -> str:
+def excerpt(value: Any, limit: int = 40) -> str:
+    """`value` as text, quoted, cut to `limit` characters with `…`: how a value is quoted in a sentence."""
     text = to_text(value)
     return repr(text if len(text) <= limit else text[: limit - 1] + "…")
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from support import WORKSPACE
 
 from quickbot_segment_plugin.block import SegmentBlock
-from quickbot_segment_plugin.cleaning import clean_message
+from quickbot_segment_plugin.cleaning import clean_message, first_refusal
 
 LIBRARY = {"library": {"name": "analytics-python", "version": "2.4.0"}}
 REFUSED = object()
@@ -233,19 +233,19 @@ CASES: list[tuple[str, str, str, dict[str, Any], Any, list[str]]] = [
 )
 def test_each_rule(rule: str, action: str, name: str, given: dict[str, Any], expected: Any, logs: list[str]) -> None:
     original = message(action, **{name: given})
-    cleaned = clean_message(original)
-    assert [finding.message for finding in cleaned.findings] == logs
-    assert cleaned.refused is (expected is REFUSED)
+    cleaned, findings = clean_message(original)
+    assert [finding.message for finding in findings] == logs
+    assert (first_refusal(findings) is not None) is (expected is REFUSED)
     if expected is not REFUSED:
-        assert cleaned.message[name] == expected
-        json.dumps(cleaned.message, allow_nan=False)
+        assert cleaned[name] == expected
+        json.dumps(cleaned, allow_nan=False)
     if not logs:
-        assert cleaned.message is original  # nothing to clean: the very same message, byte for byte
+        assert cleaned is original  # nothing to clean: the very same message, byte for byte
 
 
 def test_refusals_and_drops_have_their_levels() -> None:
-    cleaned = clean_message(message("identify", traits={"email": "nope", "nickname": "", "city": " Lyon"}))
-    assert [(finding.rule, finding.level, finding.outcome) for finding in cleaned.findings] == [
+    _, findings = clean_message(message("identify", traits={"email": "nope", "nickname": "", "city": " Lyon"}))
+    assert [(finding.rule, finding.level, finding.outcome) for finding in findings] == [
         ("empty_value", "warning", "dropped"),
         ("trim", "info", "cleaned"),
         ("email_format", "error", "refused"),
@@ -254,9 +254,9 @@ def test_refusals_and_drops_have_their_levels() -> None:
 
 def test_reserved_fields_are_reserved_only_where_segment_reserves_them() -> None:
     # `age` is a reserved identify trait, not a reserved track property; `currency` only in track.
-    assert clean_message(message("track", properties={"age": "thirty"})).findings == []
-    assert clean_message(message("identify", traits={"email": "a@b.io", "currency": "euros"})).findings == []
-    assert clean_message(message("page", properties={"revenue": "lots"})).findings == []
+    assert clean_message(message("track", properties={"age": "thirty"}))[1] == []
+    assert clean_message(message("identify", traits={"email": "a@b.io", "currency": "euros"}))[1] == []
+    assert clean_message(message("page", properties={"revenue": "lots"}))[1] == []
 
 
 def test_context_items_are_cleaned_but_not_what_the_plugin_writes_there() -> None:
@@ -267,19 +267,20 @@ def test_context_items_are_cleaned_but_not_what_the_plugin_writes_there() -> Non
         "properties": {},
         "context": {"locale": " fr-FR", "quickbot": host, **LIBRARY},
     }
-    cleaned = clean_message(original)
-    assert [finding.message for finding in cleaned.findings] == [
+    cleaned, findings = clean_message(original)
+    assert [finding.message for finding in findings] == [
         "Context item 'locale' had spaces around its value; they were removed."
     ]
-    assert cleaned.message["context"] == {"locale": "fr-FR", "quickbot": host, **LIBRARY}
+    assert cleaned["context"] == {"locale": "fr-FR", "quickbot": host, **LIBRARY}
 
 
 def test_cleaning_off_changes_nothing_but_still_refuses_what_json_cannot_carry() -> None:
     untouched = message("identify", traits={"email": " Not An Email ", "age": "thirty", "notes": ""})
-    assert clean_message(untouched, normalise=False).message is untouched
-    assert clean_message(untouched, normalise=False).findings == []
-    broken = clean_message(message("track", properties={"ratio": math.nan}), normalise=False)
-    assert broken.refused
+    sent, findings = clean_message(untouched, normalise=False)
+    assert sent is untouched
+    assert findings == []
+    _, broken = clean_message(message("track", properties={"ratio": math.nan}), normalise=False)
+    assert first_refusal(broken) is not None
 
 
 # --- through execute and the collector ---------------------------------------------------------
@@ -422,13 +423,13 @@ def test_any_property_map_is_cleaned_into_json_or_refused_by_name(
     action: str, objects: dict[Any, Any], normalise: bool
 ) -> None:
     name = "traits" if action in {"identify", "group"} else "properties"
-    cleaned = clean_message(message(action, **{name: objects}), normalise=normalise)  # never raises
-    for finding in cleaned.findings:
+    cleaned, findings = clean_message(message(action, **{name: objects}), normalise=normalise)  # never raises
+    for finding in findings:
         assert finding.message and finding.rule and finding.path[0] == name
-    if cleaned.refused:
-        assert all(f.message.endswith("the event was not sent.") for f in cleaned.findings if f.outcome == "refused")
+    if first_refusal(findings) is not None:
+        assert all(f.message.endswith("the event was not sent.") for f in findings if f.outcome == "refused")
         return
-    text = json.dumps(cleaned.message, allow_nan=False)  # always sendable when not refused
+    text = json.dumps(cleaned, allow_nan=False)  # always sendable when not refused
     if normalise:
         for key, value in json.loads(text)[name].items():  # the object itself may end up empty
             assert key == key.strip() and key

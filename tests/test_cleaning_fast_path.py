@@ -96,8 +96,8 @@ def test_the_walk_still_runs_when_the_precheck_declines(obj: dict[Any, Any]) -> 
     walker = _Walker(findings, True)
     walker.noun = "property"
     expected = walker.members(obj, ("properties",), 1)
-    cleaned = clean_message(message)
-    assert cleaned.message.get("properties") == expected or (not expected and "properties" not in cleaned.message)
-    assert [finding.message for finding in cleaned.findings if finding.path[0] == "properties"] == [
+    cleaned, cleaned_findings = clean_message(message)
+    assert cleaned.get("properties") == expected or (not expected and "properties" not in cleaned)
+    assert [finding.message for finding in cleaned_findings if finding.path[0] == "properties"] == [
         finding.message for finding in findings
     ]

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from quickbot_segment_plugin.privacy import PrivacyGate
-from quickbot_segment_plugin.privacy_detectors import DETECTORS
+from quickbot_segment_plugin.privacy_detectors import DETECTORS, find_spans
 from quickbot_segment_plugin.privacy_policy import DEFAULT_DENY_KEYS, PrivacyPolicy, normal_key, parse_policy
 from quickbot_segment_plugin.results import ResultLog
 
@@ -336,9 +336,20 @@ def test_no_detector_matches_a_text_shorter_than_its_min_length(data: st.DataObj
     for detector in DETECTORS.values():
         text = data.draw(st.text(alphabet=string.digits + "ABDEGWxyz -+().", max_size=detector.min_length - 1))
         assert detector.find(text) == [], detector.name
-        longer = data.draw(st.text(alphabet=string.digits + " -+()", min_size=detector.min_length, max_size=30))
-        if detector.find(longer):
-            assert len(longer) >= detector.min_length
+
+
+# For each detector, a text that is one of its shortest matches (Norway's IBANs are the shortest).
+SHORTEST_MATCHES = {"iban": "NO9386011117947", "card": "4222222222222", "ssn": "123-45-6789", "phone": "+33612345"}
+
+
+def test_each_detector_min_length_is_the_length_of_a_match() -> None:
+    """`min_length` is no larger than a real match (`find_spans` must not skip a text it would catch), and no
+    smaller than these shortest matches either, so the length pre-check skips every shorter text."""
+    assert SHORTEST_MATCHES.keys() == DETECTORS.keys()
+    for name, text in SHORTEST_MATCHES.items():
+        detector = DETECTORS[name]
+        assert find_spans(detector, text, sum(char.isdigit() for char in text)) == [(0, len(text))], name
+        assert len(text) == detector.min_length, name
 
 
 def test_the_key_memory_is_bounded_and_forgetting_changes_nothing() -> None:
