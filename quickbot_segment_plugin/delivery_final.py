@@ -39,7 +39,8 @@ from functools import cache
 from typing import Any, Final
 
 from .delivery_calls import CALL_FIELDS, LibraryCall, message_too_large, to_library_call
-from .messages import MAX_MESSAGE_BYTES, PAYLOAD_OBJECTS, library_context
+from .messages import MAX_MESSAGE_BYTES, library_context
+from .options import PAYLOAD_OBJECTS
 
 Message = dict[str, Any]
 

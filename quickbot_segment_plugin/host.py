@@ -15,7 +15,7 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 import pluggy
 
@@ -30,7 +30,6 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 logger = logging.getLogger("quickbot_segment_plugin.host")
 
 
-@runtime_checkable
 class BlockType(Protocol):
     """What `quickbot_block_types()` returns a list of (host contract, "The block-type object")."""
 

@@ -19,23 +19,13 @@ from functools import cache
 from typing import Any, Final
 
 from .errors import PluginError
+from .options import PAYLOAD_OBJECTS
 
 MAX_MESSAGE_BYTES = 32 * 1024  # Segment rejects a single message above 32 KB
-MAX_MESSAGE_ID_CHARS = 100  # Segment's limit on messageId
 
 # Derived message ids live in their own UUID namespace so they never collide with ids
 # another system derives from the same execution id.
 MESSAGE_ID_NAMESPACE = uuid.UUID("6f1d2c3e-8a47-5b0e-9c1a-2f7e4d9b0a61")
-
-# The traits/properties object each call carries (segment-analytics-python's msg layout).
-PAYLOAD_OBJECTS: dict[str, tuple[str, ...]] = {
-    "identify": ("traits",),
-    "group": ("traits",),
-    "track": ("properties",),
-    "page": ("properties",),
-    "screen": ("properties",),
-    "alias": (),
-}
 
 _random_bits = random.getrandbits
 # RFC 4122 version 4: version nibble 0100, variant bits 10 (the masks uuid.UUID applies).
@@ -89,9 +79,7 @@ def build_message(parts: MessageParts, host_context: Mapping[str, Any]) -> dict[
         context["quickbot"] = quickbot
     context["library"] = library_context()
     message: dict[str, Any] = {"type": parts.action, "messageId": parts.message_id}
-    for name, value in parts.fields.items():
-        if value is not None and value != "":
-            message[name] = value
+    message.update(parts.fields)  # render_parts leaves out what is empty
     # The library always sends these objects, empty or not; so does the reported payload.
     for name in PAYLOAD_OBJECTS.get(parts.action, ()):
         message[name] = parts.payload_objects.get(name, {})

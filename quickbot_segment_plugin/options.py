@@ -151,14 +151,13 @@ class _ActionOptions(BaseModel):
         return not any(getattr(self, name, "").strip() for name in IDENTITY_FIELDS)
 
 
-def _user_id(order: int = 10, description: str | None = None) -> Any:
+def _user_id() -> Any:
     return _field(
         "User ID",
-        description
-        or "Unique identifier for the user. Required unless an Anonymous ID is given. Use the same "
+        "Unique identifier for the user. Required unless an Anonymous ID is given. Use the same "
         "format across all interactions.",
         ["{{User ID}}", "user_123"],
-        order=order,
+        order=10,
         default="",
     )
 
@@ -300,6 +299,18 @@ MODELS_BY_ACTION: dict[str, type[_ActionOptions]] = {
 ITEM_LIST_FIELDS = ("traits", "properties", "context")
 # How one item of each list is called in messages to the bot builder ("the trait 'plan'").
 ITEM_NOUNS = {"traits": "trait", "properties": "property", "context": "context item"}
+
+# Read off the models, so the form, validation and execute cannot disagree:
+# the fields that must not render empty (userId/anonymousId are a pair, IDENTITY_FIELDS) ...
+REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
+    action: tuple(name for name, info in model.model_fields.items() if info.is_required() and name != "action")
+    for action, model in MODELS_BY_ACTION.items()
+}
+# ... and the traits/properties object each call carries (segment-analytics-python's msg layout).
+PAYLOAD_OBJECTS: dict[str, tuple[str, ...]] = {
+    action: tuple(name for name in ITEM_LIST_FIELDS if name != "context" and name in model.model_fields)
+    for action, model in MODELS_BY_ACTION.items()
+}
 
 
 def templated_fields(model: type[BaseModel]) -> list[str]:

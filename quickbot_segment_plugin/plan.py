@@ -13,20 +13,20 @@ from datetime import datetime
 from typing import Any
 
 from .messages import MessageError, MessageParts, key_path, set_nested
-from .options import ITEM_LIST_FIELDS, ITEM_NOUNS, ActionOptions, ValueType, field_title, templated_fields
+from .options import (
+    IDENTITY_FIELDS,
+    ITEM_LIST_FIELDS,
+    ITEM_NOUNS,
+    REQUIRED_FIELDS,
+    ActionOptions,
+    ValueType,
+    field_title,
+    templated_fields,
+)
 from .results import ResultLog
-from .templating import CompiledTemplate, TemplateEngine, TemplateError
+from .templating import CompiledTemplate, Rendered, TemplateEngine, TemplateError
 from .values import ConversionError, convert, parse_datetime, to_text
 
-# Fields that must not render empty, per action; userId/anonymousId are handled as a pair.
-REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
-    "identify": ("email",),
-    "alias": ("userId", "previousId"),
-    "track": ("event",),
-    "page": ("name",),
-    "group": ("groupId",),
-    "screen": ("name",),
-}
 FALSY_WORDS = frozenset({"", "false", "0", "no", "off", "none", "null"})
 
 
@@ -121,11 +121,7 @@ def render_parts(plan: BlockPlan, variables: Mapping[str, Any], message_id: str,
     fields: dict[str, Any] = {}
     missing_by_field: dict[str, tuple[str, ...]] = {}
     for field_plan in plan.fields:
-        try:
-            rendered = field_plan.template.render(variables)
-        except TemplateError as error:
-            log.error(f"{field_plan.label} could not be rendered: {error.message}", field=field_plan.name)
-            raise RenderFailure from None
+        rendered = _rendered(field_plan.template, variables, log, field_plan.label, field_plan.name)
         fields[field_plan.name] = to_text(rendered.value).strip()
         if rendered.missing:
             missing_by_field[field_plan.name] = rendered.missing
@@ -167,17 +163,10 @@ _DROPPED = object()
 
 def _render_item(item: ItemPlan, variables: Mapping[str, Any], log: ResultLog) -> Any:
     path = f"{item.list_name}/{item.index}/value"
-    try:
-        rendered = item.template.render(variables)
-    except TemplateError as error:
-        log.error(f"The {item.label} could not be rendered: {error.message}", field=path)
-        raise RenderFailure from None
+    rendered = _rendered(item.template, variables, log, f"The {item.label}", path)
     value = rendered.value
     if value is None or (isinstance(value, str) and not value.strip()) or value == []:
-        reason = (
-            _empty_sentence(f"The {item.label}", rendered.missing) if rendered.missing else f"The {item.label} is empty"
-        )
-        log.warning(f"{reason}; it was not sent.", field=path)
+        log.warning(f"{_empty_reason(f'The {item.label}', rendered.missing)}; it was not sent.", field=path)
         return _DROPPED
     if item.value_type is not None:
         try:
@@ -203,11 +192,7 @@ def _render_timestamp(plan: FieldPlan, variables: Mapping[str, Any], log: Result
 def _render(
     plan: FieldPlan, variables: Mapping[str, Any], log: ResultLog, path: str, quiet_missing: bool = False
 ) -> Any:
-    try:
-        rendered = plan.template.render(variables)
-    except TemplateError as error:
-        log.error(f"{plan.label} could not be rendered: {error.message}", field=path)
-        raise RenderFailure from None
+    rendered = _rendered(plan.template, variables, log, plan.label, path)
     if rendered.missing and not quiet_missing:
         log.warning(_empty_sentence(plan.label, rendered.missing), field=path)
     return rendered.value
@@ -221,23 +206,17 @@ def _check_required(
     for name in REQUIRED_FIELDS[plan.action]:
         if fields.get(name, "") == "":
             label = field_title(plan.action, name)
-            reason = _empty_sentence(label, missing[name]) if name in missing else f"{label} is empty"
-            log.error(f"{reason}, and {label} is required.", field=name)
+            log.error(f"{_empty_reason(label, missing.get(name, ()))}, and {label} is required.", field=name)
             failed = True
-    if plan.action != "alias" and fields.get("userId", "") == "" and fields.get("anonymousId", "") == "":
-        reasons = [
-            _empty_sentence(field_title(plan.action, name), missing[name])
-            if name in missing
-            else f"{field_title(plan.action, name)} is empty"
-            for name in ("userId", "anonymousId")
-        ]
+    if plan.action != "alias" and all(fields.get(name, "") == "" for name in IDENTITY_FIELDS):
+        reasons = [_empty_reason(field_title(plan.action, name), missing.get(name, ())) for name in IDENTITY_FIELDS]
         log.error(f"{'; '.join(reasons)}; Segment needs a User ID or an Anonymous ID.", field="userId")
         failed = True
     return not failed
 
 
 def _wire_fields(action: str, fields: dict[str, Any]) -> dict[str, Any]:
-    wire = {name: fields[name] for name in ("userId", "anonymousId") if fields.get(name, "") != ""}
+    wire = {name: fields[name] for name in IDENTITY_FIELDS if fields.get(name, "") != ""}
     if action == "identify":
         return wire
     if action == "alias":
@@ -251,6 +230,22 @@ def _wire_fields(action: str, fields: dict[str, Any]) -> dict[str, Any]:
     elif action == "group":
         wire["groupId"] = fields["groupId"]
     return wire  # every value is already text: render_parts stores to_text(...).strip()
+
+
+def _rendered(
+    template: CompiledTemplate, variables: Mapping[str, Any], log: ResultLog, label: str, path: str
+) -> Rendered:
+    """`template` rendered; a template error is logged against `path` and stops the block."""
+    try:
+        return template.render(variables)
+    except TemplateError as error:
+        log.error(f"{label} could not be rendered: {error.message}", field=path)
+        raise RenderFailure from None
+
+
+def _empty_reason(label: str, missing: tuple[str, ...]) -> str:
+    """Why `label` is empty: the variables that were not set, when that was the cause."""
+    return _empty_sentence(label, missing) if missing else f"{label} is empty"
 
 
 def _empty_sentence(label: str, missing: tuple[str, ...]) -> str:

@@ -20,7 +20,6 @@ from quickbot_segment_plugin.block import SegmentBlock
 from quickbot_segment_plugin.cli import main
 from quickbot_segment_plugin.collector import Fault
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 TRACK = {"action": "track", "event": "Signed Up", "userId": "{{User ID}}"}
 
 
