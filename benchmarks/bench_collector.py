@@ -155,8 +155,7 @@ def main() -> None:
         )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
-        json.dumps({"benchmark": "collector_roundtrip", "python": platform.python_version(), "rows": rows}, indent=2)
-        + "\n"
+        json.dumps({"benchmark": "collector", "python": platform.python_version(), "rows": rows}, indent=2) + "\n"
     )
     print(f"wrote {RESULTS}")
 

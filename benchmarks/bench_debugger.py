@@ -171,7 +171,7 @@ def main() -> None:
                     "ratio": round(value / cheapest, 2),
                 }
             )
-        # Per poll interval: one poll, plus a share of the summary the page fetches every 10 s.
+        # Per poll interval: one poll, plus a share of the summary the page fetches every SUMMARY_INTERVAL_S.
         per_interval = poll + summary * POLL_INTERVAL_S / SUMMARY_INTERVAL_S
         rows.append(
             {

@@ -1,8 +1,8 @@
 """Running counts behind the debugger's summary strip (events per type, per minute, flagged).
 
 An open debugger page asks for these every few seconds, and every second while events
-arrive. Counting them in SQL reads the whole table each time (about 120 ms for 100,000
-stored events, whose rows hold the full message); kept up to date as rows are stored, the
+arrive. Counting them in SQL reads the whole table each time (every row holds the full
+message, so the cost grows with the file); kept up to date as rows are stored, the
 answer costs microseconds however large the file grows. The store loads the counts from
 SQLite once, on the first request, so a file kept from an earlier run is counted too.
 """
