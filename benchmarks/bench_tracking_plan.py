@@ -27,6 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import WORKSPACE, block_under, execute_rounds, p99, timed_us, use_local_segment
 from receiver import ReceiverProcess
 
+from quickbot_segment_plugin.counters import Counters
+from quickbot_segment_plugin.quality import QualityGate
+from quickbot_segment_plugin.results import ResultLog
 from quickbot_segment_plugin.tracking_plans import enforce, load_plan
 
 OPTIONS = {
@@ -113,6 +116,9 @@ def measure(events: int) -> dict[str, Any]:
         bad = {**payload, "properties": {**payload["properties"], "score": 42, "source": "Chat Bot"}}
         assert not enforce(plan, payload).outcomes and len(enforce(plan, bad).outcomes) == 2
         check_valid = timed_us(lambda: enforce(plan, payload), events)
+        # Cleaning alone, as every event without a plan pays it: the gate with no plan configured.
+        gate = QualityGate(Counters(), environ={})
+        cleaning = timed_us(lambda: gate.check(payload, WORKSPACE, ResultLog()), events)
         check_invalid = timed_us(lambda: enforce(plan, bad), events // 4)
 
     baseline = statistics.median(samples["cleaning off, no plan"])
@@ -130,6 +136,7 @@ def measure(events: int) -> dict[str, Any]:
         "plan_check_us": {
             "valid_event": {"median": statistics.median(check_valid), "p99": p99(check_valid)},
             "two_violations": {"median": statistics.median(check_invalid), "p99": p99(check_invalid)},
+            "cleaning_only_no_plan": {"median": statistics.median(cleaning), "p99": p99(cleaning)},
         },
     }
 
@@ -143,7 +150,7 @@ def main() -> None:
     print(f"{'execute':<34}{'median us':>11}{'p99 us':>10}{'ratio':>8}")
     for name, values in result["execute_us"].items():
         print(f"{name:<34}{values['median']:>11.1f}{values['p99']:>10.1f}{values['ratio_to_baseline']:>8.2f}")
-    print(f"\n{'plan check alone (enforce)':<34}{'median us':>11}{'p99 us':>10}")
+    print(f"\n{'alone (enforce; QualityGate.check)':<34}{'median us':>11}{'p99 us':>10}")
     for name, values in result["plan_check_us"].items():
         print(f"{name.replace('_', ' '):<34}{values['median']:>11.1f}{values['p99']:>10.1f}")
     out = Path(__file__).resolve().parent / "results" / "tracking_plan.json"
