@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import gc
+import gzip
 import json
 import statistics
 import sys
@@ -46,6 +47,7 @@ HERE = Path(__file__).resolve().parent
 WRITE_KEY = "benchmarkWriteKey0123456789"
 BATCH_SIZE = 250
 FLUSH_INTERVAL = 0.5
+GZIP_BATCH_EVENTS = 1000  # the pool's default batch size (QUICKBOT_SEGMENT_BATCH_SIZE)
 
 
 def wire_message(n: int, final: bool = True) -> dict[str, Any]:
@@ -183,6 +185,24 @@ def measure_delivery(receiver: ReceiverProcess, events: int, repeat: int) -> dic
     }
 
 
+def gzip_levels(events: int = GZIP_BATCH_EVENTS) -> dict[str, dict[str, float]]:
+    """CPU per event and body size of one full batch gzipped at the library's level 9 and the pool's 1."""
+    body = json.dumps({"batch": [wire_message(n) for n in range(events)], "sentAt": "now"}).encode()
+    measured = {}
+    for level in (9, 1):
+        best = float("inf")
+        for _ in range(20):
+            started = time.perf_counter()
+            compressed = gzip.compress(body, compresslevel=level)
+            best = min(best, time.perf_counter() - started)
+        measured[f"level_{level}"] = {
+            "us_per_event": best / events * 1e6,
+            "bytes": len(compressed),
+            "json_bytes": len(body),
+        }
+    return measured
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=20_000)
@@ -240,6 +260,13 @@ def main() -> None:
     for row in [header, tuple("-" * w for w in widths), *rows]:
         print("  ".join(cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)))
 
+    results["gzip"] = gzip_levels()
+    print(f"gzip of a {GZIP_BATCH_EVENTS:,}-event batch body:")
+    for level, row in results["gzip"].items():
+        print(
+            f"  {level.replace('_', ' ')}: {row['us_per_event']:.2f} us of CPU per event, "
+            f"{row['bytes']:,} bytes from {row['json_bytes']:,} of JSON"
+        )
     out = HERE / "results" / "delivery.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

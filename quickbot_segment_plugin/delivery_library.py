@@ -12,9 +12,9 @@ in the process shares:
 - Messages that must wait (see the pool's waiting room) are validated and put in their final
   form by a client built with `send=False`: it runs the library's own checks and returns the
   message without queueing it, starting no thread and registering no atexit hook.
-- The library's `post` gzips with `GzipFile`'s default level 9: about 8 us of CPU per event,
-  as much as everything else the consumer does. Level 1 costs a fifth of that for bodies
-  ~20% larger (chat events are repetitive JSON; a 475 KB batch still shrinks ~10x). The
+- The library's `post` gzips with `GzipFile`'s default level 9: 6.4 us of CPU per event
+  (bench_delivery.py), about as much as everything else the consumer does. Level 1 costs
+  1.0 us for bodies 22% larger (chat events are repetitive JSON: still 10x smaller). The
   level is set by swapping the `GzipFile` name `request.py` uses for one with the chosen
   level, so the library's `post` (headers, auth, errors, Retry-After, retries) is still what
   sends every request. It applies to every library client in the process; the body is

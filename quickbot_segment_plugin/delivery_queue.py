@@ -72,10 +72,7 @@ class DeliveryQueue(queue.Queue[Message]):
             self._sizes.append(size)
             self.bytes += size
             self.unfinished_tasks += 1
-            # Condition.notify() costs ~0.7 us even with nobody waiting (ownership check, list
-            # of waiters); its own `_waiters` deque tells first, as Condition itself reads it.
-            if self.not_empty._waiters:  # type: ignore[attr-defined]
-                self.not_empty.notify()
+            self.not_empty.notify()
 
     def put_marker(self, item: Message) -> None:
         """Queue a zero-size marker (a wake-up), even when full; never counted in bytes."""
