@@ -24,9 +24,10 @@ from .options import (
     templated_fields,
 )
 from .results import ResultLog
-from .templating import CompiledTemplate, Rendered, TemplateEngine, TemplateError
+from .templating import CompiledTemplate, TemplateEngine, TemplateError
 from .values import ConversionError, convert, parse_datetime, to_text
 
+_USER_ID, _ANONYMOUS_ID = IDENTITY_FIELDS
 FALSY_WORDS = frozenset({"", "false", "0", "no", "off", "none", "null"})
 
 
@@ -121,7 +122,10 @@ def render_parts(plan: BlockPlan, variables: Mapping[str, Any], message_id: str,
     fields: dict[str, Any] = {}
     missing_by_field: dict[str, tuple[str, ...]] = {}
     for field_plan in plan.fields:
-        rendered = _rendered(field_plan.template, variables, log, field_plan.label, field_plan.name)
+        try:
+            rendered = field_plan.template.render(variables)
+        except TemplateError as error:
+            raise _render_failure(log, field_plan.label, field_plan.name, error) from None
         fields[field_plan.name] = to_text(rendered.value).strip()
         if rendered.missing:
             missing_by_field[field_plan.name] = rendered.missing
@@ -163,7 +167,10 @@ _DROPPED = object()
 
 def _render_item(item: ItemPlan, variables: Mapping[str, Any], log: ResultLog) -> Any:
     path = f"{item.list_name}/{item.index}/value"
-    rendered = _rendered(item.template, variables, log, f"The {item.label}", path)
+    try:
+        rendered = item.template.render(variables)
+    except TemplateError as error:
+        raise _render_failure(log, f"The {item.label}", path, error) from None
     value = rendered.value
     if value is None or (isinstance(value, str) and not value.strip()) or value == []:
         log.warning(f"{_empty_reason(f'The {item.label}', rendered.missing)}; it was not sent.", field=path)
@@ -192,7 +199,10 @@ def _render_timestamp(plan: FieldPlan, variables: Mapping[str, Any], log: Result
 def _render(
     plan: FieldPlan, variables: Mapping[str, Any], log: ResultLog, path: str, quiet_missing: bool = False
 ) -> Any:
-    rendered = _rendered(plan.template, variables, log, plan.label, path)
+    try:
+        rendered = plan.template.render(variables)
+    except TemplateError as error:
+        raise _render_failure(log, plan.label, path, error) from None
     if rendered.missing and not quiet_missing:
         log.warning(_empty_sentence(plan.label, rendered.missing), field=path)
     return rendered.value
@@ -208,7 +218,7 @@ def _check_required(
             label = field_title(plan.action, name)
             log.error(f"{_empty_reason(label, missing.get(name, ()))}, and {label} is required.", field=name)
             failed = True
-    if plan.action != "alias" and all(fields.get(name, "") == "" for name in IDENTITY_FIELDS):
+    if plan.action != "alias" and fields.get(_USER_ID, "") == "" and fields.get(_ANONYMOUS_ID, "") == "":
         reasons = [_empty_reason(field_title(plan.action, name), missing.get(name, ())) for name in IDENTITY_FIELDS]
         log.error(f"{'; '.join(reasons)}; Segment needs a User ID or an Anonymous ID.", field="userId")
         failed = True
@@ -232,15 +242,14 @@ def _wire_fields(action: str, fields: dict[str, Any]) -> dict[str, Any]:
     return wire  # every value is already text: render_parts stores to_text(...).strip()
 
 
-def _rendered(
-    template: CompiledTemplate, variables: Mapping[str, Any], log: ResultLog, label: str, path: str
-) -> Rendered:
-    """`template` rendered; a template error is logged against `path` and stops the block."""
-    try:
-        return template.render(variables)
-    except TemplateError as error:
-        log.error(f"{label} could not be rendered: {error.message}", field=path)
-        raise RenderFailure from None
+def _render_failure(log: ResultLog, label: str, path: str, error: TemplateError) -> RenderFailure:
+    """Log why `label` could not be rendered; the caller raises what this returns.
+
+    The render itself stays inline at each caller: a helper around it cost a call per field
+    of every conversation.
+    """
+    log.error(f"{label} could not be rendered: {error.message}", field=path)
+    return RenderFailure()
 
 
 def _empty_reason(label: str, missing: tuple[str, ...]) -> str:

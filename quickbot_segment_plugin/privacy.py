@@ -141,9 +141,9 @@ class PrivacyGate:
         """
         if consent is not None and consent.preferences:
             message = _with_consent(message, consent.preferences)
-        if not self.enabled:
-            return message
-        if policy is None:
+        if policy is None:  # given (execute): privacy is on; else look it up, if privacy is on
+            if not self.enabled:
+                return message
             policy = self.policy_for(workspace_id, log)
             if policy is None:
                 return None
@@ -204,9 +204,9 @@ class PrivacyGate:
 
         `policy` is the one `screen` applied; looked up here (without logging again) when not given.
         """
-        if not self.enabled:
-            return message
         if policy is None:
+            if not self.enabled:
+                return message
             policy = (self._settings or self.settings()).resolver.for_workspace(workspace_id).policy
         if policy is None or not policy.hashes:
             return message
