@@ -15,7 +15,7 @@ import json
 import platform
 import sys
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -60,7 +60,7 @@ def main() -> None:
         json.dumps(
             {
                 "benchmark": "credentials",
-                "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "when": datetime.now(UTC).isoformat(timespec="seconds"),
                 "python": platform.python_version(),
                 "rounds": args.rounds,
                 "baseline": "validate form (baseline)",

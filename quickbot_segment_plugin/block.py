@@ -15,7 +15,7 @@ from .core import COUNTERS, CounterFlusher
 from .credentials import KeyRing
 from .deadletters import DeadLetterRecorder, DeadLetterStore
 from .execution import Executor, check_options
-from .quality import naming
+from .quality import lint
 from .templating import default_engine
 
 if TYPE_CHECKING:
@@ -52,8 +52,8 @@ class SegmentBlock:
         return [problem.as_dict() for problem in check_options(options, default_engine()).problems]
 
     def lint(self, options: dict[str, Any], workspace_id: str | None = None) -> list[dict[str, str]]:
-        """Naming-convention warnings (naming.py): kept out of `validate`, which lists only errors."""
-        return naming.lint(options, workspace_id)
+        """Naming-convention warnings (quality.naming): kept out of `validate`, which lists only errors."""
+        return lint(options, workspace_id)
 
     def seal_credentials(self, values: dict[str, Any], *, workspace_id: str) -> str:
         return self.keyring().seal(values, workspace_id)

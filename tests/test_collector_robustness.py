@@ -15,7 +15,7 @@ import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -285,7 +285,7 @@ def test_ingest_either_accepts_or_rejects_any_json(
     raw = json.dumps(body).encode()
     try:
         accepted = ingest(
-            endpoint, raw, content_encoding=None, authorization=authorization, received_at=datetime.now(timezone.utc)
+            endpoint, raw, content_encoding=None, authorization=authorization, received_at=datetime.now(UTC)
         )
     except Rejected as rejected:
         assert rejected.status == 400

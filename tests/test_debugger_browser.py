@@ -14,7 +14,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -326,7 +326,7 @@ def test_a_tracking_plan_violation_gets_its_badge_and_a_stopped_collector_is_rep
     store.add(
         [{"type": "track", "event": "Lead Qualifed", "userId": "user-1042", "messageId": str(uuid.uuid4())}],
         [[]],
-        received_at=format_iso8601(datetime.now(timezone.utc)),
+        received_at=format_iso8601(datetime.now(UTC)),
         batch_id="seeded",
         write_key_fingerprint="sha256:000000000000",
         violations=[["event 'Lead Qualifed' is not in the tracking plan (did you mean 'Lead Qualified'?)"]],

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -99,7 +99,7 @@ def test_a_host_variable_that_changes_after_execute_does_not_change_the_queued_e
         ("a timestamp without milliseconds", {"timestamp": "2024-05-01T12:34:56+02:00"}),
         ("a timestamp with Z", {"timestamp": "2024-05-01T12:34:56.789Z"}),
         ("a timestamp without offset", {"timestamp": "2024-05-01T12:34:56.789"}),
-        ("a datetime timestamp", {"timestamp": datetime(2024, 5, 1, tzinfo=timezone.utc)}),
+        ("a datetime timestamp", {"timestamp": datetime(2024, 5, 1, tzinfo=UTC)}),
         ("no messageId", {"messageId": None}),
         ("a Decimal the library makes a float", {"properties": {"price": Decimal("9.99")}}),
         ("a date the library formats", {"properties": {"day": date(2024, 5, 1)}}),

@@ -216,3 +216,15 @@ def test_credentials_form_model_and_schema_agree(values: dict[str, Any]) -> None
     except ValidationError:
         model_accepts = False
     assert model_accepts == (not list(CREDENTIALS_VALIDATOR.iter_errors(values)))
+
+
+def test_the_message_layout_in_core_agrees_with_the_option_models() -> None:
+    """core.message says which object (traits/properties) each call carries; the models must agree."""
+    from quickbot_segment_plugin.core import PAYLOAD_OBJECTS
+    from quickbot_segment_plugin.options import ITEM_LIST_FIELDS, MODELS_BY_ACTION
+
+    derived = {
+        action: tuple(name for name in ITEM_LIST_FIELDS if name != "context" and name in model.model_fields)
+        for action, model in MODELS_BY_ACTION.items()
+    }
+    assert derived == PAYLOAD_OBJECTS

@@ -1,1 +1,16 @@
-"""collector."""
+"""The embedded local collector: a Segment-compatible HTTP API on 127.0.0.1 that stores events in
+SQLite, with fault injection and the debugger page. It depends on `core` only, so it can ship as
+its own distribution later.
+"""
+
+from .service import DEFAULT_MAX_CONNECTIONS, Collector, CollectorError
+from .spec import parse_iso8601
+from .store import EventStore
+
+__all__ = [
+    "DEFAULT_MAX_CONNECTIONS",
+    "Collector",
+    "CollectorError",
+    "EventStore",
+    "parse_iso8601",
+]

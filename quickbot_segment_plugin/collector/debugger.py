@@ -1,7 +1,7 @@
 """The collector's debugger page: the files it is made of, and the rules it is served under.
 
 Offline, or before a workspace has a write key, the collector is the bot builder's Segment
-debugger. The page (`debugger/index.html`, `.js`, `.css`, shipped inside the package so
+debugger. The page (`page/index.html`, `.js`, `.css`, shipped inside the package so
 it works with no internet) reads the collector's own read API; it never sees a write key.
 
 It shows whatever bots sent, so it is served under rules that hold whatever that is:
@@ -51,7 +51,7 @@ class Asset:
 @functools.lru_cache(maxsize=1)
 def assets() -> dict[str, Asset]:
     """The page's files, read once from the installed package (a missing one fails loudly)."""
-    folder = resources.files("quickbot_segment_plugin") / "debugger"
+    folder = resources.files(__package__ or "quickbot_segment_plugin.collector") / "page"
     return {name: Asset(folder.joinpath(name).read_bytes(), kind) for name, kind in _CONTENT_TYPES.items()}
 
 

@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -47,7 +47,7 @@ def since_filter(since: object) -> str | None:
     if since is None or since == "":
         return None
     if isinstance(since, datetime):
-        moment = since if since.tzinfo else since.replace(tzinfo=timezone.utc)
+        moment = since if since.tzinfo else since.replace(tzinfo=UTC)
         return format_iso8601(moment)
     parsed = parse_iso8601(since)
     if parsed is None:
@@ -126,7 +126,7 @@ class CollectorApp:
             return error_reply(404, "not_found", f"no such endpoint: /v1/{endpoint[:60]}"), 0
         if request.method != "POST":
             return error_reply(405, "method_not_allowed", "use POST.", headers=[("Allow", "POST")]), 0
-        received = datetime.now(timezone.utc)
+        received = datetime.now(UTC)
         received = received.replace(microsecond=received.microsecond // 1000 * 1000)
         received_at = format_iso8601(received)
         batch_id = uuid.uuid4().hex
@@ -247,7 +247,7 @@ class CollectorApp:
             minutes = _int_param(request, "minutes", DEFAULT_SUMMARY_MINUTES, 1, MAX_SUMMARY_MINUTES)
         except FilterError as error:
             return error_reply(400, "invalid_filter", error.message)
-        now = format_iso8601(datetime.now(timezone.utc))
+        now = format_iso8601(datetime.now(UTC))
         return json_reply(200, {"now": now, "minutes": minutes, **self.store.summary(minutes, now)})
 
     def _rejections(self, request: Request) -> Reply:

@@ -27,7 +27,7 @@ import socket
 import tempfile
 import threading
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -267,7 +267,7 @@ class Collector:
         """Counts per type overall and per minute over the last `minutes` (the debugger's strip)."""
         if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= MAX_SUMMARY_MINUTES:
             raise CollectorError(f"minutes must be from 1 to {MAX_SUMMARY_MINUTES}, got {minutes!r}.", field="minutes")
-        now = format_iso8601(datetime.now(timezone.utc))
+        now = format_iso8601(datetime.now(UTC))
         return {"now": now, "minutes": minutes, **self._running_store().summary(minutes, now)}
 
     def messages(self) -> list[dict[str, Any]]:

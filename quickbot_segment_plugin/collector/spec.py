@@ -13,7 +13,7 @@ import functools
 import math
 import re
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
@@ -49,7 +49,7 @@ def _parse_text(value: str) -> datetime | None:
         moment = datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0), micro)
     except ValueError:
         return None
-    zone = timezone.utc
+    zone = UTC
     if offset and offset not in ("Z", "z"):
         sign = -1 if offset[0] == "-" else 1
         digits = offset[1:].replace(":", "")
@@ -58,14 +58,14 @@ def _parse_text(value: str) -> datetime | None:
             return None
         zone = timezone(sign * timedelta(hours=hours, minutes=minutes))
     try:
-        return moment.replace(tzinfo=zone).astimezone(timezone.utc)
+        return moment.replace(tzinfo=zone).astimezone(UTC)
     except OverflowError:
         return None
 
 
 def format_iso8601(moment: datetime) -> str:
     """Segment's own format: UTC, milliseconds, `Z`."""
-    return moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def apply_timestamps(message: dict[str, Any], received_at: datetime, batch_sent_at: object) -> list[str]:

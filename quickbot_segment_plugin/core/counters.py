@@ -25,7 +25,7 @@ import os
 import threading
 import weakref
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 __all__ = [
@@ -78,7 +78,7 @@ class Counters:
         self._max_workspaces = max_workspaces
         self._lock = threading.Lock()
         self._by_workspace: dict[str, dict[str, int]] = {}
-        self._since = datetime.now(timezone.utc)
+        self._since = datetime.now(UTC)
         self._generation = 0  # bumped by reset(), so a flusher knows its baseline is stale
         _ALL_COUNTERS.add(self)
 
@@ -160,7 +160,7 @@ class Counters:
         """Back to zero (a test, or a forked child)."""
         with self._lock:
             self._by_workspace = {}
-            self._since = datetime.now(timezone.utc)
+            self._since = datetime.now(UTC)
             self._generation += 1
 
     def _reset_after_fork(self) -> None:

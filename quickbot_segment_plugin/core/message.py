@@ -14,12 +14,12 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cache
+from importlib.metadata import version
 from typing import Any, Final
 
 from .errors import PluginError
-from .message import PAYLOAD_OBJECTS
 
 MAX_MESSAGE_BYTES = 32 * 1024  # Segment rejects a single message above 32 KB
 
@@ -31,6 +31,17 @@ _random_bits = random.getrandbits
 # RFC 4122 version 4: version nibble 0100, variant bits 10 (the masks uuid.UUID applies).
 _UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
 _UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+# The traits/properties object each call carries (segment-analytics-python's msg layout);
+# the option models must agree (tests/test_schemas.py checks it).
+PAYLOAD_OBJECTS: Final[dict[str, tuple[str, ...]]] = {
+    "identify": ("traits",),
+    "alias": (),
+    "track": ("properties",),
+    "page": ("properties",),
+    "group": ("traits",),
+    "screen": ("properties",),
+}
 
 # Host context keys -> where they go in the event's `context` (documented in README).
 HOST_CONTEXT_KEYS = {"bot_id": "botId", "session_id": "sessionId", "block_id": "blockId"}
@@ -103,7 +114,7 @@ def utc_now_text() -> str:
     second = int(now)
     cached_second, prefix = _current_second
     if second != cached_second:
-        prefix = datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
         _current_second = (second, prefix)
     return f"{prefix}.{int((now - second) * 1000):03d}+00:00"
 
@@ -113,11 +124,10 @@ _current_second: tuple[int, str] = (-1, "")
 
 @cache
 def _library_version() -> str:
-    # Imported on first use: importing segment.analytics pulls in requests/urllib3, which
-    # probe the network stack, and the host contract forbids I/O at plugin import.
-    from segment.analytics.version import VERSION
-
-    return str(VERSION)
+    # The distribution's metadata, not `segment.analytics.version.VERSION`: importing the library
+    # pulls in requests/urllib3, and only delivery may touch it. The seam's contract test checks
+    # that the two agree, since the library stamps VERSION into every message it sends.
+    return version("segment-analytics-python")
 
 
 def library_context() -> dict[str, str]:

@@ -50,9 +50,10 @@ from pydantic_core import core_schema
 from ..core import ConfigurationError, LruCache, PluginError, Region, env_int, fingerprint, known_secrets
 
 if TYPE_CHECKING:
+    from typing import Self
+
     from pydantic import GetJsonSchemaHandler
     from pydantic.json_schema import JsonSchemaValue
-    from typing_extensions import Self
 
 __all__ = [
     "CACHE_SIZE_ENV",
@@ -68,7 +69,7 @@ __all__ = [
     "shared_keyring",
 ]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("quickbot_segment_plugin.credentials")
 
 ENCRYPTION_KEYS_ENV: Final = "QUICKBOT_ENCRYPTION_KEYS"
 CACHE_SIZE_ENV: Final = "QUICKBOT_CREDENTIALS_CACHE_SIZE"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
 from ..core import ConfigurationError
@@ -66,4 +66,4 @@ class DeadLetterFilter:
 def _cutoff(moment: timedelta | datetime, now: datetime) -> datetime:
     if isinstance(moment, timedelta):
         return now - moment
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

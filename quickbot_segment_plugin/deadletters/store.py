@@ -15,7 +15,7 @@ import uuid
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +109,7 @@ class DeadLetterStore:
         self._busy_timeout = busy_timeout
         self._prune_every = max(1, prune_every)
         self._prune_interval = prune_interval
-        self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self._clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.RLock()
         self._db: sqlite3.Connection | None = None
         self._pid = os.getpid()

@@ -1,1 +1,12 @@
-"""delivery."""
+"""Background delivery to Segment through segment-analytics-python: one library client per
+workspace, bounded queues, retries, shutdown within a deadline, and undeliverable events handed to
+the dead-letter store. Every touchpoint with the library's internals is in `delivery.library`.
+"""
+
+from .pool import DeliveryPool
+from .settings import DeliverySettings
+
+__all__ = [
+    "DeliveryPool",
+    "DeliverySettings",
+]

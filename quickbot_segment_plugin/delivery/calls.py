@@ -17,11 +17,11 @@ import json
 import re
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from ..core import MAX_MESSAGE_BYTES, DeliveryError
-from .library import library_validator
+from .library import OVERSIZE_ERRORS, REFUSAL_ERRORS, library_validator, refused_field
 
 # wire field -> library keyword, per call type (the library's own signatures).
 _COMMON: Final = {
@@ -58,7 +58,6 @@ _LIBRARY_FIELD_NAMES: Final = {
 # date T time [.fraction] [Z | ±hh:mm]: the fraction is padded/cut to 6 digits and Z made an
 # offset so that `datetime.fromisoformat` reads it on every Python >= 3.10.
 _ISO_FRACTION = re.compile(r"(T\d{2}:\d{2}:\d{2})(?:[.,](\d+))?")
-_REQUIRE_MESSAGE = re.compile(r"^(?P<name>[a-z_ ]+?) must have ")
 
 
 class LibraryCall:
@@ -86,7 +85,7 @@ class LibraryCall:
         """
         kwargs = dict(self.kwargs)
         if kwargs.get("timestamp") is None:
-            kwargs["timestamp"] = datetime.now(timezone.utc)
+            kwargs["timestamp"] = datetime.now(UTC)
         if kwargs.get("message_id") is None:
             kwargs["message_id"] = str(uuid.uuid4())
         return LibraryCall(self.method, kwargs)
@@ -104,10 +103,10 @@ class LibraryCall:
         kwargs["context"] = dict(kwargs["context"])
         try:
             return bound(**kwargs)
-        except AssertionError as error:
+        except REFUSAL_ERRORS as error:
             raise _refused(self.method, str(error)) from None
-        except RuntimeError:
-            # Only the 32 KB check raises RuntimeError; its text quotes the whole message.
+        except OVERSIZE_ERRORS:
+            # Its text quotes the whole message: never shown.
             raise message_too_large(self.method, _json_size(kwargs), kwargs) from None
 
     def final_form(self) -> dict[str, Any]:
@@ -173,7 +172,7 @@ def parse_timestamp(value: Any) -> datetime | None:
     else:
         raise DeliveryError("timestamp must be an ISO-8601 string.", field="timestamp")
     if parsed.tzinfo is None or parsed.utcoffset() is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     return parsed
 
 
@@ -202,8 +201,7 @@ def without_nulls(message: dict[str, Any]) -> dict[str, Any]:
 
 
 def _refused(method: str, text: str) -> DeliveryError:
-    match = _REQUIRE_MESSAGE.match(text)
-    library_name = match.group("name") if match else ""
+    library_name = refused_field(text)
     wire_field = _LIBRARY_FIELD_NAMES.get(library_name)
     if wire_field == "userId" and library_name == "user_id or anonymous_id":
         return DeliveryError(

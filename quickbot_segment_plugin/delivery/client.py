@@ -31,21 +31,31 @@ What it handles, and why:
 
 from __future__ import annotations
 
-import atexit
 import functools
 import logging
 import queue
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
-
-from segment.analytics import Client
-from segment.analytics.consumer import BATCH_SIZE_LIMIT, Consumer
 
 from ..core import CLIENT_CLOSED, QUEUE_FULL, REJECTED, RETRIES_EXHAUSTED, fingerprint, redact
 from .calls import LibraryCall, without_nulls
 from .final import FinalMessage
+from .library import (
+    BATCH_SIZE_LIMIT,
+    Batch,
+    LibraryConsumer,
+    hook_consumer,
+    is_not_retried,
+    is_queue_full_error,
+    new_client,
+    new_sender,
+    rate_limit_of,
+    set_rate_limit,
+    set_run,
+    use_queue,
+)
 from .queue import WAKE as _WAKE
 from .queue import DeliveryQueue
 from .reports import Reporter
@@ -140,29 +150,23 @@ class ManagedClient:
         # The library keeps 429 Retry-After state per consumer; a client with several shares
         # it here: (episode start, wait until) as the consumer that got the 429 recorded it.
         self._rate_limit: tuple[float, float | None] | None = None
-        self._client = Client(
-            write_key=write_key,
-            host=endpoint,
-            on_error=self._on_error,
-            send=False,  # see the module docstring: switched on below, once hooked
-            thread=1,  # the library joins only its last consumer; extra senders are ours
+        self._client, self._consumer = new_client(
+            write_key,
+            endpoint,
+            self._on_error,
             max_queue_size=settings.max_queue_size,
-            upload_size=settings.batch_size,
-            upload_interval=settings.flush_interval,
+            batch_size=settings.batch_size,
+            flush_interval=settings.flush_interval,
             gzip=settings.gzip,
             timeout=settings.timeout,
             max_retries=settings.max_retries,
-            max_total_backoff_duration=settings.max_backoff_seconds,
-            max_rate_limit_duration=settings.max_rate_limit_seconds,
+            max_backoff_seconds=settings.max_backoff_seconds,
+            max_rate_limit_seconds=settings.max_rate_limit_seconds,
         )
-        atexit.unregister(self._client.join)
-        self._consumer: threading.Thread = self._client.consumers[0]
         # Swapped in while still empty, before anything can be queued or the consumer runs.
         self._queue = DeliveryQueue(settings.max_queue_size, settings.max_queue_bytes)
-        self._client.queue = self._queue
-        self._consumers: list[threading.Thread] = [self._consumer]
-        consumer: Any = self._consumer
-        consumer.queue = self._queue
+        use_queue(self._client, self._consumer, self._queue)
+        self._consumers: list[LibraryConsumer] = [self._consumer]
         self._consumer.name = f"quickbot-segment-delivery[{workspace_id[:40]}]"
         self._hook_consumer(self._consumer)
         self._client.send = True
@@ -227,8 +231,7 @@ class ManagedClient:
             self.close_deadline = deadline
             self.close_reason = reason
             consumers = list(self._consumers)
-        for each in consumers:
-            consumer: Any = each
+        for consumer in consumers:
             consumer.upload_interval = min(consumer.upload_interval, HURRY_INTERVAL)
         # Even into a full queue: the marker costs nothing and wakes a waiting consumer.
         self._queue.put_marker(_WAKE)
@@ -293,8 +296,7 @@ class ManagedClient:
         with self._lock:
             self._stopping = True
             consumers = list(self._consumers)
-        for each in consumers:
-            consumer: Any = each
+        for consumer in consumers:
             consumer.pause()
 
     def _drain(self) -> list[dict[str, Any]]:
@@ -371,22 +373,9 @@ class ManagedClient:
                 return
             if not self._slots.try_take():
                 return
-            main: Any = self._consumer
-            sender: Any = Consumer(
-                self._queue,
-                main.write_key,
-                upload_size=main.upload_size,
-                host=main.host,
-                on_error=self._on_error,
-                upload_interval=main.upload_interval,
-                gzip=main.gzip,
-                retries=main.retries,
-                timeout=main.timeout,
-                max_total_backoff_duration=main.max_total_backoff_duration,
-                max_rate_limit_duration=main.max_rate_limit_duration,
-            )
+            sender = new_sender(self._consumer, self._queue, self._on_error)
             sender.name = f"quickbot-segment-sender[{self.workspace_id[:40]}]"
-            sender.run = functools.partial(self._run_sender, sender)
+            set_run(sender, functools.partial(self._run_sender, sender))
             self._hook_consumer(sender)
             self._consumers.append(sender)
         try:
@@ -394,7 +383,7 @@ class ManagedClient:
         except RuntimeError:  # interpreter exit, or no thread left: the consumer carries on alone
             self._sender_done(sender)
 
-    def _run_sender(self, sender: Any) -> None:
+    def _run_sender(self, sender: LibraryConsumer) -> None:
         """An extra sender's loop: upload while the queue is deep, then end and free its slot."""
         try:
             while sender.running and not self._stopping and self._deep():
@@ -406,17 +395,15 @@ class ManagedClient:
         finally:
             self._sender_done(sender)
 
-    def _sender_done(self, sender: threading.Thread) -> None:
+    def _sender_done(self, sender: LibraryConsumer) -> None:
         with self._lock:
             if sender in self._consumers:
                 self._consumers.remove(sender)
                 self._slots.give_back()
         self._queue.forget_taker(sender)
 
-    def _hook_consumer(self, consumer_thread: threading.Thread) -> None:
-        consumer: Any = consumer_thread
-        original_upload = consumer.upload
-        original_requeue = consumer._requeue
+    def _hook_consumer(self, consumer: LibraryConsumer) -> None:
+        consumer_thread: Any = consumer
         work_queue = self._queue
         work_queue.track_taker(consumer_thread)
         in_episode = [False]  # this consumer sent (or waited) under a rate-limit episode
@@ -454,15 +441,21 @@ class ManagedClient:
                     with work_queue.mutex:
                         self._held.pop(consumer_thread, None)
                     return []
-                if consumer.rate_limit_start_time is None:
+                if rate_limit_of(consumer) is None:
                     # A sender got the 429: this consumer waits it out, by the library's own rules.
-                    consumer.rate_limit_start_time, consumer.rate_limited_until = self._rate_limit
-            in_episode[0] = consumer.rate_limit_start_time is not None
+                    set_rate_limit(consumer, self._rate_limit)
+            in_episode[0] = rate_limit_of(consumer) is not None
             if batch:
                 self._maybe_add_sender()
             return batch
 
-        def upload() -> Any:
+        def make_upload(original_upload: Callable[[], bool]) -> Callable[[], bool]:
+            return functools.partial(upload, original_upload)
+
+        def make_requeue(original_requeue: Callable[[Batch], None]) -> Callable[[Batch], None]:
+            return functools.partial(requeue, original_requeue)
+
+        def upload(original_upload: Callable[[], bool]) -> bool:
             # Success is read from `Consumer.upload()`'s own return value ("return whether
             # successful" in the library), with the batch we saw leave `next()`: no patch of
             # the request path, no parsing of bodies, and a library that changes what upload
@@ -472,8 +465,9 @@ class ManagedClient:
                 succeeded = original_upload() is True
                 return succeeded
             finally:
-                if consumer.rate_limit_start_time is not None:
-                    self._rate_limit = (consumer.rate_limit_start_time, consumer.rate_limited_until)
+                episode = rate_limit_of(consumer)
+                if episode is not None:
+                    self._rate_limit = episode
                 elif in_episode[0]:
                     self._rate_limit = None  # the library ended the episode (a success, or gave up)
                 in_episode[0] = False
@@ -482,30 +476,19 @@ class ManagedClient:
                 if succeeded and batch:
                     self._reporter.delivered(self.workspace_id, len(batch))
 
-        def requeue(batch: list[dict[str, Any]]) -> None:
+        def requeue(original_requeue: Callable[[Batch], None], batch: Batch) -> None:
             if self._finalized:
                 # Nobody drains this queue any more: report instead of handing the batch back.
                 self._report_leftovers(list(batch), "handed back by the delivery thread after close")
                 return
             original_requeue(batch)
 
-        consumer.next = next_batch
-        consumer.upload = upload
-        consumer._requeue = requeue
-
-
-def is_not_retried(status: int) -> bool:
-    """The statuses segment-analytics-python 2.4 gives up on at once (mirrors consumer.request)."""
-    if 300 <= status < 400:
-        return True
-    if 400 <= status < 500:
-        return status not in (408, 410, 429, 460)
-    return status in (501, 505, 511)
+        hook_consumer(consumer, next_batch, make_upload, make_requeue)
 
 
 def classify_failure(error: Exception, status: int | None) -> str:
     if status is not None:
         return REJECTED if is_not_retried(status) else RETRIES_EXHAUSTED
-    if "queue full" in str(error).lower():
+    if is_queue_full_error(error):
         return QUEUE_FULL
     return RETRIES_EXHAUSTED

@@ -46,7 +46,9 @@ from ..core import (
     Counters,
     DeliveryError,
     Undeliverable,
-    redaction,
+    fingerprint,
+    install_redaction,
+    known_secrets,
 )
 from .calls import LibraryCall
 from .client import CLOSED, FULL, QUEUED, ManagedClient, SenderSlots
@@ -248,7 +250,7 @@ class DeliveryPool:
         workspace_id, write_key, endpoint = key
         try:
             self._first_client_setup()
-            redaction.known_secrets.add(write_key)
+            known_secrets.add(write_key)
             client = ManagedClient(workspace_id, write_key, endpoint, self.settings, self._reports, self._sender_slots)
         except RuntimeError as error:  # no thread can be started: interpreter exit, or none left
             logger.error("Could not start a Segment delivery thread: %s", error)
@@ -265,7 +267,7 @@ class DeliveryPool:
         with self._setup_lock:
             if self._atexit_registered:
                 return
-            redaction.install()  # before any client can log a request body
+            install_redaction()  # before any client can log a request body
             # Every request in flight may want its own keep-alive connection to the host.
             prepare_library_session(self.settings.max_clients + self.settings.max_senders)
             set_gzip_level(self.settings.gzip_level)
@@ -309,7 +311,7 @@ class DeliveryPool:
             detail = "no delivery thread could be started for this workspace"
         self._reports.lost(
             workspace_id,
-            redaction.fingerprint(write_key),
+            fingerprint(write_key),
             endpoint,
             [message],
             reason if reason in (QUEUE_FULL, SHUTTING_DOWN) else CLIENT_CLOSED,
@@ -350,7 +352,7 @@ class DeliveryPool:
     def _lost(self, key: ClientKey, messages: list[Message], reason: str, detail: str = "") -> None:
         workspace_id, write_key, endpoint = key
         detail = detail or f"{len(messages)} event(s) were waiting for a delivery thread"
-        self._reports.lost(workspace_id, redaction.fingerprint(write_key), endpoint, messages, reason, detail)
+        self._reports.lost(workspace_id, fingerprint(write_key), endpoint, messages, reason, detail)
 
     def _closed_reason(self) -> str:
         """Why events that lost their client are reported: an eviction, or a shutdown under way."""

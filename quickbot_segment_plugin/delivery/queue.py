@@ -42,14 +42,14 @@ class DeliveryQueue(queue.Queue[Message]):
         self.bytes = 0  # estimated JSON bytes of the events queued now
         self._sizes: deque[int] = deque()
         # consumer thread -> events it took for the batch it is filling; read under `mutex`.
-        self.taken_by: dict[threading.Thread, list[Message]] = {}
+        self.taken_by: dict[object, list[Message]] = {}  # by consumer thread
         self.full_because = ""  # "events" or "bytes": which bound the last refusal hit
 
-    def track_taker(self, consumer: threading.Thread) -> None:
+    def track_taker(self, consumer: object) -> None:
         with self.mutex:
             self.taken_by[consumer] = []
 
-    def forget_taker(self, consumer: threading.Thread) -> None:
+    def forget_taker(self, consumer: object) -> None:
         with self.mutex:
             self.taken_by.pop(consumer, None)
 

@@ -31,12 +31,11 @@ from ..quality import QualityGate
 from ..templating import TemplateEngine
 from .consent import consent_decision
 from .plan import BlockPlan, RenderFailure, compile_plan, condition_allows, render_parts
+from .ports import DeadLetterSink, EventSink
 from .validation import check_options
 
 if TYPE_CHECKING:
     from ..core import Counters
-    from ..deadletters import DeadLetterRecorder
-    from ..delivery import DeliveryPool
 
 logger = logging.getLogger("quickbot_segment_plugin.execution")
 
@@ -54,8 +53,8 @@ class Executor:
         self,
         engine: TemplateEngine,
         keyring: Callable[[], KeyRing],
-        pool: Callable[[], DeliveryPool],
-        dead_letters: Callable[[], DeadLetterRecorder],
+        pool: Callable[[], EventSink],
+        dead_letters: Callable[[], DeadLetterSink],
         counters: Counters,
     ) -> None:
         self.engine = engine

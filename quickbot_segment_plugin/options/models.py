@@ -306,11 +306,6 @@ REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
     action: tuple(name for name, info in model.model_fields.items() if info.is_required() and name != "action")
     for action, model in MODELS_BY_ACTION.items()
 }
-# ... and the traits/properties object each call carries (segment-analytics-python's msg layout).
-PAYLOAD_OBJECTS: dict[str, tuple[str, ...]] = {
-    action: tuple(name for name in ITEM_LIST_FIELDS if name != "context" and name in model.model_fields)
-    for action, model in MODELS_BY_ACTION.items()
-}
 
 
 def templated_fields(model: type[BaseModel]) -> list[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .models import ValueType
@@ -93,7 +93,7 @@ def parse_datetime(value: Any) -> datetime:
     else:
         raise ConversionError(f"a {type(value).__name__} is not a date-time")
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     return parsed
 
 

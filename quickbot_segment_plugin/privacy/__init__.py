@@ -1,1 +1,24 @@
-"""privacy."""
+"""Privacy: per-workspace policies (deny, mask, hash), the PII detectors they use, and end-user
+consent. The gate screens every event before quality checks or delivery see it.
+"""
+
+from .consent import MAX_CATEGORIES, ConsentDecision, category_names, evaluate_consent, parse_categories, read_consent
+from .detectors import DETECTORS
+from .gate import HASH_KEY_ENV, PrivacyGate
+from .policy import DEFAULT_POLICY, PolicyResolver, PrivacyPolicy, load_policy
+
+__all__ = [
+    "DEFAULT_POLICY",
+    "DETECTORS",
+    "HASH_KEY_ENV",
+    "MAX_CATEGORIES",
+    "ConsentDecision",
+    "PolicyResolver",
+    "PrivacyGate",
+    "PrivacyPolicy",
+    "category_names",
+    "evaluate_consent",
+    "load_policy",
+    "parse_categories",
+    "read_consent",
+]

@@ -25,15 +25,16 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-from ..templating import TemplateError
-
-if TYPE_CHECKING:
-    from ..core import ResultLog
-    from ..execution import BlockPlan
-
-__all__ = ["ConsentDecision", "consent_decision", "parse_categories", "read_consent"]
+__all__ = [
+    "ConsentDecision",
+    "ConsentState",
+    "category_names",
+    "evaluate_consent",
+    "parse_categories",
+    "read_consent",
+]
 
 GRANTED_WORDS: Final = frozenset(
     {"yes", "y", "true", "1", "on", "granted", "accepted", "accept", "agree", "agreed", "opt-in", "optin"}
@@ -64,34 +65,34 @@ def parse_categories(text: str) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class _State:
+class ConsentState:
     everything: bool | None  # yes/no answers; None when categories were given
     categories: dict[str, bool]
 
 
-def read_consent(value: Any) -> _State | None:
+def read_consent(value: Any) -> ConsentState | None:
     """The consent state in a variable's value; None when there is none (or it is unreadable)."""
     if value is None:
         return None
     if isinstance(value, bool):
-        return _State(value, {})
+        return ConsentState(value, {})
     if isinstance(value, (int, float)):
-        return _State(value != 0, {}) if value in (0, 1) else None
+        return ConsentState(value != 0, {}) if value in (0, 1) else None
     if isinstance(value, str):
         text = value.strip()
         if not text:
             return None
         lowered = text.lower()
         if lowered in GRANTED_WORDS:
-            return _State(True, {})
+            return ConsentState(True, {})
         if lowered in DENIED_WORDS:
-            return _State(False, {})
+            return ConsentState(False, {})
         if text[0] in "{[":
             try:
                 return read_consent(json.loads(text))
             except ValueError:
                 return None
-        return _State(None, {name: True for name in parse_categories(text)})
+        return ConsentState(None, {name: True for name in parse_categories(text)})
     if isinstance(value, Mapping):
         inner = value.get("categoryPreferences", value)
         if not isinstance(inner, Mapping):
@@ -102,10 +103,10 @@ def read_consent(value: Any) -> _State | None:
             if flag is None:
                 return None
             categories[str(name)] = flag
-        return _State(None, categories) if categories else None
+        return ConsentState(None, categories) if categories else None
     if isinstance(value, (list, tuple)):
         names = [str(item).strip() for item in value if isinstance(item, (str, int)) and str(item).strip()]
-        return _State(None, {name: True for name in names[:MAX_CATEGORIES]})
+        return ConsentState(None, {name: True for name in names[:MAX_CATEGORIES]})
     return None
 
 
@@ -123,50 +124,8 @@ def _flag(value: Any) -> bool | None:
     return None
 
 
-def consent_decision(plan: BlockPlan, variables: Mapping[str, Any], log: ResultLog) -> ConsentDecision | None:
-    """None when the block asks nothing about consent; else whether to send, and what to stamp."""
-    required = parse_categories(getattr(plan.options, "consentCategories", ""))
-    if plan.consent is None:
-        if not required:
-            return None
-        log.info(
-            "Skipped: this block needs consent for "
-            f"{_names(required)}, but its Consent field is empty, so no consent was recorded.",
-            field="consent",
-            consent="missing",
-        )
-        return ConsentDecision(False, None)
-    try:
-        rendered = plan.consent.template.render(variables)
-    except TemplateError as error:
-        log.warning(
-            f"Skipped: Consent could not be rendered ({error.message}), so no consent was recorded.",
-            field="consent",
-            consent="missing",
-        )
-        return ConsentDecision(False, None)
-    state = read_consent(rendered.value)
-    if state is None:
-        why = (
-            f"the variable(s) {', '.join(repr(name) for name in rendered.missing)} are not set"
-            if rendered.missing
-            else "it is empty or not a consent state"
-        )
-        log.info(f"Skipped: no consent was recorded for this conversation ({why}).", field="consent", consent="missing")
-        return ConsentDecision(False, None)
-    preferences, granted = _evaluate(state, required)
-    if not granted:
-        wanted = f"consent for {_names(required)}" if required else "consent"
-        log.info(
-            f"Skipped: the end user has not given {wanted} ({plan.consent.source!r}).",
-            field="consent",
-            consent="denied",
-        )
-        return ConsentDecision(False, preferences)
-    return ConsentDecision(True, preferences)
-
-
-def _evaluate(state: _State, required: tuple[str, ...]) -> tuple[dict[str, bool] | None, bool]:
+def evaluate_consent(state: ConsentState, required: tuple[str, ...]) -> tuple[dict[str, bool] | None, bool]:
+    """What to stamp as categoryPreferences, and whether the required categories are all granted."""
     if state.everything is not None:
         preferences = {name: state.everything for name in required}
         return (preferences or None), state.everything
@@ -182,5 +141,5 @@ def _evaluate(state: _State, required: tuple[str, ...]) -> tuple[dict[str, bool]
     return (preferences or None), granted
 
 
-def _names(categories: tuple[str, ...]) -> str:
+def category_names(categories: tuple[str, ...]) -> str:
     return ", ".join(repr(name) for name in categories)

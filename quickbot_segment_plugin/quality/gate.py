@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ..core import Level, ResultLog, env_bool
 from .cleaning import CLEANING_ENV, clean_message, dotted_path, first_refusal
@@ -21,7 +21,18 @@ from .plans import PlanResolver, PlanVerdict, TrackingPlanError, enforce, event_
 
 if TYPE_CHECKING:
     from ..core import Counters
-    from ..execution import ItemPlan
+
+
+class ItemPlace(Protocol):
+    """Where an item sits in the block's options, so a finding can name the field a builder edits."""
+
+    @property
+    def list_name(self) -> str: ...
+    @property
+    def index(self) -> int: ...
+    @property
+    def key(self) -> str: ...
+
 
 __all__ = [
     "QUALITY_PREFIX",
@@ -97,7 +108,7 @@ class QualityGate:
         log: ResultLog,
         *,
         dry_run: bool = False,
-        items: Sequence[ItemPlan] = (),
+        items: Sequence[ItemPlace] = (),
     ) -> dict[str, Any] | None:
         """The message to send (the same object when nothing changed), or None when it is refused.
 
@@ -211,7 +222,7 @@ def _counted_event(message: Mapping[str, Any]) -> str:
 class _FieldPaths:
     """Maps a place in the message back to the option the bot builder edits (`traits/2/value`)."""
 
-    def __init__(self, message: Mapping[str, Any], items: Sequence[ItemPlan]) -> None:
+    def __init__(self, message: Mapping[str, Any], items: Sequence[ItemPlace]) -> None:
         self._action = message.get("type")
         self._items = items
 
