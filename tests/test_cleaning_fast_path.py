@@ -101,3 +101,24 @@ def test_the_walk_still_runs_when_the_precheck_declines(obj: dict[Any, Any]) -> 
     assert [finding.message for finding in cleaned_findings if finding.path[0] == "properties"] == [
         finding.message for finding in findings
     ]
+
+
+# What cleaning leaves alone: trimmed non-empty text, numbers, booleans, non-empty containers.
+trimmed = st.text(min_size=1, max_size=20).map(str.strip).filter(bool)
+plain_values = st.recursive(
+    st.one_of(trimmed, st.integers(-(10**6), 10**6), st.booleans(), st.floats(allow_nan=False, allow_infinity=False)),
+    lambda children: (
+        st.lists(children, min_size=1, max_size=3) | st.dictionaries(trimmed, children, min_size=1, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(trimmed, plain_values, max_size=6))
+def test_the_precheck_vouches_for_plain_json_objects(obj: dict[str, Any]) -> None:
+    """The fast path is taken for what most events carry: short text, numbers, small nesting.
+
+    Without this, the test above could pass while the pre-check declined everything.
+    """
+    assert _untouched_members(obj, 1, frozenset()) is True

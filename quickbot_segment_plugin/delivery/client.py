@@ -31,6 +31,7 @@ What it handles, and why:
 
 from __future__ import annotations
 
+import enum
 import functools
 import logging
 import queue
@@ -68,10 +69,12 @@ HURRY_INTERVAL: Final = 0.01
 MAX_DETAIL_CHARS: Final = 500
 
 
-# How `submit` went.
-QUEUED: Final = "queued"
-FULL: Final = "full"
-CLOSED: Final = "closed"
+class Submitted(enum.Enum):
+    """How `submit` went."""
+
+    QUEUED = "queued"
+    FULL = "full"  # the queue had no room: the message is returned for the dead-letter store
+    CLOSED = "closed"  # the client stopped accepting: try another (or report)
 
 
 class SenderSlots:
@@ -177,17 +180,17 @@ class ManagedClient:
 
     # --- the enqueue side -------------------------------------------------------------
 
-    def submit(self, call: FinalMessage | LibraryCall) -> tuple[str, dict[str, Any] | None]:
-        """Queue one call: (QUEUED | FULL, the library's message) or (CLOSED, None) once closing."""
+    def submit(self, call: FinalMessage | LibraryCall) -> tuple[Submitted, dict[str, Any] | None]:
+        """Queue one call: (QUEUED or FULL, the library's message), or (CLOSED, None) once closing."""
         with self._lock:
             if not self.accepting:
-                return CLOSED, None
+                return Submitted.CLOSED, None
             queued, message = call.apply(self._client)
         # Extra senders are started by the delivery threads (when they take a batch and see
         # the queue still deep), never here: starting a thread on the conversation's thread
         # put ~1 ms on execute's p99 in bench_execute.py, for a sender that starts at most one
         # round trip later from the consumer anyway.
-        return (QUEUED if queued else FULL), message
+        return (Submitted.QUEUED if queued else Submitted.FULL), message
 
     def touch(self) -> None:
         """Mark as just used (idle eviction goes by this)."""

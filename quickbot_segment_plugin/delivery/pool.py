@@ -51,10 +51,10 @@ from ..core import (
     known_secrets,
 )
 from .calls import LibraryCall
-from .client import CLOSED, FULL, QUEUED, ManagedClient, SenderSlots
+from .client import ManagedClient, SenderSlots, Submitted
 from .final import FinalMessage, submission_for
 from .library import prepare_library_session, reset_library_session_after_fork, set_gzip_level
-from .registry import REFUSE, START, USE, ClientKey, ClientRegistry, Message
+from .registry import ClientKey, ClientRegistry, Message, Route
 from .reports import OnUndeliverable, Reporter
 from .settings import DeliverySettings
 from .types import ACCEPTED, EnqueueOutcome, ShutdownReport
@@ -132,9 +132,9 @@ class DeliveryPool:
         key: ClientKey = (workspace_id, write_key, endpoint)
         for _ in range(3):  # a client evicted between lookup and submit: look again
             route, client = self._registry.route(key)
-            if route == REFUSE:
+            if route is Route.REFUSE:
                 return self._refuse(key, call.final_form(), SHUTTING_DOWN)
-            if route == START:
+            if route is Route.START:
                 started = self._start(key)
                 if started is None:
                     return self._refuse(key, call.final_form(), CLIENT_UNAVAILABLE)
@@ -144,7 +144,7 @@ class DeliveryPool:
                 if outcome is not None:
                     return outcome
                 continue
-            if route == USE and client is not None:
+            if route is Route.USE and client is not None:
                 outcome = self._submit(client, call)
                 if outcome is not None:
                     return outcome
@@ -277,15 +277,14 @@ class DeliveryPool:
     def _submit(self, client: ManagedClient, call: FinalMessage | LibraryCall) -> EnqueueOutcome | None:
         """Queue on `client`: the outcome, or None when the client closed under our feet."""
         status, message = client.submit(call)
-        if status == QUEUED:
+        if status is Submitted.QUEUED:
             if client.queue_full_warned:
                 client.queue_full_warned = False
             return ACCEPTED
-        if status == FULL and message is not None:
+        if status is Submitted.FULL and message is not None:
             self._queue_full(client, message)
             return EnqueueOutcome(False, QUEUE_FULL)
-        assert status == CLOSED
-        return None
+        return None  # Submitted.CLOSED
 
     def _hold(self, key: ClientKey, call: FinalMessage | LibraryCall) -> EnqueueOutcome:
         """All `max_clients` are busy: validate now, keep the event until its client exists."""
@@ -344,9 +343,9 @@ class DeliveryPool:
             except DeliveryError as error:  # only a library change could get here
                 self._lost(key, [message], REJECTED, str(error))
                 continue
-            if status == FULL and queued is not None:
+            if status is Submitted.FULL and queued is not None:
                 self._queue_full(client, queued)
-            elif status == CLOSED:
+            elif status is Submitted.CLOSED:
                 self._lost(key, [message], self._closed_reason())
 
     def _lost(self, key: ClientKey, messages: list[Message], reason: str, detail: str = "") -> None:

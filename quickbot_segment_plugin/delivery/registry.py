@@ -19,9 +19,10 @@ so holding the lock is always brief.
 
 from __future__ import annotations
 
+import enum
 import threading
 from collections import OrderedDict, deque
-from typing import Any, Final
+from typing import Any
 
 from ..core import QUEUE_FULL, SHUTTING_DOWN
 from .client import ManagedClient
@@ -30,11 +31,14 @@ from .settings import DeliverySettings
 ClientKey = tuple[str, str, str]  # (workspace id, write key, endpoint)
 Message = dict[str, Any]
 
-# What `route` tells `enqueue` to do.
-USE: Final = "use"  # queue on the returned client
-START: Final = "start"  # build the client (the key is now reserved as starting)
-WAIT: Final = "wait"  # hold the message in the waiting room
-REFUSE: Final = "refuse"  # the pool is shutting down
+
+class Route(enum.Enum):
+    """What `route` tells `enqueue` to do."""
+
+    USE = "use"  # queue on the returned client
+    START = "start"  # build the client (the key is now reserved as starting)
+    WAIT = "wait"  # hold the message in the waiting room
+    REFUSE = "refuse"  # the pool is shutting down
 
 
 class ClientRegistry:
@@ -56,19 +60,19 @@ class ClientRegistry:
 
     # --- enqueue side -----------------------------------------------------------------
 
-    def route(self, key: ClientKey) -> tuple[str, ManagedClient | None]:
+    def route(self, key: ClientKey) -> tuple[Route, ManagedClient | None]:
         with self.lock:
             if not self.accepting:
-                return REFUSE, None
+                return Route.REFUSE, None
             client = self.live.get(key)
             if client is not None:
                 self.live.move_to_end(key)
                 client.touch()
-                return USE, client
+                return Route.USE, client
             if key in self.waiting or key in self.starting or self.owned() >= self.settings.max_clients:
-                return WAIT, None
+                return Route.WAIT, None
             self.starting.add(key)
-            return START, None
+            return Route.START, None
 
     def started(self, key: ClientKey, client: ManagedClient) -> list[Message]:
         """Register a client built for a reserved key; returns events that waited for it meanwhile."""
