@@ -13,10 +13,10 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from ..cli import collector, credentials, flows, operations, plugins, privacy, schema
 from ..core import PluginError
+from . import collector, credentials, flows, operations, plugins, privacy, schema, settings
 
-COMMAND_MODULES = (plugins, schema, flows, credentials, collector, operations, privacy)
+COMMAND_MODULES = (plugins, schema, settings, flows, credentials, collector, operations, privacy)
 
 
 def build_parser() -> argparse.ArgumentParser:

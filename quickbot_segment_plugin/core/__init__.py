@@ -35,6 +35,8 @@ from .redaction import REDACTED, fingerprint, known_secrets, redact
 from .redaction import install as install_redaction
 from .regions import ENDPOINT_ENV, REGION_HOSTS, REGION_TITLES, Region, endpoint_for
 from .results import Level, ResultLog
+from .settings import Flag, Settings, env_name
+from .truth import FALSE_WORDS, TRUE_WORDS, parse_truth
 from .undeliverable import (
     CLIENT_CLOSED,
     QUEUE_FULL,
@@ -55,6 +57,7 @@ __all__ = [
     "ENDPOINT_ENV",
     "EXECUTED",
     "FAILED",
+    "FALSE_WORDS",
     "MAX_MESSAGE_BYTES",
     "PAYLOAD_OBJECTS",
     "PLUGIN_CONTEXT",
@@ -68,10 +71,12 @@ __all__ = [
     "RETRIES_EXHAUSTED",
     "SHUTDOWN_DEADLINE",
     "SHUTTING_DOWN",
+    "TRUE_WORDS",
     "ConfigurationError",
     "CounterFlusher",
     "Counters",
     "DeliveryError",
+    "Flag",
     "Level",
     "LruCache",
     "MessageError",
@@ -79,6 +84,7 @@ __all__ = [
     "PluginError",
     "Region",
     "ResultLog",
+    "Settings",
     "Undeliverable",
     "build_message",
     "check_size",
@@ -86,6 +92,7 @@ __all__ = [
     "env_bool",
     "env_float",
     "env_int",
+    "env_name",
     "env_str",
     "fingerprint",
     "install_redaction",
@@ -93,6 +100,7 @@ __all__ = [
     "known_secrets",
     "library_context",
     "message_id_for",
+    "parse_truth",
     "redact",
     "set_nested",
     "truncate_write_ahead_log",

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import TypeVar
 
 from .errors import ConfigurationError
+from .truth import parse_truth
 
 Number = TypeVar("Number", int, float)
 
@@ -58,14 +59,15 @@ def env_float(
 
 
 def env_bool(name: str, default: bool, environ: Mapping[str, str] | None = None) -> bool:
-    raw = (os.environ if environ is None else environ).get(name, "").strip().lower()
+    raw = (os.environ if environ is None else environ).get(name, "").strip()
     if not raw:
         return default
-    if raw in {"1", "true", "yes", "on"}:
-        return True
-    if raw in {"0", "false", "no", "off"}:
-        return False
-    raise ConfigurationError(f"{name} must be true or false, got {raw!r}.", field=name)
+    parsed = parse_truth(raw)
+    if parsed is None:
+        raise ConfigurationError(
+            f"{name} must be a yes/no word (true/false, yes/no, on/off, 1/0), got {raw!r}.", field=name
+        )
+    return parsed
 
 
 def _check_range(name: str, value: Number, minimum: float, maximum: float | None) -> Number:

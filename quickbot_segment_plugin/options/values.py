@@ -13,10 +13,9 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from ..core import parse_truth
 from .models import ValueType
 
-TRUE_WORDS = frozenset({"true", "yes", "y", "on", "1"})
-FALSE_WORDS = frozenset({"false", "no", "n", "off", "0"})
 _INTEGER = re.compile(r"[+-]?\d+")
 
 
@@ -67,12 +66,8 @@ def to_boolean(value: Any) -> bool:
         return value
     if isinstance(value, (int, float)) and value in (0, 1):
         return bool(value)
-    if isinstance(value, str):
-        word = value.strip().lower()
-        if word in TRUE_WORDS:
-            return True
-        if word in FALSE_WORDS:
-            return False
+    if isinstance(value, str) and (parsed := parse_truth(value)) is not None:
+        return parsed
     raise ConversionError(f"{excerpt(to_text(value))} is not true/false (use true, false, yes, no, 1 or 0)")
 
 
