@@ -12,6 +12,8 @@ import pytest
 
 from quickbot_segment_plugin.cli import main
 
+pytestmark = pytest.mark.integration
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 

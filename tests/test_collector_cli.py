@@ -17,6 +17,8 @@ from segment.analytics import Client
 from quickbot_segment_plugin.cli import main
 from quickbot_segment_plugin.collector.service import Collector
 
+pytestmark = pytest.mark.integration
+
 WRITE_KEY = "wk_test_cli_P3m7"
 
 

@@ -21,6 +21,8 @@ from segment.analytics import Client
 from quickbot_segment_plugin.collector.service import Collector
 from quickbot_segment_plugin.core.redaction import fingerprint
 
+pytestmark = pytest.mark.integration
+
 WRITE_KEY = "wk_test_delivery_7Hq2"
 
 

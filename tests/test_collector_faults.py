@@ -27,6 +27,8 @@ from quickbot_segment_plugin.collector.routes import CollectorApp
 from quickbot_segment_plugin.collector.service import Collector, Fault, FaultError
 from quickbot_segment_plugin.collector.store import EventStore
 
+pytestmark = pytest.mark.integration
+
 WRITE_KEY = "wk_test_faults_91Zc"
 
 

@@ -6,9 +6,12 @@ import atexit
 import threading
 from collections import Counter
 
+import pytest
 from segment.analytics import Client
 
 from quickbot_segment_plugin.collector.service import Collector
+
+pytestmark = pytest.mark.integration
 
 CLIENTS = 4
 EVENTS_PER_CLIENT = 5_000

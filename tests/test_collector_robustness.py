@@ -26,6 +26,8 @@ from hypothesis import strategies as st
 from quickbot_segment_plugin.collector.ingest import Accepted, Rejected, ingest
 from quickbot_segment_plugin.collector.service import Collector, CollectorError, Fault
 
+pytestmark = pytest.mark.integration
+
 WRITE_KEY = "wk_test_robust_Q8v1"
 VALID = json.dumps({"writeKey": WRITE_KEY, "userId": "u", "event": "Still alive"}).encode()
 

@@ -32,6 +32,8 @@ from quickbot_segment_plugin.credentials.keyring import (
     generate_key,
 )
 
+pytestmark = pytest.mark.integration
+
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
 
 

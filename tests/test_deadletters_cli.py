@@ -16,6 +16,8 @@ from quickbot_segment_plugin.cli.operations import parse_age
 from quickbot_segment_plugin.core.counters import Counters
 from quickbot_segment_plugin.deadletters import DeadLetterStore
 
+pytestmark = pytest.mark.integration
+
 NOW = datetime.now(UTC)
 
 

@@ -20,6 +20,8 @@ from quickbot_segment_plugin.credentials.keyring import KeyRing
 from quickbot_segment_plugin.deadletters import DeadLetterRecorder, DeadLetterStore
 from quickbot_segment_plugin.delivery.pool import DeliveryPool, DeliverySettings
 
+pytestmark = pytest.mark.integration
+
 EVENTS = 6
 
 

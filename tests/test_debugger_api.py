@@ -28,6 +28,8 @@ from quickbot_segment_plugin.collector.service import Collector, CollectorError
 from quickbot_segment_plugin.collector.spec import format_iso8601
 from quickbot_segment_plugin.collector.store import EventStore
 
+pytestmark = pytest.mark.integration
+
 BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 ASSETS = {
     "/debugger/debugger.js": "text/javascript",

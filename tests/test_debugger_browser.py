@@ -28,6 +28,8 @@ from quickbot_segment_plugin.collector.service import Collector
 from quickbot_segment_plugin.collector.spec import format_iso8601
 from quickbot_segment_plugin.collector.store import EventStore
 
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",

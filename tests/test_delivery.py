@@ -27,6 +27,8 @@ from quickbot_segment_plugin.delivery.pool import (
     Undeliverable,
 )
 
+pytestmark = pytest.mark.integration
+
 WRITE_KEY = "LEAKCANARYdlv7Hn2Kx9Pw4Rt6Vz"
 # Generous timeouts: a loaded CI machine must not turn a slow answer into a retry or a dead letter.
 FAST = DeliverySettings().with_overrides(flush_interval=0.05, timeout=30.0, max_retries=2, close_timeout=30.0)

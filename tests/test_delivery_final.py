@@ -26,6 +26,8 @@ from quickbot_segment_plugin.delivery.calls import LibraryCall, to_library_call,
 from quickbot_segment_plugin.delivery.final import FinalMessage, final_message, submission_for
 from quickbot_segment_plugin.delivery.pool import DeliveryError, DeliveryPool, DeliverySettings
 
+pytestmark = pytest.mark.integration
+
 WRITE_KEY = "finalFormWriteKey0123456789"
 FAST = DeliverySettings().with_overrides(flush_interval=0.05, timeout=30.0, max_retries=2, close_timeout=30.0)
 

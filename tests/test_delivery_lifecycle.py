@@ -20,6 +20,8 @@ import pytest
 from quickbot_segment_plugin.collector.service import Collector, Fault
 from quickbot_segment_plugin.delivery.pool import DeliveryPool, DeliverySettings, Undeliverable
 
+pytestmark = pytest.mark.integration
+
 WRITE_KEY = "LEAKCANARYlfc7Hn2Kx9Pw4Rt6Vz"
 # Generous timeouts: a loaded CI machine must not turn a slow answer into a retry or a dead letter.
 FAST = DeliverySettings().with_overrides(flush_interval=0.05, timeout=30.0, max_retries=2, close_timeout=30.0)

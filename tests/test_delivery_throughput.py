@@ -25,6 +25,8 @@ import pytest
 from quickbot_segment_plugin.core.errors import ConfigurationError
 from quickbot_segment_plugin.delivery.pool import DeliveryPool, DeliverySettings, Undeliverable
 
+pytestmark = pytest.mark.integration
+
 WRITE_KEY = "LEAKCANARYthr4Qm8Ws2Ev6Yb1Nc"
 SETTLE = 30.0
 FAST = DeliverySettings().with_overrides(flush_interval=0.05, timeout=30.0, max_retries=2, close_timeout=30.0)

@@ -14,6 +14,8 @@ from support import WORKSPACE, WRITE_KEY
 
 from quickbot_segment_plugin.block import SegmentBlock
 
+pytestmark = pytest.mark.integration
+
 SERVER_FIELDS = {"receivedAt", "sentAt", "originalTimestamp", "timestamp", "writeKey"}
 
 VARIABLES: dict[str, Any] = {

@@ -44,6 +44,8 @@ from quickbot_segment_plugin.collector.service import Collector, Fault
 from quickbot_segment_plugin.deadletters import PATH_ENV, DeadLetter
 from quickbot_segment_plugin.delivery.settings import DeliverySettings
 
+pytestmark = pytest.mark.integration
+
 EVENTS = 5
 DEFAULT_SETTINGS = DeliverySettings()
 TRACK = {

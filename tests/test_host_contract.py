@@ -15,6 +15,8 @@ import pytest
 
 from quickbot_segment_plugin import host
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parent.parent
 
 

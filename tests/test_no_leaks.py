@@ -20,6 +20,8 @@ from quickbot_segment_plugin.block import SegmentBlock
 from quickbot_segment_plugin.cli import main
 from quickbot_segment_plugin.collector.service import Fault
 
+pytestmark = pytest.mark.integration
+
 TRACK = {"action": "track", "event": "Signed Up", "userId": "{{User ID}}"}
 
 

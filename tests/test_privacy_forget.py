@@ -22,6 +22,8 @@ from quickbot_segment_plugin.collector.service import Collector
 from quickbot_segment_plugin.collector.store import EventStore
 from quickbot_segment_plugin.deadletters import DeadLetterStore
 
+pytestmark = pytest.mark.integration
+
 FORGET = "user-forget-me-7c41"
 KEEP = "user-keep-me-19ad"
 

@@ -28,6 +28,8 @@ from quickbot_segment_plugin.collector.faults import Fault
 from quickbot_segment_plugin.core import library_context
 from quickbot_segment_plugin.delivery import library
 
+pytestmark = pytest.mark.integration
+
 WRITE_KEY = "wk_seam_contract_7Hq2"
 TRACK = {"type": "track", "event": "Seam", "userId": "u-1", "messageId": "m-1"}
 
