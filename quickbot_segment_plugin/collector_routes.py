@@ -148,7 +148,7 @@ class CollectorApp:
         ):
             status, code = 403, "forbidden_origin"
             reason = (
-                f"a web page of another site ({str(origin)[:80]}) cannot send events here; start the collector "
+                f"a web page of another site ({str(origin)[:80]!r}) cannot send events here; start the collector "
                 "with --allow-origin for a page that should."
             )
         elif _retry_count(request) is None:
@@ -336,7 +336,7 @@ class CollectorApp:
             return error_reply(
                 403,
                 "forbidden_origin",
-                f"the admin API answers the collector's own page only, not {str(origin)[:80]}.",
+                f"the admin API answers the collector's own page only, not {str(origin)[:80]!r}.",
             )
         return None
 
