@@ -233,10 +233,13 @@ def rejected_key_fingerprint(raw_body: bytes, content_encoding: str | None, auth
     if from_header:
         return fingerprint(from_header)
     try:
-        payload = parse_json_object(decode_body(raw_body, content_encoding, MAX_BATCH_BYTES))
-    except Rejected:
+        # Lenient: the body may be refused for a non-finite number and still name its key.
+        payload = json.loads(
+            decode_body(raw_body, content_encoding, MAX_BATCH_BYTES).decode("utf-8"), parse_constant=str
+        )
+    except (Rejected, ValueError, RecursionError):
         return None
-    in_body = payload.get("writeKey")
+    in_body = payload.get("writeKey") if isinstance(payload, dict) else None
     return fingerprint(in_body) if isinstance(in_body, str) and in_body else None
 
 
