@@ -22,10 +22,13 @@ from typing import Any
 
 import pytest
 import requests
+from hypothesis import given
+from hypothesis import strategies as st
 
 from quickbot_segment_plugin.cli import main
 from quickbot_segment_plugin.collector import Collector, CollectorError
 from quickbot_segment_plugin.collector_store import EventStore
+from quickbot_segment_plugin.collector_wire import ascii_decimal, ascii_hex
 from quickbot_segment_plugin.redaction import fingerprint
 
 WRITE_KEY = "wk_test_hardening_R2d9"
@@ -203,6 +206,17 @@ def test_a_plain_chunk_size_still_works(collector: Collector) -> None:
     )
     assert statuses(raw_exchange(collector.port, payload)) == [200]
     assert collector.count() == 1
+
+
+@given(st.text(max_size=12))
+def test_only_plain_ascii_digits_are_numbers(text: str) -> None:
+    # Python's int() also takes "+1", "1_0", " ²" and Arabic-Indic digits; HTTP does not.
+    core = text.strip(" \t")
+    plain = 0 < len(core) <= 18 and all(char in "0123456789" for char in core)
+    assert ascii_decimal(text) == (int(core) if plain else None)
+    hexadecimal = 0 < len(core) <= 15 and all(char in "0123456789abcdefABCDEF" for char in core)
+    encoded = text.encode("utf-8")
+    assert ascii_hex(encoded) == (int(core, 16) if hexadecimal else None)
 
 
 @pytest.mark.parametrize("length", ["\u00b2", "\u00b9\u00b2", "+2", "0x2", "2_0"])
