@@ -38,8 +38,14 @@ def test_an_allowed_origin_that_is_not_an_origin_is_refused(
 ) -> None:
     assert main(["collector", "--port", "0", "--allow-origin", "localhost:3000"]) == 2
     error = capsys.readouterr().err
-    assert "'localhost:3000' is not a web origin" in error
+    assert "--allow-origin: 'localhost:3000' is not a web origin" in error
     assert "http://localhost:3000" in error  # how to write it
+    monkeypatch.setenv("QUICKBOT_SEGMENT_COLLECTOR_ALLOWED_ORIGINS", "http://ok:1,ftp://x")
+    assert main(["collector", "--port", "0"]) == 2
+    assert "$QUICKBOT_SEGMENT_COLLECTOR_ALLOWED_ORIGINS: 'ftp://x'" in capsys.readouterr().err
+    monkeypatch.delenv("QUICKBOT_SEGMENT_COLLECTOR_ALLOWED_ORIGINS")
+    assert main(["collector", "--port", "0", "--max-stored-events", "0"]) == 2
+    assert "--max-stored-events must be from 1" in capsys.readouterr().err
 
 
 def test_flags_and_variables_set_the_caps_and_the_allowed_origins() -> None:

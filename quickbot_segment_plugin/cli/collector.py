@@ -20,6 +20,7 @@ from typing import Any
 
 from ..collector import DEFAULT_MAX_CONNECTIONS, Collector, CollectorError
 from ..collector_limits import DEFAULT_MAX_STORED_EVENTS, DEFAULT_MAX_STORED_MB
+from ..collector_origin import parse_allowed_origins
 from ..errors import PluginError
 from ..settings import env_float, env_int, env_str
 
@@ -130,8 +131,20 @@ def run_collector(args: argparse.Namespace) -> int:
     if max_mb is None:
         max_mb = env_float(MAX_STORED_MB_ENV, DEFAULT_MAX_STORED_MB, minimum=0.001, maximum=1_000_000)
     origins = args.allow_origin
+    origins_from = "--allow-origin"
     if origins is None:
         origins = env_str(ALLOWED_ORIGINS_ENV, "").split(",")
+        origins_from = f"${ALLOWED_ORIGINS_ENV}"
+    try:
+        parse_allowed_origins(origins)
+    except ValueError as error:
+        raise CollectorError(f"{origins_from}: {error}", field="allow-origin") from None
+    if not 1 <= max_events <= 100_000_000:
+        raise CollectorError(
+            f"--max-stored-events must be from 1 to 100000000, got {max_events}.", field="max-stored-events"
+        )
+    if not 0.001 <= max_mb <= 1_000_000:
+        raise CollectorError(f"--max-stored-mb must be from 0.001 to 1000000, got {max_mb}.", field="max-stored-mb")
     collector = Collector(
         db,
         host=args.host,
