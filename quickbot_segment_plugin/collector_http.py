@@ -321,6 +321,7 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         self.connection.settimeout(self.server.idle_timeout)
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.rfile.close()  # the plain socket file: reads go through the deadline reader instead
         self._reader = DeadlineReader(self.connection, self.server.idle_timeout)
         self._buffered = io.BufferedReader(self._reader, 65536)
         self.rfile = self._buffered
