@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import per_call_us
 
-from quickbot_segment_plugin.credentials import ENCRYPTION_KEYS_ENV, Credentials, KeyRing, generate_key
+from quickbot_segment_plugin.credentials.keyring import ENCRYPTION_KEYS_ENV, Credentials, KeyRing, generate_key
 
 WRITE_KEY = "benchmarkWriteKey0123456789abcdef"
 WORKSPACE = "bench-workspace"

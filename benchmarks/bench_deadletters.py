@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import per_call_us
 
-from quickbot_segment_plugin.counters import EXECUTED, QUEUED, Counters
+from quickbot_segment_plugin.core.counters import EXECUTED, QUEUED, Counters
 from quickbot_segment_plugin.deadletters import DeadLetterStore
 
 

@@ -27,10 +27,10 @@ from typing import Any
 
 import requests
 
-from quickbot_segment_plugin.collector import Collector
-from quickbot_segment_plugin.collector_ingest import ingest, without_write_keys
-from quickbot_segment_plugin.collector_spec import format_iso8601
-from quickbot_segment_plugin.collector_store import EventStore, RawBatch
+from quickbot_segment_plugin.collector.ingest import ingest, without_write_keys
+from quickbot_segment_plugin.collector.service import Collector
+from quickbot_segment_plugin.collector.spec import format_iso8601
+from quickbot_segment_plugin.collector.store import EventStore, RawBatch
 
 RESULTS = Path(__file__).parent / "results" / "debugger.json"
 STORED = 100_000

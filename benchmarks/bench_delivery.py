@@ -40,8 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from receiver import ReceiverProcess
 from segment.analytics import Client
 
-from quickbot_segment_plugin.delivery import DeliveryPool, DeliverySettings
-from quickbot_segment_plugin.messages import library_context
+from quickbot_segment_plugin.core.message import library_context
+from quickbot_segment_plugin.delivery.pool import DeliveryPool, DeliverySettings
 
 HERE = Path(__file__).resolve().parent
 WRITE_KEY = "benchmarkWriteKey0123456789"

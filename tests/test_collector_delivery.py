@@ -18,8 +18,8 @@ import pytest
 import requests
 from segment.analytics import Client
 
-from quickbot_segment_plugin.collector import Collector
-from quickbot_segment_plugin.redaction import fingerprint
+from quickbot_segment_plugin.collector.service import Collector
+from quickbot_segment_plugin.core.redaction import fingerprint
 
 WRITE_KEY = "wk_test_delivery_7Hq2"
 

@@ -26,10 +26,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from quickbot_segment_plugin.cli import main
-from quickbot_segment_plugin.collector import Collector, CollectorError
-from quickbot_segment_plugin.collector_store import EventStore
-from quickbot_segment_plugin.collector_wire import ascii_decimal, ascii_hex
-from quickbot_segment_plugin.redaction import fingerprint
+from quickbot_segment_plugin.collector.service import Collector, CollectorError
+from quickbot_segment_plugin.collector.store import EventStore
+from quickbot_segment_plugin.collector.wire import ascii_decimal, ascii_hex
+from quickbot_segment_plugin.core.redaction import fingerprint
 
 WRITE_KEY = "wk_test_hardening_R2d9"
 TRACK = {"writeKey": WRITE_KEY, "userId": "u", "event": "Hardened", "messageId": "m-1"}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from quickbot_segment_plugin.collector import Collector
+from quickbot_segment_plugin.collector.service import Collector
 
 NODE_DIR = Path(__file__).parent / "node"
 # Read at import: the test environment removes QUICKBOT_* variables before each test.

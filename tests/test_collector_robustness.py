@@ -23,8 +23,8 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from quickbot_segment_plugin.collector import Collector, CollectorError, Fault
-from quickbot_segment_plugin.collector_ingest import Accepted, Rejected, ingest
+from quickbot_segment_plugin.collector.ingest import Accepted, Rejected, ingest
+from quickbot_segment_plugin.collector.service import Collector, CollectorError, Fault
 
 WRITE_KEY = "wk_test_robust_Q8v1"
 VALID = json.dumps({"writeKey": WRITE_KEY, "userId": "u", "event": "Still alive"}).encode()

@@ -19,7 +19,7 @@ from collections import Counter
 import pytest
 import requests
 
-from quickbot_segment_plugin.collector import Collector
+from quickbot_segment_plugin.collector.service import Collector
 
 pytestmark = pytest.mark.slow
 

@@ -15,18 +15,14 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from quickbot_segment_plugin.core.undeliverable import Undeliverable
 from support import WORKSPACE, WRITE_KEY
 
-from quickbot_segment_plugin.counters import Counters
-from quickbot_segment_plugin.credentials import KeyRing, generate_key, parse_encryption_keys
-from quickbot_segment_plugin.deadletters import (
-    DeadLetterRecorder,
-    DeadLetterStore,
-    default_path,
-)
-from quickbot_segment_plugin.delivery_types import Undeliverable
-from quickbot_segment_plugin.errors import ConfigurationError
-from quickbot_segment_plugin.redaction import fingerprint, redact
+from quickbot_segment_plugin.core.counters import Counters
+from quickbot_segment_plugin.core.errors import ConfigurationError
+from quickbot_segment_plugin.core.redaction import fingerprint, redact
+from quickbot_segment_plugin.credentials.keyring import KeyRing, generate_key, parse_encryption_keys
+from quickbot_segment_plugin.deadletters import DeadLetterRecorder, DeadLetterStore, default_path
 
 FINGERPRINT = fingerprint(WRITE_KEY)
 ENDPOINT = "https://api.segment.io"

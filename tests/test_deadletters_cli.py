@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from quickbot_segment_plugin.cli import main
 from quickbot_segment_plugin.cli.operations import parse_age
-from quickbot_segment_plugin.counters import Counters
+from quickbot_segment_plugin.core.counters import Counters
 from quickbot_segment_plugin.deadletters import DeadLetterStore
 
 NOW = datetime.now(timezone.utc)

@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 from segment.analytics.request import post as library_post
 from support import WRITE_KEY
 
-from quickbot_segment_plugin.collector import Collector, CollectorError
-from quickbot_segment_plugin.collector_spec import format_iso8601
-from quickbot_segment_plugin.collector_store import EventStore
+from quickbot_segment_plugin.collector.service import Collector, CollectorError
+from quickbot_segment_plugin.collector.spec import format_iso8601
+from quickbot_segment_plugin.collector.store import EventStore
 
 BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 ASSETS = {

@@ -24,9 +24,9 @@ from segment.analytics.request import post as library_post
 from support import WORKSPACE, WRITE_KEY
 
 from quickbot_segment_plugin.block import SegmentBlock
-from quickbot_segment_plugin.collector import Collector
-from quickbot_segment_plugin.collector_spec import format_iso8601
-from quickbot_segment_plugin.collector_store import EventStore
+from quickbot_segment_plugin.collector.service import Collector
+from quickbot_segment_plugin.collector.spec import format_iso8601
+from quickbot_segment_plugin.collector.store import EventStore
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import requests
 
-from quickbot_segment_plugin.collector import Collector
-from quickbot_segment_plugin.collector_store import EventStore
-from quickbot_segment_plugin.redaction import fingerprint
+from quickbot_segment_plugin.collector.service import Collector
+from quickbot_segment_plugin.collector.store import EventStore
+from quickbot_segment_plugin.core.redaction import fingerprint
 
 CHROMIUM = Path("/usr/bin/chromium")
 WRITE_KEY = "wk_test_page_limits_H4q8"

@@ -16,14 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from segment.analytics import Client
 
-from quickbot_segment_plugin.delivery import DeliveryError, DeliverySettings
-from quickbot_segment_plugin.delivery_calls import (
-    CALL_FIELDS,
-    parse_timestamp,
-    python310_iso,
-    to_library_call,
-)
-from quickbot_segment_plugin.errors import ConfigurationError
+from quickbot_segment_plugin.core.errors import ConfigurationError
+from quickbot_segment_plugin.delivery.calls import CALL_FIELDS, parse_timestamp, python310_iso, to_library_call
+from quickbot_segment_plugin.delivery.pool import DeliveryError, DeliverySettings
 
 OFFLINE = Client(write_key="offline-validator", send=False)  # validates and builds; no thread, no network
 

@@ -20,11 +20,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_delivery_calls import OFFLINE, wire_messages
 
-from quickbot_segment_plugin.collector import Collector
-from quickbot_segment_plugin.delivery import DeliveryError, DeliveryPool, DeliverySettings
-from quickbot_segment_plugin.delivery_calls import LibraryCall, to_library_call, without_nulls
-from quickbot_segment_plugin.delivery_final import FinalMessage, final_message, submission_for
-from quickbot_segment_plugin.messages import library_context
+from quickbot_segment_plugin.collector.service import Collector
+from quickbot_segment_plugin.core.message import library_context
+from quickbot_segment_plugin.delivery.calls import LibraryCall, to_library_call, without_nulls
+from quickbot_segment_plugin.delivery.final import FinalMessage, final_message, submission_for
+from quickbot_segment_plugin.delivery.pool import DeliveryError, DeliveryPool, DeliverySettings
 
 WRITE_KEY = "finalFormWriteKey0123456789"
 FAST = DeliverySettings().with_overrides(flush_interval=0.05, timeout=30.0, max_retries=2, close_timeout=30.0)

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from quickbot_segment_plugin.delivery import DeliveryPool, DeliverySettings, Undeliverable
-from quickbot_segment_plugin.errors import ConfigurationError
+from quickbot_segment_plugin.core.errors import ConfigurationError
+from quickbot_segment_plugin.delivery.pool import DeliveryPool, DeliverySettings, Undeliverable
 
 WRITE_KEY = "LEAKCANARYthr4Qm8Ws2Ev6Yb1Nc"
 SETTLE = 30.0

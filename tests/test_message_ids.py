@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from quickbot_segment_plugin import messages
-from quickbot_segment_plugin.messages import message_id_for, utc_now_text
+from quickbot_segment_plugin.core import message as messages
+from quickbot_segment_plugin.core.message import message_id_for, utc_now_text
 
 
 @given(st.integers(min_value=0, max_value=2**128 - 1))

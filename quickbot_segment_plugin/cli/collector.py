@@ -18,11 +18,15 @@ import urllib.request
 from types import FrameType
 from typing import Any
 
-from ..collector import DEFAULT_MAX_CONNECTIONS, Collector, CollectorError
-from ..collector_limits import DEFAULT_MAX_STORED_EVENTS, DEFAULT_MAX_STORED_MB
-from ..collector_origin import parse_allowed_origins
-from ..errors import PluginError
-from ..settings import env_float, env_int, env_str
+from ..collector import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_STORED_EVENTS,
+    DEFAULT_MAX_STORED_MB,
+    Collector,
+    CollectorError,
+    parse_allowed_origins,
+)
+from ..core import PluginError, env_float, env_int, env_str
 
 PORT_ENV = "QUICKBOT_SEGMENT_COLLECTOR_PORT"
 DB_ENV = "QUICKBOT_SEGMENT_COLLECTOR_DB"

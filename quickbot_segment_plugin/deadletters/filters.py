@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Final, Literal
 
-from ..errors import ConfigurationError
+from ..core import ConfigurationError
 from .schema import _timestamp
 
 State = Literal["pending", "replayed", "all"]

@@ -19,12 +19,20 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from ..counters import COUNTERS, DEAD_LETTER_WRITE_FAILED, DEAD_LETTERS_PRUNED, CounterFlusher, Counters
-from ..delivery_types import Undeliverable
-from ..erasure import truncate_write_ahead_log, user_condition
-from ..errors import ConfigurationError
-from ..redaction import redact
-from ..settings import env_float, env_int
+from ..core import (
+    COUNTERS,
+    DEAD_LETTER_WRITE_FAILED,
+    DEAD_LETTERS_PRUNED,
+    ConfigurationError,
+    CounterFlusher,
+    Counters,
+    Undeliverable,
+    env_float,
+    env_int,
+    redact,
+    truncate_write_ahead_log,
+    user_condition,
+)
 from .config import (
     COUNTER_FLUSH_ENV,
     DEFAULT_BUSY_TIMEOUT,
