@@ -173,6 +173,8 @@ def test_a_gzip_bomb_is_refused_without_being_inflated(collector: Collector) -> 
 def test_connections_are_capped_and_the_excess_is_told_to_retry() -> None:
     with Collector(max_connections=2, busy_wait=0.2) as collector:
         idle = [socket.create_connection(("127.0.0.1", collector.port), timeout=5) for _ in range(2)]
+        for connection in idle:  # requests under way (not idle): their slots cannot be taken back
+            connection.sendall(b"POST /v1/track HTTP/1.1\r\n")
         try:
             _wait_until(lambda: collector.open_connections == 2)
             refused = requests.post(collector.url + "/v1/track", data=VALID, timeout=5)

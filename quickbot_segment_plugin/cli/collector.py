@@ -18,12 +18,23 @@ import urllib.request
 from types import FrameType
 from typing import Any
 
-from ..collector import DEFAULT_MAX_CONNECTIONS, Collector, CollectorError
-from ..core import PluginError, env_int, env_str
+from ..collector import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_STORED_EVENTS,
+    DEFAULT_MAX_STORED_MB,
+    Collector,
+    CollectorError,
+    parse_allowed_origins,
+)
+from ..core import PluginError, env_float, env_int, env_str
 
 PORT_ENV = "QUICKBOT_SEGMENT_COLLECTOR_PORT"
 DB_ENV = "QUICKBOT_SEGMENT_COLLECTOR_DB"
 URL_ENV = "QUICKBOT_SEGMENT_COLLECTOR_URL"
+MAX_CONNECTIONS_ENV = "QUICKBOT_SEGMENT_COLLECTOR_MAX_CONNECTIONS"
+MAX_STORED_EVENTS_ENV = "QUICKBOT_SEGMENT_COLLECTOR_MAX_STORED_EVENTS"
+MAX_STORED_MB_ENV = "QUICKBOT_SEGMENT_COLLECTOR_MAX_STORED_MB"
+ALLOWED_ORIGINS_ENV = "QUICKBOT_SEGMENT_COLLECTOR_ALLOWED_ORIGINS"
 DEFAULT_PORT = 8787
 
 
@@ -58,8 +69,30 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     run.add_argument(
         "--max-connections",
         type=int,
-        default=DEFAULT_MAX_CONNECTIONS,
-        help=f"connections served at once (default: {DEFAULT_MAX_CONNECTIONS})",
+        default=None,
+        help=f"connections served at once (default: ${MAX_CONNECTIONS_ENV} or {DEFAULT_MAX_CONNECTIONS})",
+    )
+    run.add_argument(
+        "--max-stored-events",
+        type=int,
+        default=None,
+        help="events kept; past it the oldest are dropped and counted "
+        f"(default: ${MAX_STORED_EVENTS_ENV} or {DEFAULT_MAX_STORED_EVENTS})",
+    )
+    run.add_argument(
+        "--max-stored-mb",
+        type=float,
+        default=None,
+        help="megabytes of stored JSON kept; past it the oldest events are dropped "
+        f"(default: ${MAX_STORED_MB_ENV} or {DEFAULT_MAX_STORED_MB})",
+    )
+    run.add_argument(
+        "--allow-origin",
+        action="append",
+        default=None,
+        metavar="ORIGIN",
+        help="a web page allowed to send events from a browser, such as http://localhost:3000; repeat for "
+        f"several (default: ${ALLOWED_ORIGINS_ENV}, comma-separated; other sites' pages are refused)",
     )
     run.set_defaults(func=run_collector)
 
@@ -80,19 +113,52 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     events.add_argument("--limit", type=int, default=20, help="how many (default: 20, at most 1000)")
     events.add_argument("--offset", type=int, default=0, help="skip this many newest events first")
     events.add_argument("--json", action="store_true", help="print the events as JSON instead of a table")
+    events.add_argument(
+        "--rejections",
+        action="store_true",
+        help="list the requests the collector refused (or accepted and dropped) instead, with the reason "
+        "and the write key's fingerprint",
+    )
     events.set_defaults(func=list_events)
 
 
 def run_collector(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else env_int(PORT_ENV, DEFAULT_PORT, maximum=65535)
     db = args.db or env_str(DB_ENV, "") or None
+    max_connections = args.max_connections
+    if max_connections is None:
+        max_connections = env_int(MAX_CONNECTIONS_ENV, DEFAULT_MAX_CONNECTIONS, minimum=1, maximum=10_000)
+    max_events = args.max_stored_events
+    if max_events is None:
+        max_events = env_int(MAX_STORED_EVENTS_ENV, DEFAULT_MAX_STORED_EVENTS, minimum=1, maximum=100_000_000)
+    max_mb = args.max_stored_mb
+    if max_mb is None:
+        max_mb = env_float(MAX_STORED_MB_ENV, DEFAULT_MAX_STORED_MB, minimum=0.001, maximum=1_000_000)
+    origins = args.allow_origin
+    origins_from = "--allow-origin"
+    if origins is None:
+        origins = env_str(ALLOWED_ORIGINS_ENV, "").split(",")
+        origins_from = f"${ALLOWED_ORIGINS_ENV}"
+    try:
+        parse_allowed_origins(origins)
+    except ValueError as error:
+        raise CollectorError(f"{origins_from}: {error}", field="allow-origin") from None
+    if not 1 <= max_events <= 100_000_000:
+        raise CollectorError(
+            f"--max-stored-events must be from 1 to 100000000, got {max_events}.", field="max-stored-events"
+        )
+    if not 0.001 <= max_mb <= 1_000_000:
+        raise CollectorError(f"--max-stored-mb must be from 0.001 to 1000000, got {max_mb}.", field="max-stored-mb")
     collector = Collector(
         db,
         host=args.host,
         port=port,
         allow_remote=args.allow_remote,
         latency=args.latency,
-        max_connections=args.max_connections,
+        max_connections=max_connections,
+        max_stored_events=max_events,
+        max_stored_mb=max_mb,
+        allowed_origins=origins,
     )
     collector.start()
     restore = _stop_on_sigterm()
@@ -136,6 +202,8 @@ def list_events(args: argparse.Namespace) -> int:
         raise CollectorError(f"--limit must be from 0 to 1000, got {args.limit}.", field="limit")
     if args.offset < 0:
         raise CollectorError(f"--offset must be 0 or more, got {args.offset}.", field="offset")
+    if args.rejections:
+        return list_rejections(base, args.limit, as_json=args.json)
     query = {
         name: value
         for name, value in (
@@ -164,6 +232,46 @@ def list_events(args: argparse.Namespace) -> int:
     else:
         print(f"no events (of {total} matching)" if total else "no events")
     return 0
+
+
+def list_rejections(base: str, limit: int, *, as_json: bool) -> int:
+    """Requests the collector refused (or answered 200 and dropped), newest first."""
+    page = _get_json(f"{base}/rejections?limit={limit}", base)
+    rejections: list[dict[str, Any]] = page.get("rejections", [])
+    if as_json:
+        print(json.dumps(rejections, indent=2, ensure_ascii=False))
+        return 0
+    print(render_rejections(rejections) if rejections else "no rejected requests")
+    return 0
+
+
+def render_rejections(rejections: list[dict[str, Any]]) -> str:
+    """One line per rejection, then its reason indented (reasons are sentences)."""
+    header = ("RECEIVED", "STATUS", "CODE", "WRITE KEY", "PATH")
+    widths = (24, 6, 22, 19, 20)
+    lines = ["  ".join(title.ljust(width) for title, width in zip(header, widths, strict=True)).rstrip()]
+    for rejection in rejections:
+        cells = tuple(
+            _printable(str(value))
+            for value in (
+                rejection.get("received_at", ""),
+                rejection.get("status", ""),
+                rejection.get("code", ""),
+                rejection.get("write_key_fingerprint") or "-",
+                rejection.get("path", ""),
+            )
+        )
+        lines.append(
+            "  ".join(_cut(cell, width).ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
+        )
+        lines.append(f"    {_printable(str(rejection.get('reason', '')))}")
+    return "\n".join(lines)
+
+
+def _printable(text: str) -> str:
+    """A refused request's path or Origin is whatever a client sent: control characters
+    (terminal escapes) are shown escaped, never sent to the operator's terminal."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 def _get_json(url: str, base: str) -> dict[str, Any]:

@@ -3,14 +3,19 @@ SQLite, with fault injection and the debugger page. It depends on `core` only, s
 its own distribution later.
 """
 
+from .limits import DEFAULT_MAX_STORED_EVENTS, DEFAULT_MAX_STORED_MB
+from .origin import parse_allowed_origins
 from .service import DEFAULT_MAX_CONNECTIONS, Collector, CollectorError
 from .spec import parse_iso8601
 from .store import EventStore
 
 __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_STORED_EVENTS",
+    "DEFAULT_MAX_STORED_MB",
     "Collector",
     "CollectorError",
     "EventStore",
+    "parse_allowed_origins",
     "parse_iso8601",
 ]

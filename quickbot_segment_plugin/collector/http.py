@@ -6,18 +6,26 @@ Three properties matter more here than in a textbook `http.server` use:
   segment-analytics-python about 40 ms a request on loopback and would make every
   benchmark against the collector measure the collector.
 - Connections are kept alive (the library's `requests.Session` reuses them) but each one
-  holds a thread, so threads are capped (`max_connections`) and idle connections time out;
-  past the cap a new connection waits briefly, then gets `503` with `Retry-After`.
+  holds a thread, so threads are capped (`max_connections`). Idle connections time out,
+  and at the cap the longest-idle one is closed to make room (a client reconnects; nothing
+  was in flight on it). A request's head must arrive within `head_timeout` in total and
+  its body within `body_timeout`, so a client that trickles bytes cannot keep its slot.
+  Only when every slot is busy with a request does a new connection wait briefly, in its
+  own thread, then get `503` with `Retry-After`; the accept loop itself never waits.
 - Nothing a client sends can kill the server: bodies are bounded before they are read,
+  framing that two parsers could read differently (Content-Length with Transfer-Encoding,
+  numbers that are not plain ASCII digits) is refused and the connection closed,
   unreadable requests get a 4xx, and handler errors are logged, never raised.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import ipaddress
 import json
 import logging
+import math
 import socket
 import socketserver
 import threading
@@ -30,12 +38,16 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from .faults import reason_phrase
+from .wire import DeadlineReader, ascii_decimal, ascii_hex
 
 logger = logging.getLogger("quickbot_segment_plugin.collector")
 
 # No request body is read past this many bytes (compressed or not); Segment's largest
 # accepted body is 500 KB, so anything bigger is answered 400 without being read.
 MAX_BODY_BYTES = 1024 * 1024
+# Pending connections the kernel queues while the accept loop is busy: a burst from
+# analytics-node opens about one connection per 15 events at once.
+LISTEN_BACKLOG = 1024
 
 
 @dataclass
@@ -52,7 +64,23 @@ class Reply:
 
 
 def json_reply(status: int, value: Any, **options: Any) -> Reply:
-    return Reply(status, json.dumps(value).encode("utf-8"), **options)
+    """A JSON answer; a non-finite number (from a file an older collector wrote) becomes a
+    string, so every answer parses as JSON."""
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except ValueError:
+        text = json.dumps(_finite(value), allow_nan=False)
+    return Reply(status, text.encode("utf-8"), **options)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
 
 
 def error_reply(status: int, code: str, message: str, **options: Any) -> Reply:
@@ -68,6 +96,7 @@ class Request:
     body: bytes
     body_error: Reply | None
     client_host: str
+    local_port: int = 0  # the port the collector listens on, for same-origin checks
 
 
 Application = Callable[[Request], Reply]
@@ -96,6 +125,7 @@ class CollectorServer(ThreadingHTTPServer):
 
     daemon_threads = True
     block_on_close = False
+    request_queue_size = LISTEN_BACKLOG
 
     def __init__(
         self,
@@ -106,18 +136,24 @@ class CollectorServer(ThreadingHTTPServer):
         idle_timeout: float,
         body_timeout: float,
         busy_wait: float = 2.0,
+        head_timeout: float = 10.0,
     ) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.application = application
         self.idle_timeout = idle_timeout
         self.body_timeout = body_timeout
+        self.head_timeout = head_timeout
         self.busy_wait = busy_wait
         self.stopping = threading.Event()
+        self.max_connections = max_connections
         self._slots = threading.BoundedSemaphore(max_connections)
         self._guard = threading.Lock()
         self._live: set[socket.socket] = set()
         self._workers: set[threading.Thread] = set()
+        self._serving = 0
+        # Connections waiting for their next request, oldest first: the ones closed at the cap.
+        self._idle: dict[socket.socket, float] = {}
         self.connections_accepted = 0
         super().__init__(address, _Handler)
 
@@ -128,10 +164,13 @@ class CollectorServer(ThreadingHTTPServer):
         self.server_name, self.server_port = str(host), int(port)
 
     def process_request(self, request: Any, client_address: Any) -> None:
+        """Hands the connection to a thread at once; nothing here waits on a client."""
         self.connections_accepted += 1  # only the accept loop's thread writes it
-        if not self._take_slot():
-            self._refuse_busy(request)
-            self.shutdown_request(request)
+        with self._guard:
+            # Threads waiting for a slot are bounded too: past that, refuse without waiting.
+            crowded = len(self._workers) >= 2 * self.max_connections
+        if crowded:
+            self._refuse_now(request)
             return
         worker = threading.Thread(
             target=self._serve_connection,
@@ -146,10 +185,12 @@ class CollectorServer(ThreadingHTTPServer):
         except RuntimeError:  # cannot start a thread: answer nothing, keep serving
             with self._guard:
                 self._workers.discard(worker)
-            self._slots.release()
             self.shutdown_request(request)
 
     def _take_slot(self) -> bool:
+        if self._slots.acquire(blocking=False):
+            return True
+        self._close_longest_idle()
         deadline = time.monotonic() + self.busy_wait
         while not self.stopping.is_set():
             if self._slots.acquire(timeout=min(0.1, max(deadline - time.monotonic(), 0.0))):
@@ -158,29 +199,55 @@ class CollectorServer(ThreadingHTTPServer):
                 return False
         return False
 
-    def _refuse_busy(self, request: socket.socket) -> None:
-        reply = error_reply(
-            503,
-            "busy",
-            "the collector is at its connection limit; retry shortly.",
-            headers=[("Retry-After", "1")],
-        )
-        try:
-            request.settimeout(1.0)
-            request.sendall(render(reply, head_only=False, close=True))
-        except OSError:
-            pass
+    def _close_longest_idle(self) -> None:
+        """Makes room at the cap: a connection between requests has nothing in flight."""
+        with self._guard:
+            if not self._idle:
+                return
+            oldest = min(self._idle, key=self._idle.__getitem__)
+            del self._idle[oldest]
+        with contextlib.suppress(OSError):
+            oldest.shutdown(socket.SHUT_RDWR)
+
+    def mark_idle(self, connection: socket.socket, idle: bool) -> bool:
+        """Records a connection as waiting for a request (or not); False when it was closed
+        to make room in the meantime."""
+        with self._guard:
+            if idle:
+                self._idle[connection] = time.monotonic()
+                return True
+            return self._idle.pop(connection, None) is not None
+
+    def _refuse_now(self, request: socket.socket) -> None:
+        """A 503 that fits the socket's send buffer: sent without blocking, or not at all."""
+        with contextlib.suppress(OSError):
+            request.setblocking(False)
+            request.send(render(_busy_reply(), head_only=False, close=True))
+        self.shutdown_request(request)
 
     def _serve_connection(self, request: socket.socket, client_address: Any) -> None:
+        served = False
         try:
+            if not self._take_slot():
+                with contextlib.suppress(OSError):
+                    request.settimeout(1.0)
+                    request.sendall(render(_busy_reply(), head_only=False, close=True))
+                return
+            served = True
+            with self._guard:
+                self._serving += 1
             self.finish_request(request, client_address)
         except Exception:
             self.handle_error(request, client_address)
         finally:
             self.shutdown_request(request)
-            self._slots.release()
             with self._guard:
                 self._workers.discard(threading.current_thread())
+                self._idle.pop(request, None)
+                if served:
+                    self._serving -= 1
+            if served:
+                self._slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # The default prints a traceback to stderr for every reset connection.
@@ -215,8 +282,18 @@ class CollectorServer(ThreadingHTTPServer):
 
     @property
     def open_connections(self) -> int:
+        """Connections holding a slot (being served, or kept alive between requests)."""
         with self._guard:
-            return len(self._workers)
+            return self._serving
+
+
+def _busy_reply() -> Reply:
+    return error_reply(
+        503,
+        "busy",
+        "the collector is at its connection limit; retry shortly.",
+        headers=[("Retry-After", "1")],
+    )
 
 
 def render(reply: Reply, *, head_only: bool, close: bool) -> bytes:
@@ -244,6 +321,10 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         self.connection.settimeout(self.server.idle_timeout)
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.rfile.close()  # the plain socket file: reads go through the deadline reader instead
+        self._reader = DeadlineReader(self.connection, self.server.idle_timeout)
+        self._buffered = io.BufferedReader(self._reader, 65536)
+        self.rfile = self._buffered
         self.server.track(self.connection, live=True)
 
     def finish(self) -> None:
@@ -252,8 +333,25 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             self.server.track(self.connection, live=False)
 
+    def handle_one_request(self) -> None:
+        """Waits up to idle_timeout for a request to begin; from its first byte, its head
+        (request line and headers) must arrive within head_timeout in total."""
+        self._reader.deadline = None
+        self.server.mark_idle(self.connection, True)
+        try:
+            started = self._buffered.peek(1)
+        except OSError:  # timed out idle, reset, or closed to make room
+            started = b""
+        if not self.server.mark_idle(self.connection, False) or not started:
+            self.close_connection = True
+            return
+        self._reader.deadline = time.monotonic() + self.server.head_timeout
+        super().handle_one_request()
+
     def _dispatch(self) -> None:
+        self._reader.deadline = time.monotonic() + self.server.body_timeout
         body, body_error = self._read_body()
+        self._reader.deadline = None
         try:
             url = urlsplit(self.path)
             query = parse_qs(url.query, max_num_fields=50) if len(url.query) <= 4096 else None
@@ -270,6 +368,7 @@ class _Handler(BaseHTTPRequestHandler):
             body=body,
             body_error=body_error,
             client_host=str(self.client_address[0]),
+            local_port=self.server.server_port,
         )
         try:
             reply = self.server.application(request)
@@ -314,19 +413,31 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> tuple[bytes, Reply | None]:
         """The body, bounded in size and time; or the answer for a body that cannot be read."""
-        transfer = self.headers.get("Transfer-Encoding")
-        self.connection.settimeout(self.server.body_timeout)
+        transfers = self.headers.get_all("Transfer-Encoding") or []
+        lengths = self.headers.get_all("Content-Length") or []
         try:
-            if transfer is not None:
-                if transfer.strip().lower() != "chunked":
+            if transfers and lengths:
+                # Two ways to say where the body ends: a proxy in front may pick the other one,
+                # and the "rest" would be read here as a second, smuggled request.
+                return b"", error_reply(
+                    400,
+                    "ambiguous_length",
+                    "send either Content-Length or Transfer-Encoding: chunked, not both.",
+                )
+            if transfers:
+                if len(transfers) > 1 or transfers[0].strip().lower() != "chunked":
                     return b"", error_reply(501, "unsupported_transfer_encoding", "only chunked is supported.")
                 return self._read_chunked()
-            lengths = self.headers.get_all("Content-Length") or []
             if not lengths:
                 return b"", None
-            if len(set(lengths)) > 1 or not lengths[0].strip().isdigit():
-                return b"", error_reply(400, "bad_content_length", "Content-Length must be one whole number.")
-            size = int(lengths[0])
+            size_or_none = ascii_decimal(lengths[0]) if len(set(lengths)) == 1 else None
+            if size_or_none is None:
+                return b"", error_reply(
+                    400,
+                    "bad_content_length",
+                    f"Content-Length must be one whole number in ASCII digits, got {lengths[0][:20]!r}.",
+                )
+            size = size_or_none
             if size > MAX_BODY_BYTES:
                 return b"", _too_large(size)
             return self._read_exactly(size)
@@ -334,9 +445,6 @@ class _Handler(BaseHTTPRequestHandler):
             return b"", error_reply(408, "request_timeout", "the body did not arrive in time.")
         except OSError:
             return b"", error_reply(400, "bad_body", "the connection failed while reading the body.")
-        finally:
-            with contextlib.suppress(OSError):
-                self.connection.settimeout(self.server.idle_timeout)
 
     def _read_exactly(self, size: int) -> tuple[bytes, Reply | None]:
         deadline = time.monotonic() + self.server.body_timeout
@@ -360,12 +468,10 @@ class _Handler(BaseHTTPRequestHandler):
             line = self.rfile.readline(256)
             if not line.endswith(b"\n"):
                 return b"", bad
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
+            size_or_none = ascii_hex(line.split(b";", 1)[0].rstrip(b"\r\n"))
+            if size_or_none is None:
                 return b"", bad
-            if size < 0:
-                return b"", bad
+            size = size_or_none
             if size == 0:
                 for _ in range(64):  # trailers, up to the blank line
                     trailer = self.rfile.readline(8192)

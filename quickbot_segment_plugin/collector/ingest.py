@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import uuid
 import zlib
 from dataclasses import dataclass, field
@@ -27,6 +28,9 @@ from .spec import MESSAGE_TYPES, apply_timestamps, check_message
 MAX_EVENT_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
 MAX_BATCH_EVENTS = 2500
+# Gzip members a body may hold: clients send one. Each member costs a decompressor, so a
+# body of thousands of empty members would cost far more than the bytes it carries.
+MAX_GZIP_MEMBERS = 16
 ENDPOINTS = frozenset({"batch", *MESSAGE_TYPES})
 
 
@@ -138,6 +142,7 @@ def _gunzip(raw: bytes, cap: int) -> bytes:
     output = bytearray()
     pending = raw
     inflater = zlib.decompressobj(wbits=31)
+    members = 1
     try:
         while True:
             output += inflater.decompress(pending, cap - len(output))
@@ -151,19 +156,48 @@ def _gunzip(raw: bytes, cap: int) -> bytes:
             rest = inflater.unused_data
             if not rest.strip(b"\x00"):
                 return bytes(output)
+            members += 1
+            if members > MAX_GZIP_MEMBERS:
+                raise Rejected(
+                    400,
+                    "too_many_gzip_members",
+                    f"the gzip body holds more than {MAX_GZIP_MEMBERS} members; compress the body as one.",
+                )
             pending, inflater = rest, zlib.decompressobj(wbits=31)  # another gzip member
     except zlib.error:
         raise Rejected(400, "invalid_gzip", "the body is not valid gzip.") from None
 
 
+class _NonFiniteNumber(ValueError):
+    def __init__(self, literal: str) -> None:
+        super().__init__(literal)
+        self.literal = literal
+
+
 def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+    raise _NonFiniteNumber(name)
+
+
+def _finite_float(literal: str) -> float:
+    """A JSON number too large for a double (`1e999`) would be stored as Infinity, which is
+    not JSON: every later read of the events would fail."""
+    value = float(literal)
+    if not math.isfinite(value):
+        raise _NonFiniteNumber(literal)
+    return value
 
 
 def parse_json_object(data: bytes) -> dict[str, Any]:
     """The body as a JSON object; anything else is the 400 Segment gives to invalid JSON."""
     try:
-        value = json.loads(data.decode("utf-8"), parse_constant=_no_constants)
+        value = json.loads(data.decode("utf-8"), parse_constant=_no_constants, parse_float=_finite_float)
+    except _NonFiniteNumber as error:
+        raise Rejected(
+            400,
+            "non_finite_number",
+            f"the body holds the number {error.literal[:40]}, which is not a finite JSON number "
+            "(NaN, Infinity and numbers beyond about 1.8e308 are refused); send it as a string.",
+        ) from None
     except (ValueError, RecursionError):
         raise Rejected(400, "invalid_json", "the body is not valid JSON.") from None
     if not isinstance(value, dict):
@@ -190,6 +224,23 @@ def write_key_from(payload: dict[str, Any], authorization: str | None) -> str:
         "missing_write_key",
         "no write key: send it as the HTTP Basic user ('writeKey:') or as writeKey in the body.",
     )
+
+
+def rejected_key_fingerprint(raw_body: bytes, content_encoding: str | None, authorization: str | None) -> str | None:
+    """The fingerprint of the write key a refused request carried, when one can be found,
+    so an operator can tell which source sends bad requests (the key itself is never kept)."""
+    from_header = _basic_user(authorization)
+    if from_header:
+        return fingerprint(from_header)
+    try:
+        # Lenient: the body may be refused for a non-finite number and still name its key.
+        payload = json.loads(
+            decode_body(raw_body, content_encoding, MAX_BATCH_BYTES).decode("utf-8"), parse_constant=str
+        )
+    except (Rejected, ValueError, RecursionError):
+        return None
+    in_body = payload.get("writeKey") if isinstance(payload, dict) else None
+    return fingerprint(in_body) if isinstance(in_body, str) and in_body else None
 
 
 def _basic_user(authorization: str | None) -> str | None:

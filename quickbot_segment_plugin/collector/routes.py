@@ -5,12 +5,14 @@
 - `GET /batches/<batch_id>`: the request a message came in (without its write key).
 - `GET /summary`: counts per type and per minute, for the debugger's summary strip.
 - `GET /rejections`: requests answered with an error (or accepted and dropped).
-- `GET|POST|DELETE /_admin/faults`, `DELETE /events`: loopback callers only.
+- `GET|POST|DELETE /_admin/faults`, `DELETE /events`: loopback callers only, and from a
+  browser only the collector's own page (see `collector_origin`).
 - `GET /`: the debugger page for a browser; for anything else, what this server is (a
   "test connection" or a curious operator). `GET /debugger/*`: the page's files.
 
 Everything but the Tracking API refuses a Host that is not a loopback name unless the
-collector allows remote clients (see `collector_debugger`).
+collector allows remote clients (see `collector_debugger`); the Tracking API refuses a
+browser page of another site.
 """
 
 from __future__ import annotations
@@ -22,16 +24,17 @@ import uuid
 from collections import deque
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from ..core import PluginError
 from .debugger import ASSET_PREFIX, asset_reply, host_allowed, misdirected_reply, page_reply, wants_page
 from .faults import Fault, FaultError, FaultScript, faults_from_json
 from .http import Reply, Request, error_reply, is_loopback, json_reply
-from .ingest import ENDPOINTS, Rejected, ingest
+from .ingest import ENDPOINTS, Rejected, ingest, rejected_key_fingerprint
+from .origin import admin_allowed, write_allowed
 from .spec import format_iso8601, parse_iso8601
 from .store import MAX_PAGE, EventFilter, EventStore, RawBatch
 from .summary import MAX_SUMMARY_MINUTES
+from .wire import ascii_decimal
 
 REQUEST_LOG_SIZE = 10_000
 DEFAULT_SUMMARY_MINUTES = 30
@@ -59,12 +62,19 @@ class CollectorApp:
     """The collector's behaviour, independent of sockets (the server calls it per request)."""
 
     def __init__(
-        self, store: EventStore, faults: FaultScript, latency: float = 0.0, *, allow_remote: bool = False
+        self,
+        store: EventStore,
+        faults: FaultScript,
+        latency: float = 0.0,
+        *,
+        allow_remote: bool = False,
+        allowed_origins: frozenset[str] = frozenset(),
     ) -> None:
         self.store = store
         self.faults = faults
         self.latency = latency
         self.allow_remote = allow_remote
+        self.allowed_origins = allowed_origins
         self._lock = threading.Lock()
         self.requests_received = 0
         self.request_log: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_SIZE)
@@ -112,6 +122,10 @@ class CollectorApp:
         arrived = time.monotonic()
         with self._lock:
             self.requests_received += 1
+        refusal = self._refuse_before_ingest(request)
+        if refusal is not None:
+            self._log(request, arrived, refusal.status, stored=0, faulted=False)
+            return refusal
         fault = self.faults.take()
         if fault is not None:
             reply = _fault_reply(fault)
@@ -120,6 +134,32 @@ class CollectorApp:
         reply, stored = self._accept(request, endpoint)
         self._log(request, arrived, reply.status, stored=stored, faulted=False)
         return reply
+
+    def _refuse_before_ingest(self, request: Request) -> Reply | None:
+        """A browser page of another site, or a header no client library sends: 400/403,
+        recorded as a rejection, before anything is stored."""
+        origin = request.headers.get("Origin")
+        if not write_allowed(
+            origin,
+            request.headers.get("Host"),
+            request.local_port,
+            self.allowed_origins,
+            allow_remote=self.allow_remote,
+        ):
+            status, code = 403, "forbidden_origin"
+            reason = (
+                f"a web page of another site ({str(origin)[:80]!r}) cannot send events here; start the collector "
+                "with --allow-origin for a page that should."
+            )
+        elif _retry_count(request) is None:
+            status, code = 400, "bad_retry_count"
+            raw = request.headers.get("X-Retry-Count", "")
+            reason = f"X-Retry-Count must be a whole number in ASCII digits, got {raw[:20]!r}."
+        else:
+            return None
+        received = format_iso8601(datetime.now(UTC))
+        self._reject(request, received, uuid.uuid4().hex, status, code, reason)
+        return error_reply(status, code, reason)
 
     def _accept(self, request: Request, endpoint: str) -> tuple[Reply, int]:
         if endpoint not in ENDPOINTS:
@@ -177,7 +217,11 @@ class CollectorApp:
             code=code,
             reason=reason,
             batch_id=batch_id,
-            write_key_fingerprint=None,
+            write_key_fingerprint=rejected_key_fingerprint(
+                request.body if request.body_error is None else b"",
+                request.headers.get("Content-Encoding"),
+                request.headers.get("Authorization"),
+            ),
         )
 
     def log_snapshot(self) -> list[dict[str, Any]]:
@@ -185,7 +229,6 @@ class CollectorApp:
             return [dict(entry) for entry in self.request_log]
 
     def _log(self, request: Request, arrived: float, status: int | None, *, stored: int, faulted: bool) -> None:
-        retry = request.headers.get("X-Retry-Count", "0")
         with self._lock:
             self.request_log.append(
                 {
@@ -194,7 +237,7 @@ class CollectorApp:
                     "status": status,
                     "faulted": faulted,
                     "stored": stored,
-                    "retry_count": int(retry) if retry.isdigit() else 0,
+                    "retry_count": _retry_count(request) or 0,
                 }
             )
 
@@ -282,16 +325,19 @@ class CollectorApp:
         self.faults.extend(faults)
         return json_reply(200, {"success": True, "pending": self.faults.pending})
 
-    @staticmethod
-    def _admin_only(request: Request) -> Reply | None:
+    def _admin_only(self, request: Request) -> Reply | None:
         if not is_loopback(request.client_host):
             return error_reply(403, "forbidden", "the admin API answers loopback clients only.")
         # A web page in the developer's browser is a loopback client too: a cross-site form
         # POST (text/plain needs no preflight) could script faults or clear events. Browsers
         # always send Origin on such requests; scripts and the CLI send none.
         origin = request.headers.get("Origin")
-        if origin is not None and not _is_loopback_origin(origin):
-            return error_reply(403, "forbidden_origin", "the admin API refuses requests from other web sites.")
+        if not admin_allowed(origin, request.headers.get("Host"), request.local_port, allow_remote=self.allow_remote):
+            return error_reply(
+                403,
+                "forbidden_origin",
+                f"the admin API answers the collector's own page only, not {str(origin)[:80]!r}.",
+            )
         return None
 
     @staticmethod
@@ -299,10 +345,6 @@ class CollectorApp:
         if request.method not in ("GET", "HEAD"):
             return error_reply(405, "method_not_allowed", "use GET.", headers=[("Allow", "GET")])
         return None
-
-
-def _is_loopback_origin(origin: str) -> bool:
-    return is_loopback(urlsplit(origin).hostname or "")
 
 
 def _fault_reply(fault: Fault) -> Reply:
@@ -322,7 +364,17 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
     values = request.query.get(name)
     if not values:
         return default
-    raw = values[0].strip()
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise FilterError(f"{name} must be a whole number from {low} to {high}, got {raw[:20]!r}.", field=name)
-    return int(raw)
+    raw = values[0]
+    number = ascii_decimal(raw)
+    if number is None or not low <= number <= high:
+        raise FilterError(
+            f"{name} must be a whole number from {low} to {high} in ASCII digits, got {raw.strip()[:20]!r}.",
+            field=name,
+        )
+    return number
+
+
+def _retry_count(request: Request) -> int | None:
+    """The client's X-Retry-Count (0 when absent); None when it is not a plain number."""
+    raw = request.headers.get("X-Retry-Count")
+    return 0 if raw is None else ascii_decimal(raw)

@@ -36,6 +36,8 @@ from ..core import PluginError
 from .faults import Fault, FaultError, FaultScript
 from .http import CollectorServer, is_loopback
 from .ingest import MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_EVENT_BYTES
+from .limits import DEFAULT_MAX_STORED_EVENTS, DEFAULT_MAX_STORED_MB, StoreLimits
+from .origin import parse_allowed_origins
 from .routes import CollectorApp, FilterError, since_filter
 from .spec import format_iso8601
 from .store import EventFilter, EventStore
@@ -53,7 +55,9 @@ __all__ = [
     "check_bind_host",
 ]
 
-DEFAULT_MAX_CONNECTIONS = 32
+# Each connection holds a thread. analytics-node sends a burst as parallel batches of 15
+# events, one connection each: 2,000 events open about 134 at once.
+DEFAULT_MAX_CONNECTIONS = 256
 
 
 class CollectorError(PluginError):
@@ -89,7 +93,10 @@ class Collector:
 
     `db_path=None` keeps events in a private temporary file removed by `stop()`; read
     them before stopping. `latency` delays every successful answer (seconds), to stand in
-    for a real network round trip in benchmarks.
+    for a real network round trip in benchmarks. Past `max_stored_events` or
+    `max_stored_mb` the oldest events are dropped (and counted in the summary).
+    `allowed_origins` are web pages (`http://localhost:3000`) allowed to send events
+    from a browser; other sites' pages are refused.
     """
 
     def __init__(
@@ -104,14 +111,31 @@ class Collector:
         idle_timeout: float = 30.0,
         body_timeout: float = 10.0,
         busy_wait: float = 2.0,
+        head_timeout: float = 10.0,
+        max_stored_events: int = DEFAULT_MAX_STORED_EVENTS,
+        max_stored_mb: float = DEFAULT_MAX_STORED_MB,
+        allowed_origins: Iterable[str] = (),
     ) -> None:
         check_bind_host(host, allow_remote)
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise CollectorError(f"port must be a whole number from 0 to 65535, got {port!r}.", field="port")
         if not 1 <= max_connections <= 10_000:
             raise CollectorError("max_connections must be from 1 to 10000.", field="max_connections")
-        if latency < 0 or idle_timeout <= 0 or body_timeout <= 0 or busy_wait < 0:
+        if latency < 0 or idle_timeout <= 0 or body_timeout <= 0 or head_timeout <= 0 or busy_wait < 0:
             raise CollectorError("latency must be 0 or more and timeouts more than 0.", field="latency")
+        if isinstance(max_stored_events, bool) or not 1 <= max_stored_events <= 100_000_000:
+            raise CollectorError(
+                f"max_stored_events must be from 1 to 100000000, got {max_stored_events!r}.", field="max_stored_events"
+            )
+        if not 0.001 <= max_stored_mb <= 1_000_000:
+            raise CollectorError(
+                f"max_stored_mb must be from 0.001 to 1000000, got {max_stored_mb!r}.", field="max_stored_mb"
+            )
+        try:
+            self._allowed_origins = parse_allowed_origins(allowed_origins)
+        except ValueError as error:
+            raise CollectorError(f"allowed_origins: {error}", field="allowed_origins") from None
+        self._limits = StoreLimits(max_stored_events, max(int(max_stored_mb * 1024 * 1024), 1024))
         self.host = host
         self._allow_remote = allow_remote
         self._requested_port = port
@@ -121,6 +145,7 @@ class Collector:
         self._idle_timeout = idle_timeout
         self._body_timeout = body_timeout
         self._busy_wait = busy_wait
+        self._head_timeout = head_timeout
         self._faults = FaultScript()
         self._lifecycle = threading.Lock()
         self._temp_dir: Path | None = None
@@ -140,11 +165,17 @@ class Collector:
                 self._temp_dir = Path(tempfile.mkdtemp(prefix="quickbot-segment-collector-"))
                 path = self._temp_dir / "events.sqlite3"
             try:
-                store = EventStore(path)
+                store = EventStore(path, self._limits)
             except Exception as error:
                 self._remove_temp_dir()
                 raise CollectorError(f"cannot open the event store {path}: {error}", field="db") from None
-            app = CollectorApp(store, self._faults, self._latency, allow_remote=self._allow_remote)
+            app = CollectorApp(
+                store,
+                self._faults,
+                self._latency,
+                allow_remote=self._allow_remote,
+                allowed_origins=self._allowed_origins,
+            )
             try:
                 server = CollectorServer(
                     (self.host, self._requested_port),
@@ -153,6 +184,7 @@ class Collector:
                     idle_timeout=self._idle_timeout,
                     body_timeout=self._body_timeout,
                     busy_wait=self._busy_wait,
+                    head_timeout=self._head_timeout,
                 )
             except OSError as error:
                 store.close()

@@ -213,9 +213,10 @@ def check_message(message: dict[str, Any]) -> list[str]:
 
 
 def _check_message_id(message_id: object, warnings: list[str]) -> None:
+    # Segment's HTTP API makes messageId optional (it assigns one): a missing one is no problem.
     if message_id is None or message_id == "":
-        warnings.append("messageId is missing: Segment assigns one, so a retry of this call cannot be deduplicated.")
-    elif not isinstance(message_id, str):
+        return
+    if not isinstance(message_id, str):
         warnings.append(f"messageId must be a string, got {type(message_id).__name__}.")
     elif len(message_id) > MAX_MESSAGE_ID_LENGTH:
         warnings.append(f"messageId is {len(message_id)} characters; Segment allows at most {MAX_MESSAGE_ID_LENGTH}.")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core import truncate_write_ahead_log, user_condition
+from .limits import StoreBudget, StoreLimits, trim_rejections
 from .summary import MAX_SUMMARY_MINUTES, SummaryTally, minute_of, minute_offset
 
 _SCHEMA = """
@@ -127,7 +128,7 @@ def _text_id(value: object) -> str | None:
 
 
 class EventStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, limits: StoreLimits | None = None) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():
@@ -142,6 +143,11 @@ class EventStore:
         self._upgrade()
         self._closed = False
         self._tally: SummaryTally | None = None  # loaded by the first summary()
+        self._budget = StoreBudget(self._db, limits or StoreLimits())
+        # Changes when another process (`privacy forget`) commits to the file: the counts are redone.
+        self._data_version = self._read_data_version()
+        # Changes whenever stored rows were removed (clear, erasure, caps), so the page starts over.
+        self._revision = 0
 
     def _upgrade(self) -> None:
         """Adds what newer versions store to a file an older collector created (`--db` keeps files)."""
@@ -197,7 +203,7 @@ class EventStore:
                         write_key_fingerprint,
                         int(duplicate),
                         json.dumps(list(message_warnings)),
-                        json.dumps(message),  # ASCII escapes: safe for lone surrogates
+                        json.dumps(message, allow_nan=False),  # ASCII escapes: safe for lone surrogates
                         json.dumps(list(message_violations)),
                     )
                 )
@@ -219,6 +225,9 @@ class EventStore:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            self._budget.added(len(rows), sum(len(row[10]) for row in rows) + (len(raw_batch.body) if raw_batch else 0))
+            if self._budget.over and self._budget.prune():
+                self._removed_rows()
             if self._tally is not None:
                 for row in rows:
                     self._tally.record(
@@ -263,6 +272,7 @@ class EventStore:
                 "write_key_fingerprint) VALUES (?,?,?,?,?,?,?)",
                 (received_at, path, status, code, reason, batch_id, write_key_fingerprint),
             )
+            trim_rejections(self._db)
 
     def events(self, where: EventFilter, limit: int, offset: int) -> list[dict[str, Any]]:
         """Newest first."""
@@ -311,11 +321,33 @@ class EventStore:
         """
         with self._lock:
             self._check_open()
+            if self._read_data_version() != self._data_version:
+                self._data_version = self._read_data_version()
+                self._removed_rows()
             if self._tally is None:
                 self._tally = self._load_tally(now)
             (last_id,) = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()
+            (rejected,) = self._db.execute("SELECT COUNT(*) FROM rejections").fetchone()
             # last_id lets a reader that follows new rows see that the store was cleared or replaced.
-            return {"last_id": int(last_id), **self._tally.report(minutes, now)}
+            return {
+                "last_id": int(last_id),
+                "revision": self._revision,
+                **self._tally.report(minutes, now),
+                "rejections": int(rejected),
+                "dropped": self._budget.dropped,
+                "stored_bytes": self._budget.bytes,
+                "max_events": self._budget.limits.max_events,
+                "max_bytes": self._budget.limits.max_bytes,
+            }
+
+    def _read_data_version(self) -> int:
+        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
+    def _removed_rows(self) -> None:
+        """Counts are redone from the file on the next summary; the page is told to start over."""
+        self._tally = None
+        self._budget.recount()
+        self._revision += 1
 
     def _load_tally(self, now: str) -> SummaryTally:
         """Counts what the file already holds, once; `add` and `clear` keep them current."""
@@ -402,7 +434,7 @@ class EventStore:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            self._tally = None  # counted again from the rows on the next summary
+            self._removed_rows()
             truncate_write_ahead_log(self._db, self.path)
         keys = ("id", "message_id", "type", "event", "received_at")
         return [dict(zip(keys, row[:5], strict=True)) for row in rows]
@@ -442,8 +474,7 @@ class EventStore:
             self._db.execute("DELETE FROM events")
             self._db.execute("DELETE FROM batches")
             self._db.execute("DELETE FROM rejections")
-            if self._tally is not None:
-                self._tally.clear()
+            self._removed_rows()
 
     def close(self) -> None:
         with self._changed:

@@ -36,7 +36,7 @@ from .redaction import install as install_redaction
 from .regions import ENDPOINT_ENV, REGION_HOSTS, REGION_TITLES, Region, endpoint_for
 from .results import Level, ResultLog
 from .settings import Flag, Settings, env_name
-from .truth import FALSE_WORDS, TRUE_WORDS, parse_truth
+from .truth import parse_truth
 from .undeliverable import (
     CLIENT_CLOSED,
     QUEUE_FULL,
@@ -57,7 +57,6 @@ __all__ = [
     "ENDPOINT_ENV",
     "EXECUTED",
     "FAILED",
-    "FALSE_WORDS",
     "MAX_MESSAGE_BYTES",
     "PAYLOAD_OBJECTS",
     "PLUGIN_CONTEXT",
@@ -71,7 +70,6 @@ __all__ = [
     "RETRIES_EXHAUSTED",
     "SHUTDOWN_DEADLINE",
     "SHUTTING_DOWN",
-    "TRUE_WORDS",
     "ConfigurationError",
     "CounterFlusher",
     "Counters",

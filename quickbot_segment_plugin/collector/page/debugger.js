@@ -24,6 +24,8 @@
     selected: null,
     batches: new Map(),
     summaryAt: 0,
+    revision: null, // the collector's: changes when stored events were removed
+    rejections: -1, // how many the rejection list was drawn for
   };
 
   const $ = (id) => document.getElementById(id);
@@ -254,15 +256,43 @@
   async function refreshSummary() {
     const summary = await getJSON("/summary?minutes=" + MINUTES);
     state.summaryAt = Date.now();
-    if (summary.total < state.rows.length || summary.last_id < state.lastId) {
-      reset(); // the events were cleared, or another collector answers on this port: start over
+    const removed = state.revision !== null && summary.revision !== state.revision;
+    state.revision = summary.revision;
+    if (removed || summary.total < state.rows.length || summary.last_id < state.lastId) {
+      // Events were cleared, erased or dropped at the store's caps, or another collector
+      // answers on this port: start over, so no row that is gone stays on the page.
+      reset();
     }
     $("total").textContent = summary.total.toLocaleString();
     $("total-warnings").textContent = summary.with_warnings.toLocaleString();
     $("total-duplicates").textContent = summary.duplicates.toLocaleString();
     $("total-violations").textContent = summary.with_violations.toLocaleString();
+    $("total-rejections").textContent = (summary.rejections || 0).toLocaleString();
+    $("total-dropped").textContent = (summary.dropped || 0).toLocaleString();
+    $("dropped-line").hidden = !summary.dropped;
+    if ((summary.rejections || 0) !== state.rejections) await refreshRejections(summary.rejections || 0);
     drawTypes(summary.by_type || {});
     drawChart(summary.per_minute || []);
+  }
+
+  async function refreshRejections(count) {
+    const page = count ? await getJSON("/rejections?limit=50") : { rejections: [] };
+    state.rejections = count;
+    const body = $("rejection-rows");
+    body.replaceChildren();
+    for (const rejection of page.rejections || []) {
+      const tr = el("tr");
+      tr.append(
+        el("td", "c-time", formatTime(rejection.received_at)),
+        el("td", null, rejection.status),
+        el("td", null, rejection.code),
+        el("td", null, rejection.write_key_fingerprint || "none"),
+        el("td", null, rejection.reason),
+      );
+      body.append(tr);
+    }
+    $("rejections").hidden = count === 0;
+    $("rejections-count").textContent = count > 50 ? "(newest 50 of " + count + ")" : "(" + count + ")";
   }
 
   function drawTypes(byType) {
