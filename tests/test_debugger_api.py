@@ -120,7 +120,7 @@ def test_the_page_needs_nothing_from_the_internet(collector: Collector) -> None:
 
 
 def test_the_shipped_files_are_small() -> None:
-    folder = resources.files("quickbot_segment_plugin") / "debugger"
+    folder = resources.files("quickbot_segment_plugin.collector") / "page"
     sizes = {
         name: len(folder.joinpath(name).read_bytes())
         for name in ("index.html", "debugger.js", "debugger.css", "icon.svg")
@@ -130,7 +130,7 @@ def test_the_shipped_files_are_small() -> None:
 
 def test_the_script_never_parses_event_data_as_markup() -> None:
     """A guard on the page's source; the browser test proves the same thing with a real payload."""
-    source = (resources.files("quickbot_segment_plugin") / "debugger" / "debugger.js").read_text("utf-8")
+    source = (resources.files("quickbot_segment_plugin.collector") / "page" / "debugger.js").read_text("utf-8")
     script = re.sub(r"^\s*//.*$", "", source, flags=re.M)  # the comments may name what the code avoids
     for sink in (
         "innerHTML",
