@@ -26,7 +26,7 @@ from ..privacy_policy import DEFAULT_POLICY, PolicyResolver, PrivacyPolicy, load
 from ..redaction import redact
 from ..settings import env_str
 from .collector import DB_ENV
-from .operations import add_store_option, open_store
+from .operations import add_store_option, open_store, reports_store_errors
 
 SEGMENT_DELETION_NOTE = (
     "This removed the copies the plugin keeps. Segment's copy needs its own request: a user deletion "
@@ -77,6 +77,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     check.set_defaults(func=_check)
 
 
+@reports_store_errors
 def _forget(args: argparse.Namespace) -> int:
     if not (args.user_id or "").strip() and not (args.anonymous_id or "").strip():
         raise PluginError("privacy forget needs --user-id or --anonymous-id.", field="user-id")
@@ -89,7 +90,7 @@ def _forget(args: argparse.Namespace) -> int:
     store = open_store(args)
     report: dict[str, Any] = {
         "workspace_id": args.workspace,
-        "dead_letters": {"path": str(store.path), "removed": store.forget(args.workspace, user_id, anonymous_id)},
+        "dead_letters": {"path": store.location, "removed": store.forget(args.workspace, user_id, anonymous_id)},
         "collectors": [],
         "segment": SEGMENT_DELETION_NOTE,
     }
