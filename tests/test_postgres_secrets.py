@@ -5,6 +5,7 @@ spelling the URL holds (raw, percent-encoded)."""
 from __future__ import annotations
 
 import logging
+import traceback
 import urllib.parse
 
 import pytest
@@ -130,3 +131,14 @@ def test_the_display_form_keeps_what_an_operator_needs() -> None:
     )
     assert url.display == "postgresql://app:***@db.internal:6543/quickbot?sslmode=require&sslpassword=***"
     assert str(url) == url.display == repr(url).removeprefix("DatabaseUrl('").removesuffix("')")
+
+
+@pytest.mark.parametrize("url", BROKEN_URLS[:8])
+def test_errors_and_their_tracebacks_hold_no_password(url: str) -> None:
+    with pytest.raises(Exception) as raised:  # whichever error: its text is what matters
+        DeadLetterStore(url, counters=Counters()).count()
+
+    text = "".join(traceback.format_exception(raised.value))
+    assert not leaked(text), text
+    assert not leaked(repr(raised.value))
+    assert "postgresql://quickbot:***@" in text or "QUICKBOT_SEGMENT_DATABASE_URL" in text or "--db" in text
