@@ -3,6 +3,8 @@ test here runs once per backend (PostgreSQL when QUICKBOT_TEST_POSTGRES_URL is s
 
 from __future__ import annotations
 
+import gc
+import multiprocessing
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -185,3 +187,29 @@ def test_confirm_settles_in_doubt_rows(store: DeadLetterStore) -> None:
 
     assert [row.message_id for row in store.list(state="replayed")] == ["m-1"]
     assert [row.message_id for row in store.list()] == ["m-2"]
+
+
+def test_a_forked_child_leaves_the_parents_connection_working(store: DeadLetterStore) -> None:
+    """gunicorn --preload, celery prefork: the child opens its own connection and, when it exits,
+    does not end the parent's (PostgreSQL would drop a session its child said goodbye on)."""
+    store.add("ws", [track("parent-1")], "queue_full")
+    context = multiprocessing.get_context("fork")
+    child = context.Process(target=_add_in_child, args=(store,))
+    child.start()
+    child.join(60)
+
+    assert child.exitcode == 0
+    assert store.add("ws", [track("parent-2")], "queue_full") == 1  # the parent's connection still works
+    assert sorted(row.message_id for row in store.list()) == ["child-1", "parent-1", "parent-2"]
+
+
+def _add_in_child(store: DeadLetterStore) -> None:
+    if store.add("ws", [track("child-1")], "queue_full") != 1:
+        raise SystemExit(3)
+    # What interpreter exit does (multiprocessing's children skip it, a gunicorn worker does not):
+    # the inherited connection objects are freed. psycopg does not close a connection another
+    # process opened, so the parent's session survives.
+    from quickbot_segment_plugin.deadletters import store as module
+
+    module._INHERITED_CONNECTIONS.clear()
+    gc.collect()
