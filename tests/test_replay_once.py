@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from support import WORKSPACE, WRITE_KEY
@@ -184,3 +185,14 @@ def test_recent_rows_replay_without_a_warning(
     status, output = run(capsys, "dead-letters", "replay", "--db", store_location)
 
     assert status == 0 and "warning" not in output
+
+
+def test_replaying_a_store_that_does_not_exist_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "typo.sqlite3"
+
+    status, output = run(capsys, "dead-letters", "replay", "--db", str(missing))
+
+    assert (status, "Replayed 0 of 0" in output) == (0, True)
+    assert not missing.exists()

@@ -437,6 +437,8 @@ def replay_through_pool(
     it reported failed stay pending with attempts + 1 and the new reason; rows it gave up on
     at the deadline stay in doubt; the others are marked replayed.
     """
+    if not store.exists():  # nothing to replay, and a replay must not create a store to lock it
+        return ReplayReport()
     with replay_lock(store, replica_id(), seconds=max(600.0, 4 * timeout)) as lease:
         return _replay_locked(store, selection, limit, timeout, keyring_factory, settings, lease.renew)
 

@@ -686,6 +686,8 @@ class DeadLetterStore:
         from .replay_lock import replay_lock  # replay_lock uses the store's transactions
 
         chosen = selection or DeadLetterFilter(**filters)
+        if not self.exists():  # nothing to replay, and a replay must not create a store to lock it
+            return ReplayReport()
         with replay_lock(self, replica_id(self._environ)):
             return self._replay_locked(send, chosen, limit)
 
