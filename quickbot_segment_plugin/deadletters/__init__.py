@@ -2,9 +2,10 @@
 
 segment-analytics-python drops events quietly (a full queue is only a warning, exhausted
 retries end in a callback, interpreter exit abandons the queue). The delivery pool reports
-each such event (`Undeliverable`); this store keeps them in SQLite with the reason, so an
-operator can list, count, replay and purge them, and account for every event a conversation
-produced.
+each such event (`Undeliverable`); this store keeps them with the reason, so an operator can
+list, count, replay and purge them, and account for every event a conversation produced.
+The store is an SQLite file (the default) or, with `QUICKBOT_SEGMENT_DATABASE_URL`, a
+PostgreSQL database shared by every replica (docs/operators/postgresql.md).
 
 Where and how it is kept:
 
@@ -38,8 +39,12 @@ Where and how it is kept:
   events as `dead_letter_write_failed`.
 
 The package, one job a module: `config` (settings and defaults), `models` (what the store
-hands out), `filters` (row selection), `schema` (the tables), `scrubbing` (no write key is
-written), `database` (opening the file), `store` (`DeadLetterStore`) and `recorder`.
+hands out), `filters` (row selection), `schema` (the tables), `migrations` (numbered schema
+changes), `scrubbing` (no write key is written), `backend` (the seam between the store and its
+database), `sqlite_backend` with `database` (opening the file), `postgres_backend` with
+`database_url` (the shared database; its password never printed), `replica` (which process
+wrote a counter), `replay_lock` (one replay at a time), `store` (`DeadLetterStore`) and
+`recorder`.
 """
 
 from __future__ import annotations

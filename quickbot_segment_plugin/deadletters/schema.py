@@ -1,7 +1,8 @@
 """The store's layout: tables, columns, the stored time format, tallies, and rows read back.
 
 Kept together because they must agree: `_COLUMNS` is the order `_dead_letter` unpacks, and
-`SCHEMA_VERSION` says which `_SCHEMA` a file holds.
+`SCHEMA_VERSION` is the SQLite layout `migrations.SQLITE_MIGRATIONS` builds (`_SCHEMA` is its first
+step). The same tables and columns exist on PostgreSQL (`migrations.POSTGRES_MIGRATIONS`).
 """
 
 from __future__ import annotations

@@ -55,6 +55,7 @@ from .schema import (
     _timestamp,
 )
 from .scrubbing import TOKEN_PREFIX, _clean_endpoint, _clean_fingerprint, _Row, _Scrubber
+from .sqlite_backend import SqliteBackend
 
 #: One logger for the whole store, whichever module logs: operators filter on this name.
 
@@ -87,7 +88,7 @@ class DeadLetterStore:
     ) -> None:
         self.backend = backend or backend_for(path, environ, busy_timeout=busy_timeout)
         #: The SQLite file, or None when the store is a PostgreSQL database.
-        self.path: Path | None = getattr(self.backend, "path", None)
+        self.path: Path | None = self.backend.path if isinstance(self.backend, SqliteBackend) else None
         #: Where the store is, safe to print: a file path, or the database URL without its password.
         self.location = self.backend.location
         self.retention_days = (
