@@ -22,7 +22,8 @@ Where and how it is kept:
 - A replayed row is marked `replayed_at` and kept (until retention removes it), so an operator
   can see what was replayed and replay it again if a destination still misses it: Segment
   deduplicates on messageId. `list`, `count` and `replay` look at pending rows unless asked
-  for `state="replayed"` or `"all"`.
+  for `state="in_doubt"`, `"replayed"` or `"all"`. A row a replay handed over without learning
+  the outcome is "in doubt" and is not resent without asking (docs/operators/replay.md).
 - Retention: rows whose last failure is older than `QUICKBOT_SEGMENT_DEAD_LETTER_RETENTION_DAYS`
   (30) go, and beyond `QUICKBOT_SEGMENT_DEAD_LETTER_MAX_ROWS` (1,000,000) the oldest go,
   replayed rows first. Pruning runs on `add`, but only every `prune_every` events or
