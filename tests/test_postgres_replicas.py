@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from support import WORKSPACE, WRITE_KEY
 
-from quickbot_segment_plugin.collector import Collector, Fault
+from quickbot_segment_plugin.collector.service import Collector, Fault
 
 REPLICA = r"""
 import sys

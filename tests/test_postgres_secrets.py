@@ -11,10 +11,10 @@ import urllib.parse
 import pytest
 
 from quickbot_segment_plugin.cli import main
-from quickbot_segment_plugin.counters import Counters
+from quickbot_segment_plugin.core.counters import Counters
+from quickbot_segment_plugin.core.errors import ConfigurationError
 from quickbot_segment_plugin.deadletters import DeadLetterStore
 from quickbot_segment_plugin.deadletters.database_url import parse_database_url
-from quickbot_segment_plugin.errors import ConfigurationError
 
 PASSWORD = "Pw-LEAKCANARY-9f3k"
 

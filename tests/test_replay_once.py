@@ -10,18 +10,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from support import WORKSPACE, WRITE_KEY
 
 from quickbot_segment_plugin.cli import main
-from quickbot_segment_plugin.collector import Collector, Fault
-from quickbot_segment_plugin.counters import Counters
-from quickbot_segment_plugin.credentials import KeyRing
+from quickbot_segment_plugin.collector.service import Collector, Fault
+from quickbot_segment_plugin.core.counters import Counters
+from quickbot_segment_plugin.core.redaction import fingerprint
+from quickbot_segment_plugin.credentials.keyring import KeyRing
 from quickbot_segment_plugin.deadletters import DeadLetterStore
-from quickbot_segment_plugin.redaction import fingerprint
 
 EVENTS = 5
 
@@ -161,7 +161,7 @@ def test_an_operator_confirms_in_doubt_rows(
 def test_replaying_rows_older_than_the_deduplication_window_warns(
     segment: Collector, store_location: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    long_ago = datetime.now(timezone.utc) - timedelta(hours=30)
+    long_ago = datetime.now(UTC) - timedelta(hours=30)
     old = DeadLetterStore(store_location, counters=Counters(), clock=lambda: long_ago)
     fill(old, segment, count=2, prefix="old")
     old.close()

@@ -7,12 +7,12 @@ import gc
 import multiprocessing
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from quickbot_segment_plugin.counters import Counters
+from quickbot_segment_plugin.core.counters import Counters
 from quickbot_segment_plugin.deadletters import DeadLetterStore
 from quickbot_segment_plugin.deadletters.backend import BackendKind
 from quickbot_segment_plugin.deadletters.replay_lock import ReplayInProgress, replay_lock
@@ -81,7 +81,7 @@ def test_purge_and_tallies(store: DeadLetterStore) -> None:
 
 
 def test_retention_prunes_old_rows_and_tallies_the_loss(store_location: str) -> None:
-    now = [datetime(2026, 1, 1, tzinfo=timezone.utc)]
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
     store = DeadLetterStore(store_location, counters=Counters(), retention_days=1, clock=lambda: now[0])
     store.add("ws", [track("old")], "queue_full")
     now[0] += timedelta(days=2)

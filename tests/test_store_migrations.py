@@ -11,11 +11,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from quickbot_segment_plugin.counters import Counters
+from quickbot_segment_plugin.core.counters import Counters
+from quickbot_segment_plugin.core.errors import ConfigurationError
 from quickbot_segment_plugin.deadletters import DeadLetterStore
 from quickbot_segment_plugin.deadletters.migrations import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS
 from quickbot_segment_plugin.deadletters.schema import _SCHEMA
-from quickbot_segment_plugin.errors import ConfigurationError
 
 
 def test_replicas_starting_together_migrate_once(postgres_url: str) -> None:

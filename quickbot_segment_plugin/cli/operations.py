@@ -37,20 +37,33 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final, TextIO
 
-from ..collector_spec import parse_iso8601
+from ..collector import parse_iso8601
+from ..core import (
+    CLIENT_CLOSED,
+    REASONS,
+    REJECTED,
+    SHUTDOWN_DEADLINE,
+    DeliveryError,
+    Undeliverable,
+    endpoint_for,
+    redact,
+)
 from ..credentials import CredentialsError, KeyRing
-from ..deadletters import STATES, DeadLetter, DeadLetterFilter, DeadLetterStore, ReplayReport
-from ..deadletters.config import SEGMENT_DEDUP_WINDOW
-from ..deadletters.database_url import scrub_database_secrets
-from ..deadletters.errors import DatabaseError
-from ..deadletters.replay_lock import ReplayInProgress, replay_lock
-from ..deadletters.replica import replica_id
-from ..delivery import DeliveryPool
-from ..delivery_settings import DeliverySettings
-from ..delivery_types import CLIENT_CLOSED, REASONS, REJECTED, SHUTDOWN_DEADLINE, DeliveryError, Undeliverable
+from ..deadletters import (
+    SEGMENT_DEDUP_WINDOW,
+    STATES,
+    DatabaseError,
+    DeadLetter,
+    DeadLetterFilter,
+    DeadLetterStore,
+    ReplayInProgress,
+    ReplayReport,
+    replay_lock,
+    replica_id,
+    scrub_database_secrets,
+)
+from ..delivery import DeliveryPool, DeliverySettings
 from ..quality import split_quality_counters
-from ..redaction import redact
-from ..regions import endpoint_for
 
 DEFAULT_REPLAY_TIMEOUT: Final = 60.0
 # Rows enqueued before waiting for the pool to drain: keeps a replay of a large store inside the

@@ -17,8 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from ..errors import ConfigurationError
-from ..settings import env_str
+from ..core import ConfigurationError, env_str
 
 DATABASE_URL_ENV: Final = "QUICKBOT_SEGMENT_DATABASE_URL"
 SCHEMES: Final = ("postgresql", "postgres")

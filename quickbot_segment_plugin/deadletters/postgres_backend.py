@@ -12,10 +12,10 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
-from ..errors import ConfigurationError
+from ..core import ConfigurationError
 from .backend import BackendKind, Connection, Cursor, ExclusiveHold, LockHeld
 from .database_url import DATABASE_URL_ENV, DatabaseUrl
 from .errors import DatabaseError
@@ -190,7 +190,7 @@ class PostgresBackend:
                     db.execute(statement)
                 db.execute(
                     "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
-                    [migration.version, migration.description, datetime.now(timezone.utc).isoformat()],
+                    [migration.version, migration.description, datetime.now(UTC).isoformat()],
                 )
                 logger.info(
                     "migrated the dead-letter database %s to schema %d (%s)",

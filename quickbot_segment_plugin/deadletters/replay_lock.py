@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Final
 
-from ..errors import PluginError
+from ..core import PluginError
 from .backend import ExclusiveHold, LockHeld
 from .replica import holder_is_dead, process_token
 from .schema import _parse_timestamp, _timestamp

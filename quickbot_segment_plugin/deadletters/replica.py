@@ -12,8 +12,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Final
 
-from ..errors import ConfigurationError
-from ..settings import env_str
+from ..core import ConfigurationError, env_str
 
 REPLICA_ID_ENV: Final = "QUICKBOT_SEGMENT_REPLICA_ID"
 MAX_REPLICA_ID_CHARS: Final = 200

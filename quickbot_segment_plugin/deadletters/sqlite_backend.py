@@ -10,7 +10,7 @@ import sqlite3
 from pathlib import Path
 from typing import Final
 
-from ..erasure import truncate_write_ahead_log
+from ..core import truncate_write_ahead_log
 from .backend import BackendKind, Connection, ExclusiveHold
 from .config import DEFAULT_BUSY_TIMEOUT
 from .database import open_database

@@ -14,16 +14,23 @@ import uuid
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ..counters import COUNTERS, DEAD_LETTER_WRITE_FAILED, DEAD_LETTERS_PRUNED, CounterFlusher, Counters
-from ..delivery_types import Undeliverable
-from ..erasure import user_condition
-from ..errors import ConfigurationError
-from ..redaction import redact
-from ..settings import env_float, env_int
+from ..core import (
+    COUNTERS,
+    DEAD_LETTER_WRITE_FAILED,
+    DEAD_LETTERS_PRUNED,
+    ConfigurationError,
+    CounterFlusher,
+    Counters,
+    Undeliverable,
+    env_float,
+    env_int,
+    redact,
+    user_condition,
+)
 from .backend import Connection, StoreBackend, backend_for
 from .config import (
     COUNTER_FLUSH_ENV,
@@ -109,7 +116,7 @@ class DeadLetterStore:
         self._counters = counters
         self._prune_every = max(1, prune_every)
         self._prune_interval = prune_interval
-        self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self._clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.RLock()
         self._db: Connection | None = None
         self._pid = os.getpid()
@@ -684,7 +691,7 @@ class DeadLetterStore:
         `list` (workspace_id, reason, older_than, newer_than, state, ids). Holds the store's
         replay lock (`replay_lock.ReplayInProgress` when another replay has it).
         """
-        from .replay_lock import replay_lock  # replay_lock uses the store's transactions
+        from .replay_lock import replay_lock
 
         chosen = selection or DeadLetterFilter(**filters)
         if not self.exists():  # nothing to replay, and a replay must not create a store to lock it
