@@ -11,7 +11,10 @@ from typing import Any
 import pytest
 from support import WORKSPACE, WRITE_KEY
 
-OPERATOR_VARIABLES = [name for name in os.environ if name.startswith("QUICKBOT_") and name != "QUICKBOT_TEST_INSTALLED"]
+# QUICKBOT_TEST_* configure the test run itself (the installed wheel, the PostgreSQL server), not the plugin.
+OPERATOR_VARIABLES = [
+    name for name in os.environ if name.startswith("QUICKBOT_") and not name.startswith("QUICKBOT_TEST_")
+]
 
 
 @pytest.fixture(autouse=True)
@@ -69,3 +72,47 @@ def block(local_segment: Any) -> Iterator[Any]:
 def token(block: Any) -> str:
     sealed: str = block.seal_credentials({"writeKey": WRITE_KEY, "region": "us"}, workspace_id=WORKSPACE)
     return sealed
+
+
+# --- the dead-letter store's backends -------------------------------------------------------
+
+POSTGRES_URL_ENV = "QUICKBOT_TEST_POSTGRES_URL"  # set by `.ci/postgres.sh start` (.ci/run calls it)
+
+
+def postgres_admin_url() -> str | None:
+    """The test server's URL, or None (a skip); in CI (CI=true) its absence fails the test."""
+    url = os.environ.get(POSTGRES_URL_ENV, "").strip()
+    if url:
+        return url
+    if os.environ.get("CI", "").strip().lower() == "true":
+        pytest.fail(f"{POSTGRES_URL_ENV} is not set in CI: .ci/run starts PostgreSQL with .ci/postgres.sh")
+    return None
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A new, empty database on the test server, dropped afterwards (so migrations start from nothing)."""
+    admin = postgres_admin_url()
+    if admin is None:
+        pytest.skip(f'no PostgreSQL: set {POSTGRES_URL_ENV} (eval "$(.ci/postgres.sh start)")')
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    name = f"qb_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    parts = urlsplit(admin)
+    yield urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, ""))
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a dead-letter store lives, once per backend: an SQLite file, then a PostgreSQL URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "store.sqlite3")
+    url: str = request.getfixturevalue("postgres_url")
+    return url

@@ -16,6 +16,12 @@ Replay decisions, for the README:
   all; replaying a row twice (`--state replayed` or `all`) is safe for the same reason.
 - A row whose token does not open, or opens a different write key than the one it failed
   with, is skipped and reported; it stays as it was.
+- One replay at a time per store (`deadletters.replay_lock`): a second one refuses at once.
+  Rows are marked in doubt before they are handed to the pool; what was still queued or in
+  flight at the deadline stays in doubt (Segment may have it) and is resent only with
+  `--include-in-doubt`, or after `dead-letters confirm --not-delivered`.
+- Rows that first failed longer ago than Segment's deduplication window
+  (`SEGMENT_DEDUP_WINDOW`) are sent, with a warning: had one reached Segment, it now counts twice.
 """
 
 from __future__ import annotations
@@ -32,9 +38,30 @@ from datetime import datetime, timedelta
 from typing import Any, Final, TextIO
 
 from ..collector import parse_iso8601
-from ..core import REASONS, REJECTED, DeliveryError, Undeliverable, endpoint_for, redact
+from ..core import (
+    CLIENT_CLOSED,
+    REASONS,
+    REJECTED,
+    SHUTDOWN_DEADLINE,
+    DeliveryError,
+    Undeliverable,
+    endpoint_for,
+    redact,
+)
 from ..credentials import CredentialsError, KeyRing
-from ..deadletters import STATES, DeadLetter, DeadLetterFilter, DeadLetterStore, ReplayReport
+from ..deadletters import (
+    SEGMENT_DEDUP_WINDOW,
+    STATES,
+    DatabaseError,
+    DeadLetter,
+    DeadLetterFilter,
+    DeadLetterStore,
+    ReplayInProgress,
+    ReplayReport,
+    replay_lock,
+    replica_id,
+    scrub_database_secrets,
+)
 from ..delivery import DeliveryPool, DeliverySettings
 from ..quality import split_quality_counters
 
@@ -81,10 +108,17 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
             "Send the selected dead letters again, each with its own messageId (Segment deduplicates), to "
             "the endpoint of its region as configured now (QUICKBOT_SEGMENT_ENDPOINT when set). Needs "
             "QUICKBOT_ENCRYPTION_KEYS to open the stored credentials. Accepted rows are marked replayed; "
-            "rows that fail again stay, with attempts + 1."
+            "rows that fail again stay, with attempts + 1; rows still queued or in flight at the deadline "
+            "are kept in doubt and not resent without --include-in-doubt. One replay at a time per store."
         ),
     )
     _add_filters(replay)
+    replay.add_argument(
+        "--include-in-doubt",
+        action="store_true",
+        help="also resend rows in doubt (Segment deduplicates them by messageId only within about "
+        f"{_hours(SEGMENT_DEDUP_WINDOW)} hours)",
+    )
     replay.add_argument("--limit", type=_count, default=None, help="replay at most N rows (default: all)")
     replay.add_argument(
         "--timeout",
@@ -94,6 +128,22 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     replay.add_argument("--json", action="store_true", help="print the report as JSON")
     replay.set_defaults(func=_replay)
+
+    confirm = actions.add_parser(
+        "confirm",
+        help="settle rows in doubt: delivered (mark replayed) or not (back to pending)",
+        description=(
+            "Rows in doubt were handed to Segment by a replay that could not learn whether they arrived (its "
+            "deadline passed, or it was killed). Segment cannot be asked; check its debugger or your "
+            "destination, then say --delivered (they are marked replayed) or --not-delivered (they go back to "
+            "pending and the next replay sends them)."
+        ),
+    )
+    _add_filters(confirm)
+    verdict = confirm.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--delivered", action="store_true", help="Segment has them: mark them replayed")
+    verdict.add_argument("--not-delivered", action="store_true", help="Segment does not: make them pending again")
+    confirm.set_defaults(func=_confirm)
 
     stats = subparsers.add_parser(
         "stats",
@@ -112,7 +162,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 def add_store_option(parser: argparse.ArgumentParser) -> None:
     """`--db`, for every command that reads or changes the dead-letter store (`open_store`)."""
     parser.add_argument(
-        "--db", metavar="PATH", help="the dead-letter store (default: $QUICKBOT_SEGMENT_DEAD_LETTER_PATH)"
+        "--db",
+        metavar="PATH",
+        help="the dead-letter store: an SQLite file (default: $QUICKBOT_SEGMENT_DEAD_LETTER_PATH), or a "
+        "postgresql:// URL (default: $QUICKBOT_SEGMENT_DATABASE_URL; prefer the variable, a password on the "
+        "command line is visible to other users in the process list)",
     )
 
 
@@ -132,7 +186,8 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
         "--state",
         choices=STATES,
         default=None,
-        help="pending (not replayed yet; the default), replayed, or all (the default with --id)",
+        help="pending (not replayed yet; the default), in_doubt (sent by a replay that could not learn the "
+        "outcome), replayed, or all (the default with --id)",
     )
     parser.add_argument("--id", dest="ids", type=int, action="append", metavar="ID", help="only this row (repeatable)")
 
@@ -173,7 +228,7 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _reports_store_errors(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+def reports_store_errors(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """A store that cannot be opened (no permission, not an SQLite file, disk error) is one clear
     line and exit status 2, like every other operator error, not a traceback."""
 
@@ -181,8 +236,11 @@ def _reports_store_errors(command: Callable[[argparse.Namespace], int]) -> Calla
     def run(args: argparse.Namespace) -> int:
         try:
             return command(args)
-        except (sqlite3.Error, OSError) as error:
-            where = args.db or "the dead-letter store ($QUICKBOT_SEGMENT_DEAD_LETTER_PATH)"
+        except (sqlite3.Error, DatabaseError, OSError) as error:
+            where = (
+                args.db
+                or "the dead-letter store ($QUICKBOT_SEGMENT_DATABASE_URL or $QUICKBOT_SEGMENT_DEAD_LETTER_PATH)"
+            )
             _print(f"quickbot-segment: error: cannot use {where}: {error}", sys.stderr)
             return 2
 
@@ -197,18 +255,23 @@ def _selection(args: argparse.Namespace) -> DeadLetterFilter:
         newer_than=args.newer_than,
         state=args.state or ("all" if args.ids else "pending"),
         ids=args.ids,
+        include_in_doubt=bool(getattr(args, "include_in_doubt", False)),
     )
 
 
 def _print(text: str, stream: TextIO | None = None) -> None:
-    """Every line the commands print passes here: a last scrub of anything key-like."""
-    print(redact(text), file=stream or sys.stdout)
+    """Every line the commands print passes here: a last scrub of anything key-like or a database password."""
+    print(scrub_database_secrets(redact(text)), file=stream or sys.stdout)
+
+
+def _hours(window: timedelta) -> str:
+    return f"{window.total_seconds() / 3600:g}"
 
 
 # --- list ----------------------------------------------------------------------------------
 
 
-@_reports_store_errors
+@reports_store_errors
 def _list(args: argparse.Namespace) -> int:
     store = open_store(args)
     selection = _selection(args)
@@ -216,7 +279,7 @@ def _list(args: argparse.Namespace) -> int:
     total = store.count(selection=selection)
     if args.json:
         document = {
-            "store": str(store.path),
+            "store": store.location,
             "total": total,
             "offset": args.offset,
             "dead_letters": [row.as_dict() for row in rows],
@@ -224,8 +287,8 @@ def _list(args: argparse.Namespace) -> int:
         _print(json.dumps(document, indent=2, sort_keys=True))
         return 0
     if not rows:
-        where = "" if store.path.exists() else " (the store does not exist yet)"
-        _print(f"No {_state_words(selection.state)}dead letters match in {store.path}{where}.")
+        where = "" if store.exists() else " (the store does not exist yet)"
+        _print(f"No {_state_words(selection.state)}dead letters match in {store.location}{where}.")
         return 0
     _print_table(
         ["ID", "WORKSPACE", "REASON", "STATUS", "ATTEMPTS", "LAST FAILED (UTC)", "TYPE", "MESSAGE ID", "REPLAY"],
@@ -233,7 +296,7 @@ def _list(args: argparse.Namespace) -> int:
     )
     shown_to = args.offset + len(rows)
     _print(
-        f"\n{args.offset + 1}-{shown_to} of {total} {_state_words(selection.state)}dead letter(s) in {store.path}."
+        f"\n{args.offset + 1}-{shown_to} of {total} {_state_words(selection.state)}dead letter(s) in {store.location}."
         + (
             " REPLAY 'no token': no credentials were recorded, the row cannot be replayed."
             if _any_tokenless(rows)
@@ -245,6 +308,8 @@ def _list(args: argparse.Namespace) -> int:
 
 def _row_cells(row: DeadLetter) -> list[str]:
     replay = "no token" if not row.replayable else ("done" if row.replayed_at else "yes")
+    if row.in_doubt_since is not None and row.replayed_at is None:
+        replay = "in doubt"
     event = row.message.get("event") if row.type == "track" else None
     kind = f"{row.type}:{event}" if isinstance(event, str) else (row.type or "?")
     return [
@@ -265,34 +330,38 @@ def _any_tokenless(rows: Iterable[DeadLetter]) -> bool:
 
 
 def _state_words(state: str) -> str:
-    return {"pending": "pending ", "replayed": "replayed ", "all": ""}.get(state, "")
+    return {"pending": "pending ", "in_doubt": "in-doubt ", "replayed": "replayed ", "all": ""}.get(state, "")
 
 
 # --- purge ---------------------------------------------------------------------------------
 
 
-@_reports_store_errors
+@reports_store_errors
 def _purge(args: argparse.Namespace) -> int:
     store = open_store(args)
     selection = _selection(args)
     matching = store.count(selection=selection)
     what = f"{matching} {_state_words(selection.state)}dead letter(s)"
     if not args.yes:
-        _print(f"Would purge {what} from {store.path}. Nothing was deleted: run again with --yes to delete them.")
+        _print(f"Would purge {what} from {store.location}. Nothing was deleted: run again with --yes to delete them.")
         return 1
     deleted = store.purge(selection=selection)
-    _print(f"Purged {deleted} dead letter(s) from {store.path}.")
+    _print(f"Purged {deleted} dead letter(s) from {store.location}.")
     return 0
 
 
 # --- replay --------------------------------------------------------------------------------
 
 
-@_reports_store_errors
+@reports_store_errors
 def _replay(args: argparse.Namespace) -> int:
     store = open_store(args)
     selection = _selection(args)
-    report = replay_through_pool(store, selection, limit=args.limit, timeout=args.timeout)
+    try:
+        report = replay_through_pool(store, selection, limit=args.limit, timeout=args.timeout)
+    except ReplayInProgress as error:
+        _print(f"quickbot-segment: error: {error}", sys.stderr)
+        return 1
     if args.json:
         _print(json.dumps(report.as_dict(), indent=2, sort_keys=True))
     else:
@@ -300,9 +369,51 @@ def _replay(args: argparse.Namespace) -> int:
             _print(problem)
         _print(
             f"Replayed {report.replayed} of {report.attempted} dead letter(s): {report.failed} failed again "
-            f"(kept, attempts + 1), {report.skipped} skipped (kept as they were)."
+            f"(kept, attempts + 1), {report.in_doubt} in doubt (kept, not resent), {report.skipped} skipped "
+            "(kept as they were)."
         )
-    return 0 if report.failed == 0 and report.skipped == 0 else 1
+        if report.in_doubt:
+            _print(
+                f"{report.in_doubt} row(s) were still queued or in flight when --timeout ran out: Segment may have "
+                "them. They are kept in doubt and the next replay leaves them alone; check Segment, then run "
+                "`dead-letters confirm --state in_doubt --delivered` (or --not-delivered), or resend them with "
+                f"`replay --include-in-doubt` (Segment deduplicates by messageId within about "
+                f"{_hours(SEGMENT_DEDUP_WINDOW)} hours)."
+            )
+        if report.beyond_dedup_window:
+            _print(_dedup_warning(report.beyond_dedup_window))
+    if report.beyond_dedup_window and args.json:
+        _print(_dedup_warning(report.beyond_dedup_window), sys.stderr)
+    return 0 if report.failed == 0 and report.skipped == 0 and report.in_doubt == 0 else 1
+
+
+def _dedup_warning(count: int) -> str:
+    return (
+        f"warning: {count} replayed row(s) first failed more than {_hours(SEGMENT_DEDUP_WINDOW)} hours ago, "
+        "beyond Segment's deduplication window: if any of them had reached Segment after all, it is now "
+        "counted twice."
+    )
+
+
+@reports_store_errors
+def _confirm(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    chosen = _selection(args)
+    selection = DeadLetterFilter(
+        workspace_id=chosen.workspace_id,
+        reason=chosen.reason,
+        older_than=chosen.older_than,
+        newer_than=chosen.newer_than,
+        state="in_doubt",
+        ids=chosen.ids,
+    )
+    ids = [letter.id for letter in store.iter(selection)]
+    changed = store.confirm(ids, delivered=bool(args.delivered))
+    if args.delivered:
+        _print(f"Marked {changed} in-doubt dead letter(s) replayed in {store.location}.")
+    else:
+        _print(f"Made {changed} in-doubt dead letter(s) pending again in {store.location}; the next replay sends them.")
+    return 0
 
 
 class _FailureLog:
@@ -318,6 +429,10 @@ class _FailureLog:
                 self.failures[(undeliverable.workspace_id, str(message.get("messageId")))] = undeliverable
 
 
+#: Reasons that mean "handed over, outcome unknown": the pool gave up waiting, not Segment refusing.
+_UNKNOWN_OUTCOME: Final = frozenset({SHUTDOWN_DEADLINE, CLIENT_CLOSED})
+
+
 def replay_through_pool(
     store: DeadLetterStore,
     selection: DeadLetterFilter,
@@ -329,10 +444,27 @@ def replay_through_pool(
 ) -> ReplayReport:
     """Send the selected rows again through a `DeliveryPool`, then mark each by what became of it.
 
-    The pool reports every event it cannot deliver through `on_undeliverable`; after the pool
-    has shut down (within `timeout`), rows it reported stay with attempts + 1 and the new
-    reason, the others are marked replayed.
+    Holds the store's replay lock throughout (`ReplayInProgress` when another replay has it).
+    Rows are marked in doubt before they are handed to the pool, so a replay killed midway
+    leaves them in doubt, not pending. After the pool has shut down (within `timeout`), rows
+    it reported failed stay pending with attempts + 1 and the new reason; rows it gave up on
+    at the deadline stay in doubt; the others are marked replayed.
     """
+    if not store.exists():  # nothing to replay, and a replay must not create a store to lock it
+        return ReplayReport()
+    with replay_lock(store, replica_id(), seconds=max(600.0, 4 * timeout)) as lease:
+        return _replay_locked(store, selection, limit, timeout, keyring_factory, settings, lease.renew)
+
+
+def _replay_locked(
+    store: DeadLetterStore,
+    selection: DeadLetterFilter,
+    limit: int | None,
+    timeout: float,
+    keyring_factory: Callable[[], KeyRing],
+    settings: DeliverySettings | None,
+    renew: Callable[[], None],
+) -> ReplayReport:
     report = ReplayReport()
     failures = _FailureLog()
     settings = settings or DeliverySettings.from_env()
@@ -341,7 +473,28 @@ def replay_through_pool(
     keyring: KeyRing | None = None
     sent: dict[tuple[str, str], int] = {}
     refused: list[tuple[int, str]] = []
+    window_start = store._now() - SEGMENT_DEDUP_WINDOW
+    ready: list[tuple[DeadLetter, str, str]] = []
+
+    def send_ready() -> None:
+        store.mark_in_doubt([letter.id for letter, _, _ in ready])
+        for letter, write_key, endpoint in ready:
+            try:
+                pool.enqueue(letter.workspace_id, write_key, endpoint, letter.message)
+            except DeliveryError as error:
+                refused.append((letter.id, str(error)))
+                report.failed += 1
+                report.problems.append(_problem(letter, f"refused by the analytics library: {error}"))
+                continue
+            sent[(letter.workspace_id, letter.message_id)] = letter.id
+            if letter.first_failed_at < window_start:
+                report.beyond_dedup_window += 1
+        ready.clear()
+        pool.flush(timeout)
+        renew()
+
     try:
+        # Read before sending: rows change state (in doubt) as they go, and the pages are keyed by id.
         for letter in store.iter(selection, limit):
             report.attempted += 1
             if letter.credentials_token is None:
@@ -362,17 +515,11 @@ def replay_through_pool(
                     f"{letter.write_key_fingerprint} that it was sent with",
                 )
                 continue
-            endpoint = endpoint_for(credentials.region)
-            try:
-                pool.enqueue(letter.workspace_id, credentials.write_key.reveal(), endpoint, letter.message)
-            except DeliveryError as error:
-                refused.append((letter.id, str(error)))
-                report.failed += 1
-                report.problems.append(_problem(letter, f"refused by the analytics library: {error}"))
-                continue
-            sent[(letter.workspace_id, letter.message_id)] = letter.id
-            if len(sent) % chunk == 0:
-                pool.flush(timeout)
+            ready.append((letter, credentials.write_key.reveal(), endpoint_for(credentials.region)))
+            if len(ready) >= chunk:
+                send_ready()
+        if ready:
+            send_ready()
     finally:
         pool.shutdown(timeout)
     for row_id, detail in refused:
@@ -383,6 +530,13 @@ def replay_through_pool(
         failure = failures.failures.get(key)
         if failure is None:
             delivered.append(row_id)
+            continue
+        if failure.reason in _UNKNOWN_OUTCOME:
+            report.in_doubt += 1
+            report.problems.append(
+                f"dead letter {row_id} (messageId {key[1]}): in doubt: still queued or in flight when the "
+                "replay's time ran out; Segment may have it"
+            )
             continue
         failed_groups.setdefault((failure.reason, failure.detail, failure.status), []).append(row_id)
         report.failed += 1
@@ -408,25 +562,28 @@ def _problem(letter: DeadLetter, what: str) -> str:
 # --- stats ---------------------------------------------------------------------------------
 
 
-@_reports_store_errors
+@reports_store_errors
 def _stats(args: argparse.Namespace) -> int:
     store = open_store(args)
     summary = store.summary()
     tallies = store.tallies()
     counters = store.persisted_counters()
+    replicas = store.counters_by_replica()
     delivery_counters, quality = split_quality_counters(counters)  # quality.py: violations, cleaned, refused
     if args.json:
         document = {
-            "store": str(store.path),
-            "exists": store.path.exists(),
+            "store": store.location,
+            "backend": store.backend.kind.value,
+            "exists": store.exists(),
             "dead_letters": summary,
             "removed": tallies,
             "counters": counters,
+            "replicas": replicas,
             "quality": quality,
         }
         _print(json.dumps(document, indent=2, sort_keys=True))
         return 0
-    _print(f"Dead-letter store: {store.path}" + ("" if store.path.exists() else " (does not exist yet)"))
+    _print(f"Dead-letter store: {store.location}" + ("" if store.exists() else " (does not exist yet)"))
     _print("")
     if summary:
         rows = [
@@ -435,23 +592,44 @@ def _stats(args: argparse.Namespace) -> int:
                 entry["reason"],
                 str(entry["pending"]),
                 str(entry["replayed"]),
+                str(entry["in_doubt"]),
                 _day(entry["oldest_failure"]),
                 _day(entry["newest_failure"]),
             ]
             for entry in summary
         ]
         rows.append(
-            ["TOTAL", "", str(sum(e["pending"] for e in summary)), str(sum(e["replayed"] for e in summary)), "", ""]
+            [
+                "TOTAL",
+                "",
+                *(str(sum(e[name] for e in summary)) for name in ("pending", "replayed", "in_doubt")),
+                "",
+                "",
+            ]
         )
-        _print_table(["WORKSPACE", "REASON", "PENDING", "REPLAYED", "OLDEST FAILURE", "NEWEST FAILURE"], rows)
+        _print_table(
+            ["WORKSPACE", "REASON", "PENDING", "REPLAYED", "IN-DOUBT", "OLDEST FAILURE", "NEWEST FAILURE"], rows
+        )
     else:
         _print("No dead letters.")
     if tallies:
         _print("\nWhat became of dead letters (replayed; removed undelivered by retention or purge):")
         _print_nested(tallies)
     if delivery_counters:
-        _print("\nCounters flushed by QuickBot workers (sum over every process that flushed):")
+        _print("\nCounters flushed by QuickBot workers (sum over every replica that flushed):")
         _print_nested(delivery_counters)
+    if replicas:
+        _print("\nBy replica (QUICKBOT_SEGMENT_REPLICA_ID, else host:pid; all workspaces):")
+        names = [
+            name for name in sorted({n for entry in replicas.values() for n in entry["counters"]}) if ":" not in name
+        ]
+        _print_table(
+            ["REPLICA", "LAST FLUSH (UTC)", *(name.upper() for name in names)],
+            [
+                [replica, _day(entry["last_flush"]), *(str(entry["counters"].get(name, 0)) for name in names)]
+                for replica, entry in replicas.items()
+            ],
+        )
     if quality:
         _print("\nData quality (violations found, values cleaned, events refused; by rule and event):")
         _print_table(

@@ -22,7 +22,7 @@ from ..collector import EventStore
 from ..core import PluginError, env_str, redact
 from ..privacy import DEFAULT_POLICY, DETECTORS, HASH_KEY_ENV, PolicyResolver, PrivacyPolicy, load_policy
 from .collector import DB_ENV
-from .operations import add_store_option, open_store
+from .operations import add_store_option, open_store, reports_store_errors
 
 SEGMENT_DELETION_NOTE = (
     "This removed the copies the plugin keeps. Segment's copy needs its own request: a user deletion "
@@ -73,6 +73,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     check.set_defaults(func=_check)
 
 
+@reports_store_errors
 def _forget(args: argparse.Namespace) -> int:
     if not (args.user_id or "").strip() and not (args.anonymous_id or "").strip():
         raise PluginError("privacy forget needs --user-id or --anonymous-id.", field="user-id")
@@ -85,7 +86,7 @@ def _forget(args: argparse.Namespace) -> int:
     store = open_store(args)
     report: dict[str, Any] = {
         "workspace_id": args.workspace,
-        "dead_letters": {"path": str(store.path), "removed": store.forget(args.workspace, user_id, anonymous_id)},
+        "dead_letters": {"path": store.location, "removed": store.forget(args.workspace, user_id, anonymous_id)},
         "collectors": [],
         "segment": SEGMENT_DELETION_NOTE,
     }

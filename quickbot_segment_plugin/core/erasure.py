@@ -1,4 +1,4 @@
-"""What "one end user's data" means to the SQLite stores that erase it, and making erasure stick.
+"""What "one end user's data" means to the stores that erase it, and making erasure stick.
 
 The dead-letter store and the embedded collector both answer `privacy forget`; each used to
 spell the rule in its own SQL, and the copies drifted (a numeric alias `previousId` was erased
@@ -20,18 +20,23 @@ CHECKPOINT_SECONDS: Final = 2.0
 
 
 def user_condition(
-    user_id: str | None, anonymous_id: str | None, *, user_expression: str, anonymous_expression: str
+    user_id: str | None,
+    anonymous_id: str | None,
+    *,
+    user_expression: str,
+    anonymous_expression: str,
+    previous_expression: str = PREVIOUS_ID,
 ) -> tuple[str, list[str]]:
     """The SQL condition (and its parameters) for rows that are the user's.
 
     A row is the user's when its userId is `user_id` (or, for an alias, its previousId is),
     or its anonymousId is `anonymous_id`. Ids are compared as text, as Segment stringifies
-    numeric ids: the expressions must give text, and `previousId` is cast here.
+    numeric ids: the expressions must give text (`previous_expression` too; SQLite's by default).
     """
     clauses: list[str] = []
     values: list[str] = []
     if user_id:
-        clauses.append(f"{user_expression} = ? OR (type = 'alias' AND {PREVIOUS_ID} = ?)")
+        clauses.append(f"{user_expression} = ? OR (type = 'alias' AND {previous_expression} = ?)")
         values.extend([user_id, user_id])
     if anonymous_id:
         clauses.append(f"{anonymous_expression} = ?")

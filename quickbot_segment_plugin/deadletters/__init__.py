@@ -2,9 +2,10 @@
 
 segment-analytics-python drops events quietly (a full queue is only a warning, exhausted
 retries end in a callback, interpreter exit abandons the queue). The delivery pool reports
-each such event (`Undeliverable`); this store keeps them in SQLite with the reason, so an
-operator can list, count, replay and purge them, and account for every event a conversation
-produced.
+each such event (`Undeliverable`); this store keeps them with the reason, so an operator can
+list, count, replay and purge them, and account for every event a conversation produced.
+The store is an SQLite file (the default) or, with `QUICKBOT_SEGMENT_DATABASE_URL`, a
+PostgreSQL database shared by every replica (docs/operators/postgresql.md).
 
 Where and how it is kept:
 
@@ -21,7 +22,8 @@ Where and how it is kept:
 - A replayed row is marked `replayed_at` and kept (until retention removes it), so an operator
   can see what was replayed and replay it again if a destination still misses it: Segment
   deduplicates on messageId. `list`, `count` and `replay` look at pending rows unless asked
-  for `state="replayed"` or `"all"`.
+  for `state="in_doubt"`, `"replayed"` or `"all"`. A row a replay handed over without learning
+  the outcome is "in doubt" and is not resent without asking (docs/operators/replay.md).
 - Retention: rows whose last failure is older than `QUICKBOT_SEGMENT_DEAD_LETTER_RETENTION_DAYS`
   (30) go, and beyond `QUICKBOT_SEGMENT_DEAD_LETTER_MAX_ROWS` (1,000,000) the oldest go,
   replayed rows first. Pruning runs on `add`, but only every `prune_every` events or
@@ -38,18 +40,26 @@ Where and how it is kept:
   events as `dead_letter_write_failed`.
 
 The package, one job a module: `config` (settings and defaults), `models` (what the store
-hands out), `filters` (row selection), `schema` (the tables), `scrubbing` (no write key is
-written), `database` (opening the file), `store` (`DeadLetterStore`) and `recorder`.
+hands out), `filters` (row selection), `schema` (the tables), `migrations` (numbered schema
+changes), `scrubbing` (no write key is written), `backend` (the seam between the store and its
+database), `sqlite_backend` with `database` (opening the file), `postgres_backend` with
+`database_url` (the shared database; its password never printed), `replica` (which process
+wrote a counter), `replay_lock` (one replay at a time), `store` (`DeadLetterStore`) and
+`recorder`.
 """
 
 from __future__ import annotations
 
-from .config import COUNTER_FLUSH_ENV, MAX_ROWS_ENV, PATH_ENV, RETENTION_DAYS_ENV, default_path
+from .config import COUNTER_FLUSH_ENV, MAX_ROWS_ENV, PATH_ENV, RETENTION_DAYS_ENV, SEGMENT_DEDUP_WINDOW, default_path
+from .database_url import scrub_database_secrets
+from .errors import DatabaseError
 from .filters import STATES as STATES
 from .filters import DeadLetterFilter
 from .filters import State as State
 from .models import DeadLetter, PruneReport, ReplayReport
 from .recorder import DeadLetterRecorder
+from .replay_lock import ReplayInProgress, replay_lock
+from .replica import replica_id
 from .store import DeadLetterStore
 
 __all__ = [
@@ -57,11 +67,18 @@ __all__ = [
     "MAX_ROWS_ENV",
     "PATH_ENV",
     "RETENTION_DAYS_ENV",
+    "SEGMENT_DEDUP_WINDOW",
+    "STATES",
+    "DatabaseError",
     "DeadLetter",
     "DeadLetterFilter",
     "DeadLetterRecorder",
     "DeadLetterStore",
     "PruneReport",
+    "ReplayInProgress",
     "ReplayReport",
     "default_path",
+    "replay_lock",
+    "replica_id",
+    "scrub_database_secrets",
 ]

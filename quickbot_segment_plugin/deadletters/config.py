@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Final
 
@@ -26,6 +27,10 @@ DEFAULT_COUNTER_FLUSH_SECONDS: Final = 10.0
 FAILURE_LOG_INTERVAL: Final = 60.0  # at most one "still failing" error a minute
 MAX_DETAIL_CHARS: Final = 1000
 PAGE_SIZE: Final = 500
+#: How long Segment deduplicates events by messageId. Segment documents "a 24 hour window" for
+#: its deduplication (https://segment.com/docs/guides/duplicate-data/); replaying a row that first
+#: failed longer ago than this can add a duplicate if it had reached Segment after all.
+SEGMENT_DEDUP_WINDOW: Final = timedelta(hours=24)
 
 
 def default_path(environ: Mapping[str, str] | None = None) -> Path:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from ..core import ConfigurationError
 from .config import PATH_ENV
-from .schema import _SCHEMA, SCHEMA_VERSION
+from .migrations import SQLITE_MIGRATIONS
+from .schema import SCHEMA_VERSION
 
 #: One logger for the whole store, whichever module logs: operators filter on this name.
 logger = logging.getLogger("quickbot_segment_plugin.deadletters")
@@ -38,17 +39,7 @@ def open_database(path: Path, busy_timeout: float) -> sqlite3.Connection:
         db.execute("PRAGMA synchronous = NORMAL")
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version < SCHEMA_VERSION:
-            # Statement by statement: executescript() would commit the transaction first.
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+            _migrate(db)
         elif version > SCHEMA_VERSION:
             raise ConfigurationError(
                 f"{path} was written by a newer quickbot-segment-plugin (schema {version}); upgrade the plugin "
@@ -61,6 +52,27 @@ def open_database(path: Path, busy_timeout: float) -> sqlite3.Connection:
     for side in (Path(f"{path}-wal"), Path(f"{path}-shm")):
         _make_private(side, warn=False)
     return db
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Apply the migrations the file lacks, in one write transaction (another process migrating
+    at the same moment waits for it, then finds the file current)."""
+    # Statement by statement: executescript() would commit the transaction first.
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version >= SCHEMA_VERSION:  # another process migrated it while this one waited
+            db.execute("COMMIT")
+            return
+        for migration in SQLITE_MIGRATIONS:
+            if migration.version > version:
+                for statement in migration.statements:
+                    db.execute(statement)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def _make_directories(directory: Path) -> None:

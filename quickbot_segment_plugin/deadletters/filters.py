@@ -1,4 +1,4 @@
-"""Which rows an operation applies to, as an SQL `WHERE` clause.
+"""Which rows an operation applies to, as an SQL `WHERE` clause (the same on SQLite and PostgreSQL).
 
 Every read and change of the store (list, count, replay, purge) selects rows the same way,
 so one filter type builds the clause and its bound values (never text pasted into SQL).
@@ -14,8 +14,10 @@ from typing import Any, Final, Literal
 from ..core import ConfigurationError
 from .schema import _timestamp
 
-State = Literal["pending", "replayed", "all"]
-STATES: Final = ("pending", "replayed", "all")
+#: pending: not replayed and not in doubt; in_doubt: a replay handed it over and could not learn
+#: whether Segment got it (see `DeadLetterStore.mark_in_doubt`); replayed: sent again and accepted.
+State = Literal["pending", "in_doubt", "replayed", "all"]
+STATES: Final = ("pending", "in_doubt", "replayed", "all")
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class DeadLetterFilter:
     newer_than: timedelta | datetime | None = None
     state: State = "pending"
     ids: Sequence[int] | None = None
+    #: With state "pending": in-doubt rows too (a replay that resends them on purpose).
+    include_in_doubt: bool = False
 
     def __post_init__(self) -> None:
         if self.state not in STATES:
@@ -53,14 +57,18 @@ class DeadLetterFilter:
             clauses.append("last_failed_at > ?")
             values.append(_timestamp(_cutoff(self.newer_than, now)))
         if self.state == "pending":
-            clauses.append("replayed_at IS NULL")
+            clauses.append(
+                "replayed_at IS NULL" if self.include_in_doubt else "replayed_at IS NULL AND in_doubt_since IS NULL"
+            )
+        elif self.state == "in_doubt":
+            clauses.append("replayed_at IS NULL AND in_doubt_since IS NOT NULL")
         elif self.state == "replayed":
             clauses.append("replayed_at IS NOT NULL")
         if self.ids is not None:
             ids = [int(row_id) for row_id in self.ids]
-            clauses.append(f"id IN ({','.join('?' * len(ids))})" if ids else "0")
+            clauses.append(f"id IN ({','.join('?' * len(ids))})" if ids else "1 = 0")
             values.extend(ids)
-        return (" AND ".join(clauses) or "1"), values
+        return (" AND ".join(clauses) or "1 = 1"), values
 
 
 def _cutoff(moment: timedelta | datetime, now: datetime) -> datetime:

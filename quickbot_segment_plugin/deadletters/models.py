@@ -29,6 +29,13 @@ class DeadLetter:
     credentials_token: str | None = field(repr=False)
     write_key_fingerprint: str
     endpoint: str
+    in_doubt_since: datetime | None = None
+
+    @property
+    def state(self) -> str:
+        if self.replayed_at is not None:
+            return "replayed"
+        return "in_doubt" if self.in_doubt_since is not None else "pending"
 
     @property
     def type(self) -> str | None:
@@ -53,6 +60,8 @@ class DeadLetter:
             "first_failed_at": self.first_failed_at.isoformat(),
             "last_failed_at": self.last_failed_at.isoformat(),
             "replayed_at": self.replayed_at.isoformat() if self.replayed_at else None,
+            "in_doubt_since": self.in_doubt_since.isoformat() if self.in_doubt_since else None,
+            "state": self.state,
             "has_credentials": self.replayable,
             "write_key_fingerprint": self.write_key_fingerprint,
             "endpoint": self.endpoint,
@@ -78,7 +87,12 @@ class PruneReport:
 
 @dataclass
 class ReplayReport:
-    """How a replay went: rows sent and accepted, failed again (kept, attempts + 1), or skipped.
+    """How a replay went: rows sent and accepted, failed again (kept, attempts + 1), in doubt, or skipped.
+
+    `in_doubt` rows were still queued or in flight when the replay's time ran out: Segment may
+    have them, so they are kept apart and not resent without `--include-in-doubt`.
+    `beyond_dedup_window` counts rows sent that first failed longer ago than Segment's
+    deduplication window: had one reached Segment after all, it is now there twice.
 
     `problems` holds one line per row that failed or was skipped (row id, messageId, why),
     already free of write keys, for the CLI to print.
@@ -88,6 +102,8 @@ class ReplayReport:
     replayed: int = 0
     failed: int = 0
     skipped: int = 0
+    in_doubt: int = 0
+    beyond_dedup_window: int = 0
     problems: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -96,5 +112,7 @@ class ReplayReport:
             "replayed": self.replayed,
             "failed": self.failed,
             "skipped": self.skipped,
+            "in_doubt": self.in_doubt,
+            "beyond_dedup_window": self.beyond_dedup_window,
             "problems": list(self.problems),
         }

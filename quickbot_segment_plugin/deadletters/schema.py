@@ -1,17 +1,18 @@
-"""The SQLite layout: tables, columns, the stored time format, tallies, and rows read back.
+"""The store's layout: tables, columns, the stored time format, tallies, and rows read back.
 
 Kept together because they must agree: `_COLUMNS` is the order `_dead_letter` unpacks, and
-`SCHEMA_VERSION` says which `_SCHEMA` a file holds.
+`SCHEMA_VERSION` is the SQLite layout `migrations.SQLITE_MIGRATIONS` builds (`_SCHEMA` is its first
+step). The same tables and columns exist on PostgreSQL (`migrations.POSTGRES_MIGRATIONS`).
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from .backend import Connection
 from .models import DeadLetter
 
 # Durable tallies (table `tallies`): what happened to rows of this store, written in the same
@@ -60,9 +61,10 @@ CREATE TABLE IF NOT EXISTS counters (
 """
 _COLUMNS = (
     "id, workspace_id, message_id, type, message, reason, detail, status, attempts, first_failed_at, "
-    "last_failed_at, replayed_at, credentials_token, write_key_fingerprint, endpoint"
+    "last_failed_at, replayed_at, credentials_token, write_key_fingerprint, endpoint, in_doubt_since"
 )
-SCHEMA_VERSION: Final = 1
+#: The SQLite layout version this plugin writes (`migrations.SQLITE_MIGRATIONS` brings a file up to it).
+SCHEMA_VERSION: Final = 2
 
 
 def _timestamp(moment: datetime) -> str:
@@ -93,6 +95,7 @@ def _dead_letter(row: Sequence[Any]) -> DeadLetter:
         token,
         key_fingerprint,
         endpoint,
+        in_doubt_since,
     ) = row
     try:
         parsed = json.loads(message)
@@ -116,15 +119,16 @@ def _dead_letter(row: Sequence[Any]) -> DeadLetter:
         credentials_token=token,
         write_key_fingerprint=key_fingerprint,
         endpoint=endpoint,
+        in_doubt_since=_parse_timestamp(in_doubt_since),
     )
 
 
-def _tally(db: sqlite3.Connection, by_workspace: Mapping[str, int], name: str, when: str) -> None:
+def _tally(db: Connection, by_workspace: Mapping[str, int], name: str, when: str) -> None:
     rows = [(workspace, name, int(n), when) for workspace, n in by_workspace.items() if n]
     if rows:
         db.executemany(
             "INSERT INTO tallies (workspace_id, name, value, updated_at) VALUES (?,?,?,?) "
-            "ON CONFLICT (workspace_id, name) DO UPDATE SET value = value + excluded.value, "
+            "ON CONFLICT (workspace_id, name) DO UPDATE SET value = tallies.value + excluded.value, "
             "updated_at = excluded.updated_at",
             rows,
         )

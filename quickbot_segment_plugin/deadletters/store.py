@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import threading
 import time
 import uuid
@@ -30,9 +29,9 @@ from ..core import (
     env_float,
     env_int,
     redact,
-    truncate_write_ahead_log,
     user_condition,
 )
+from .backend import Connection, StoreBackend, backend_for
 from .config import (
     COUNTER_FLUSH_ENV,
     DEFAULT_BUSY_TIMEOUT,
@@ -46,11 +45,11 @@ from .config import (
     MAX_ROWS_ENV,
     PAGE_SIZE,
     RETENTION_DAYS_ENV,
-    default_path,
 )
-from .database import logger, open_database
+from .database import logger
 from .filters import DeadLetterFilter, State
 from .models import DeadLetter, PruneReport, ReplayReport
+from .replica import replica_id
 from .schema import (
     _COLUMNS,
     TALLY_PRUNED_EXPIRED,
@@ -63,17 +62,21 @@ from .schema import (
     _timestamp,
 )
 from .scrubbing import TOKEN_PREFIX, _clean_endpoint, _clean_fingerprint, _Row, _Scrubber
+from .sqlite_backend import SqliteBackend
 
 #: One logger for the whole store, whichever module logs: operators filter on this name.
 
 
 class DeadLetterStore:
-    """Undeliverable events in SQLite: add (never raises), list, count, replay, purge, prune.
+    """Undeliverable events in SQLite or PostgreSQL: add (never raises), list, count, replay, purge, prune.
 
     Thread-safe and multi-process-safe. Opening is lazy: constructing a store reads only
     settings (raising `ConfigurationError` for a malformed variable); the file and its
-    directory are created by the first write. Reads of a store that does not exist yet find
-    nothing and create nothing.
+    directory (or the tables of a PostgreSQL database) are created by the first write. Reads
+    of an SQLite store that does not exist yet find nothing and create nothing.
+
+    `path` is an SQLite file or a `postgresql://` URL; without one, `QUICKBOT_SEGMENT_DATABASE_URL`
+    (shared by every replica) or else `QUICKBOT_SEGMENT_DEAD_LETTER_PATH` decides (`backend.backend_for`).
     """
 
     def __init__(
@@ -88,8 +91,13 @@ class DeadLetterStore:
         prune_interval: float = DEFAULT_PRUNE_INTERVAL,
         clock: Callable[[], datetime] | None = None,
         environ: Mapping[str, str] | None = None,
+        backend: StoreBackend | None = None,
     ) -> None:
-        self.path = Path(path).expanduser() if path is not None else default_path(environ)
+        self.backend = backend or backend_for(path, environ, busy_timeout=busy_timeout)
+        #: The SQLite file, or None when the store is a PostgreSQL database.
+        self.path: Path | None = self.backend.path if isinstance(self.backend, SqliteBackend) else None
+        #: Where the store is, safe to print: a file path, or the database URL without its password.
+        self.location = self.backend.location
         self.retention_days = (
             retention_days
             if retention_days is not None
@@ -106,12 +114,11 @@ class DeadLetterStore:
             raise ConfigurationError("max_rows must be at least 1.", field="max_rows")
         self._environ = environ
         self._counters = counters
-        self._busy_timeout = busy_timeout
         self._prune_every = max(1, prune_every)
         self._prune_interval = prune_interval
         self._clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.RLock()
-        self._db: sqlite3.Connection | None = None
+        self._db: Connection | None = None
         self._pid = os.getpid()
         self._added_since_prune = 0
         self._last_prune: float | None = None  # time.monotonic() of the last prune
@@ -124,19 +131,23 @@ class DeadLetterStore:
         _STORES.add(self)
 
     def __repr__(self) -> str:
-        return f"DeadLetterStore({str(self.path)!r})"
+        return f"DeadLetterStore({self.location!r})"
 
     # --- connection -------------------------------------------------------------------------
 
-    def _connection(self, create: bool) -> sqlite3.Connection | None:
+    def exists(self) -> bool:
+        """Whether there is a store to read (False only for an SQLite file not created yet)."""
+        return self.backend.exists()
+
+    def _connection(self, create: bool) -> Connection | None:
         """The open connection (opening it when needed); None when reading a store that does not exist."""
         if self._pid != os.getpid():
             self._forget_after_fork()
         if self._db is not None:
             return self._db
-        if not create and not self.path.exists():
+        if not create and not self.backend.exists():
             return None
-        self._db = open_database(self.path, self._busy_timeout)
+        self._db = self.backend.connect()
         return self._db
 
     def _forget_after_fork(self) -> None:
@@ -148,17 +159,24 @@ class DeadLetterStore:
         self._pid = os.getpid()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, taking SQLite's write lock up front (waits out other processes)."""
+    def _transaction(self) -> Iterator[Connection]:
+        """One write transaction (on SQLite taking the write lock up front, waiting out other processes)."""
         with self._lock:
             db = self._connection(create=True)
-            assert db is not None
-            db.execute("BEGIN IMMEDIATE")
+            if db is None:
+                raise RuntimeError(f"the dead-letter store {self.location} could not be opened for writing")
+            try:
+                db.execute(self.backend.begin)
+            except self.backend.errors:
+                self._drop_connection()
+                raise
             try:
                 yield db
-            except BaseException:
-                with suppress(sqlite3.Error):
+            except BaseException as error:
+                with suppress(*self.backend.errors):
                     db.execute("ROLLBACK")
+                if isinstance(error, self.backend.errors):
+                    self._drop_connection()
                 raise
             db.execute("COMMIT")
 
@@ -167,7 +185,11 @@ class DeadLetterStore:
             db = self._connection(create=False)
             if db is None:
                 return []
-            return db.execute(query, values).fetchall()
+            try:
+                return db.execute(query, values).fetchall()
+            except self.backend.errors:
+                self._drop_connection()  # a broken server connection: the next call opens a new one
+                raise
 
     def close(self) -> None:
         with self._lock:
@@ -226,9 +248,10 @@ class DeadLetterStore:
                     "attempts, first_failed_at, last_failed_at, credentials_token, write_key_fingerprint, endpoint) "
                     "VALUES (?,?,?,?,?,?,?,1,?,?,?,?,?) "
                     "ON CONFLICT (workspace_id, message_id) DO UPDATE SET "
-                    "attempts = attempts + 1, reason = excluded.reason, detail = excluded.detail, "
+                    "attempts = dead_letters.attempts + 1, reason = excluded.reason, detail = excluded.detail, "
                     "status = excluded.status, last_failed_at = excluded.last_failed_at, replayed_at = NULL, "
-                    "credentials_token = COALESCE(excluded.credentials_token, credentials_token), "
+                    "in_doubt_since = NULL, "
+                    "credentials_token = COALESCE(excluded.credentials_token, dead_letters.credentials_token), "
                     "write_key_fingerprint = excluded.write_key_fingerprint, endpoint = excluded.endpoint",
                     values,
                 )
@@ -294,15 +317,16 @@ class DeadLetterStore:
             return True
         when = _timestamp(self._now())
         try:
+            replica = replica_id(self._environ)
             with self._transaction() as db:
                 db.executemany(
-                    "INSERT INTO counters (workspace_id, name, value, updated_at) VALUES (?,?,?,?) "
-                    "ON CONFLICT (workspace_id, name) DO UPDATE SET value = value + excluded.value, "
-                    "updated_at = excluded.updated_at",
-                    [(workspace, name, int(delta), when) for (workspace, name), delta in deltas.items()],
+                    "INSERT INTO replica_counters (replica_id, workspace_id, name, value, updated_at) "
+                    "VALUES (?,?,?,?,?) ON CONFLICT (replica_id, workspace_id, name) DO UPDATE SET "
+                    "value = replica_counters.value + excluded.value, updated_at = excluded.updated_at",
+                    [(replica, workspace, name, int(delta), when) for (workspace, name), delta in deltas.items()],
                 )
         except Exception as error:
-            logger.warning("could not persist Segment block counters to %s: %s", self.path, redact(str(error)))
+            logger.warning("could not persist Segment block counters to %s: %s", self.location, redact(str(error)))
             return False
         return True
 
@@ -325,7 +349,7 @@ class DeadLetterStore:
         try:
             self._counters.inc(workspace_id, DEAD_LETTER_WRITE_FAILED, count)
             with self._lock:
-                if isinstance(error, sqlite3.Error):
+                if isinstance(error, self.backend.errors):
                     self._drop_connection()
                 now = time.monotonic()
                 self._lost_unlogged += count
@@ -343,7 +367,7 @@ class DeadLetterStore:
                 lost,
                 workspace_id,
                 reason,
-                self.path,
+                self.location,
                 redact(f"{type(error).__name__}: {error}")[:MAX_DETAIL_CHARS],
                 DEAD_LETTER_WRITE_FAILED,
                 extra={"workspace": workspace_id, "count": lost, "reason": reason},
@@ -362,7 +386,7 @@ class DeadLetterStore:
         logger.warning(
             "the dead-letter store %s is writable again; %d event(s) were lost while it was not "
             "(%d not reported before)",
-            self.path,
+            self.location,
             lost,
             unlogged,
             extra={"count": lost, "reason": DEAD_LETTER_WRITE_FAILED},
@@ -372,7 +396,7 @@ class DeadLetterStore:
         """After an SQLite error the connection may be unusable; the next write opens a new one."""
         db, self._db = self._db, None
         if db is not None and self._pid == os.getpid():
-            with suppress(sqlite3.Error):
+            with suppress(*self.backend.errors):
                 db.close()
 
     # --- reading ----------------------------------------------------------------------------
@@ -430,7 +454,10 @@ class DeadLetterStore:
     def summary(self) -> list[dict[str, Any]]:
         """Per (workspace, reason): pending and replayed rows, and the oldest/newest failure."""
         rows = self._read(
-            "SELECT workspace_id, reason, sum(replayed_at IS NULL), sum(replayed_at IS NOT NULL), "
+            "SELECT workspace_id, reason, "
+            "sum(CASE WHEN replayed_at IS NULL AND in_doubt_since IS NULL THEN 1 ELSE 0 END), "
+            "sum(CASE WHEN replayed_at IS NULL AND in_doubt_since IS NOT NULL THEN 1 ELSE 0 END), "
+            "sum(CASE WHEN replayed_at IS NOT NULL THEN 1 ELSE 0 END), "
             "min(last_failed_at), max(last_failed_at) FROM dead_letters "
             "GROUP BY workspace_id, reason ORDER BY workspace_id, reason"
         )
@@ -439,11 +466,12 @@ class DeadLetterStore:
                 "workspace_id": workspace,
                 "reason": reason,
                 "pending": int(pending),
+                "in_doubt": int(in_doubt),
                 "replayed": int(replayed),
                 "oldest_failure": _iso(_parse_timestamp(oldest)),
                 "newest_failure": _iso(_parse_timestamp(newest)),
             }
-            for workspace, reason, pending, replayed, oldest, newest in rows
+            for workspace, reason, pending, in_doubt, replayed, oldest, newest in rows
         ]
 
     def tallies(self) -> dict[str, dict[str, int]]:
@@ -451,8 +479,28 @@ class DeadLetterStore:
         return _nested(self._read("SELECT workspace_id, name, value FROM tallies ORDER BY workspace_id, name"))
 
     def persisted_counters(self) -> dict[str, dict[str, int]]:
-        """Process counters flushed by every worker sharing this file: {workspace: {name: n}}."""
-        return _nested(self._read("SELECT workspace_id, name, value FROM counters ORDER BY workspace_id, name"))
+        """Process counters flushed by every replica sharing this store, summed: {workspace: {name: n}}."""
+        return _nested(
+            self._read(
+                "SELECT workspace_id, name, sum(value) FROM replica_counters GROUP BY workspace_id, name "
+                "ORDER BY workspace_id, name"
+            )
+        )
+
+    def counters_by_replica(self) -> dict[str, dict[str, Any]]:
+        """Each replica's flushed counters: {replica: {"last_flush": ISO time, "counters": {name: n}}}."""
+        rows = self._read(
+            "SELECT replica_id, name, sum(value), max(updated_at) FROM replica_counters GROUP BY replica_id, name "
+            "ORDER BY replica_id, name"
+        )
+        result: dict[str, dict[str, Any]] = {}
+        for replica, name, value, updated in rows:
+            entry = result.setdefault(replica, {"last_flush": None, "counters": {}})
+            entry["counters"][name] = int(value)
+            flushed = _iso(_parse_timestamp(updated))
+            if flushed is not None and (entry["last_flush"] is None or flushed > entry["last_flush"]):
+                entry["last_flush"] = flushed
+        return result
 
     # --- changing rows ----------------------------------------------------------------------
 
@@ -471,7 +519,10 @@ class DeadLetterStore:
                     "GROUP BY workspace_id",
                     chunk,
                 ).fetchall()
-                db.execute(f"UPDATE dead_letters SET replayed_at = ? WHERE id IN ({marks})", [when, *chunk])
+                db.execute(
+                    f"UPDATE dead_letters SET replayed_at = ?, in_doubt_since = NULL WHERE id IN ({marks})",
+                    [when, *chunk],
+                )
                 _tally(db, {workspace: n for workspace, n in per_workspace}, TALLY_REPLAYED, when)
             for workspace, n in per_workspace:
                 self._counters.replayed(workspace, n)
@@ -490,11 +541,48 @@ class DeadLetterStore:
             with self._transaction() as db:
                 cursor = db.execute(
                     "UPDATE dead_letters SET attempts = attempts + 1, reason = ?, detail = ?, status = ?, "
-                    f"last_failed_at = ?, replayed_at = NULL WHERE id IN ({marks})",
+                    f"last_failed_at = ?, replayed_at = NULL, in_doubt_since = NULL WHERE id IN ({marks})",
                     [str(reason), redact(str(detail or ""))[:MAX_DETAIL_CHARS], status, when, *chunk],
                 )
                 changed += cursor.rowcount
         return changed
+
+    def mark_in_doubt(self, ids: Sequence[int]) -> int:
+        """Rows about to be sent (or whose sending ended unknown): not resent until confirmed.
+
+        A replay marks rows in doubt before it hands them to the pool, so rows of a replay that
+        was killed, or that were still queued or in flight at its deadline, stay in doubt rather
+        than pending: Segment may have them, and it deduplicates by messageId only for a while.
+        """
+        ids = [int(row_id) for row_id in ids]
+        when = _timestamp(self._now())
+        changed = 0
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            with self._transaction() as db:
+                changed += db.execute(
+                    f"UPDATE dead_letters SET in_doubt_since = ? WHERE id IN ({marks}) AND replayed_at IS NULL",
+                    [when, *chunk],
+                ).rowcount
+        return changed
+
+    def confirm(self, ids: Sequence[int], *, delivered: bool) -> int:
+        """An operator's answer for in-doubt rows: `delivered` marks them replayed (Segment has
+        them), else they go back to pending for the next replay. Returns rows changed."""
+        ids = [int(row_id) for row_id in ids]
+        if not delivered:
+            changed = 0
+            for chunk in _chunks(ids):
+                marks = ",".join("?" * len(chunk))
+                with self._transaction() as db:
+                    changed += db.execute(
+                        f"UPDATE dead_letters SET in_doubt_since = NULL WHERE id IN ({marks}) "
+                        "AND replayed_at IS NULL AND in_doubt_since IS NOT NULL",
+                        chunk,
+                    ).rowcount
+            return changed
+        in_doubt = [letter.id for letter in self.iter(DeadLetterFilter(ids=ids, state="in_doubt"))]
+        return self.mark_replayed(in_doubt)
 
     def purge(
         self,
@@ -527,7 +615,7 @@ class DeadLetterStore:
                 "purged %d dead letter(s) (%d undelivered) from %s",
                 deleted,
                 sum(n for _, n in lost),
-                self.path,
+                self.location,
                 extra={"count": deleted, "reason": TALLY_PURGED},
             )
         return int(deleted)
@@ -545,8 +633,9 @@ class DeadLetterStore:
         user, user_values = user_condition(
             user_id,
             anonymous_id,
-            user_expression="CAST(json_extract(message, '$.userId') AS TEXT)",
-            anonymous_expression="CAST(json_extract(message, '$.anonymousId') AS TEXT)",
+            user_expression=self.backend.json_text("userId"),
+            anonymous_expression=self.backend.json_text("anonymousId"),
+            previous_expression=self.backend.json_text("previousId"),
         )
         where = f"workspace_id = ? AND ({user})"
         values: list[Any] = [workspace_id, *user_values]
@@ -554,11 +643,11 @@ class DeadLetterStore:
             connection = self._connection(create=False)
             if connection is None:
                 return []
-            # Erased means gone from the file too: freed pages are zeroed, not left for a reader of the bytes.
-            connection.execute("PRAGMA secure_delete = ON")
+            self.backend.before_erasure(connection)
         with self._transaction() as db:
             rows = db.execute(
-                f"SELECT id, message_id, type, reason, replayed_at FROM dead_letters WHERE {where} ORDER BY id",
+                f"SELECT id, message_id, type, reason, replayed_at, in_doubt_since FROM dead_letters WHERE {where} "
+                "ORDER BY id",
                 values,
             ).fetchall()
             db.execute(f"DELETE FROM dead_letters WHERE {where}", values)
@@ -566,14 +655,14 @@ class DeadLetterStore:
             if undelivered:
                 _tally(db, {workspace_id: undelivered}, TALLY_PURGED, _timestamp(self._now()))
         with self._lock:
-            truncate_write_ahead_log(connection, self.path)
+            self.backend.after_erasure(connection)
         if rows:
             logger.warning(
                 "erased %d dead letter(s) of one end user (%d undelivered) of workspace %s from %s",
                 len(rows),
                 undelivered,
                 workspace_id,
-                self.path,
+                self.location,
                 extra={"count": len(rows), "reason": TALLY_PURGED, "workspace": workspace_id},
             )
         return [
@@ -582,9 +671,9 @@ class DeadLetterStore:
                 "message_id": message_id,
                 "type": kind,
                 "reason": reason,
-                "state": "pending" if replayed_at is None else "replayed",
+                "state": "replayed" if replayed_at is not None else ("in_doubt" if in_doubt else "pending"),
             }
-            for row_id, message_id, kind, reason, replayed_at in rows
+            for row_id, message_id, kind, reason, replayed_at, in_doubt in rows
         ]
 
     def replay(
@@ -599,9 +688,20 @@ class DeadLetterStore:
 
         True marks the row replayed (kept, see the package docstring); False or an exception
         keeps it pending with attempts + 1 and reason "replay_failed". `filters` are those of
-        `list` (workspace_id, reason, older_than, newer_than, state, ids).
+        `list` (workspace_id, reason, older_than, newer_than, state, ids). Holds the store's
+        replay lock (`replay_lock.ReplayInProgress` when another replay has it).
         """
+        from .replay_lock import replay_lock
+
         chosen = selection or DeadLetterFilter(**filters)
+        if not self.exists():  # nothing to replay, and a replay must not create a store to lock it
+            return ReplayReport()
+        with replay_lock(self, replica_id(self._environ)):
+            return self._replay_locked(send, chosen, limit)
+
+    def _replay_locked(
+        self, send: Callable[[DeadLetter], bool], chosen: DeadLetterFilter, limit: int | None
+    ) -> ReplayReport:
         report = ReplayReport()
         done: list[int] = []
         for letter in self.iter(chosen, limit):
@@ -639,7 +739,7 @@ class DeadLetterStore:
         try:
             self.prune()
         except Exception as error:  # retention is housekeeping: a failure must not lose the event path
-            logger.error("could not prune the dead-letter store %s: %s", self.path, redact(str(error)))
+            logger.error("could not prune the dead-letter store %s: %s", self.location, redact(str(error)))
 
     def prune(self) -> PruneReport:
         """Apply the age and row limits now (oldest first, replayed rows before undelivered ones)."""
@@ -695,7 +795,7 @@ class DeadLetterStore:
                 "pruned %d undelivered dead letter(s) from %s: %d older than %g days, %d beyond the %d-row limit "
                 "(by workspace: %s); they can no longer be replayed",
                 report.lost,
-                self.path,
+                self.location,
                 report.expired,
                 self.retention_days,
                 report.over_limit,
@@ -704,7 +804,7 @@ class DeadLetterStore:
                 extra={"count": report.lost, "reason": "pruned"},
             )
         elif report.replayed_removed:
-            logger.info("pruned %d replayed dead letter(s) from %s", report.replayed_removed, self.path)
+            logger.info("pruned %d replayed dead letter(s) from %s", report.replayed_removed, self.location)
         return report
 
     # Last in the class: after this def, `list` in the class body would name this method.
@@ -754,7 +854,7 @@ def _chunks(ids: Sequence[int], size: int = 500) -> Iterator[list[int]]:
 # Every store in this process, so a fork can reset their locks (weak: a dropped store just goes).
 _STORES: weakref.WeakSet[DeadLetterStore] = weakref.WeakSet()
 # Connections a forked child inherited: kept referenced so they are never closed from the child.
-_INHERITED_CONNECTIONS: list[sqlite3.Connection] = []
+_INHERITED_CONNECTIONS: list[Connection] = []
 
 
 def _after_fork_in_child() -> None:
