@@ -17,11 +17,11 @@ from quickbot_segment_plugin.collector.service import Collector, Fault
 
 REPLICA = r"""
 import sys
-from quickbot_segment_plugin.counters import COUNTERS
+from quickbot_segment_plugin.core import COUNTERS
 from quickbot_segment_plugin.credentials import KeyRing
 from quickbot_segment_plugin.deadletters import DeadLetterRecorder, DeadLetterStore
 from quickbot_segment_plugin.delivery import DeliveryPool, DeliverySettings
-from quickbot_segment_plugin.redaction import fingerprint
+from quickbot_segment_plugin.core import fingerprint
 
 name, endpoint, write_key, workspace = sys.argv[1:5]
 store = DeadLetterStore()  # QUICKBOT_SEGMENT_DATABASE_URL: the shared database

@@ -190,7 +190,7 @@ def test_an_erasure_that_cannot_empty_the_write_ahead_log_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A reader holding a snapshot keeps the -wal file from being emptied: retried, then a warning."""
-    monkeypatch.setattr("quickbot_segment_plugin.erasure.CHECKPOINT_SECONDS", 0.2)
+    monkeypatch.setattr("quickbot_segment_plugin.core.erasure.CHECKPOINT_SECONDS", 0.2)
     path = tmp_path / "events.sqlite3"
     events = EventStore(path)
     reader = sqlite3.connect(path)
