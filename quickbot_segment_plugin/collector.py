@@ -40,6 +40,7 @@ from .collector_spec import format_iso8601
 from .collector_store import EventFilter, EventStore
 from .collector_summary import MAX_SUMMARY_MINUTES
 from .errors import PluginError
+from .private_sqlite import StoreFileError
 
 __all__ = [
     "MAX_BATCH_BYTES",
@@ -141,6 +142,9 @@ class Collector:
                 path = self._temp_dir / "events.sqlite3"
             try:
                 store = EventStore(path)
+            except StoreFileError as error:
+                self._remove_temp_dir()
+                raise CollectorError(str(error), field="db") from None
             except Exception as error:
                 self._remove_temp_dir()
                 raise CollectorError(f"cannot open the event store {path}: {error}", field="db") from None

@@ -11,8 +11,6 @@ debugger is the request body with every `writeKey` removed.
 from __future__ import annotations
 
 import json
-import os
-import sqlite3
 import threading
 import time
 from collections.abc import Sequence
@@ -22,6 +20,7 @@ from typing import Any
 
 from .collector_summary import MAX_SUMMARY_MINUTES, SummaryTally, minute_of, minute_offset
 from .erasure import truncate_write_ahead_log, user_condition
+from .private_sqlite import COLLECTOR_STORE, keep_side_files_private, open_private_database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -127,19 +126,25 @@ def _text_id(value: object) -> str | None:
 
 
 class EventStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, create: bool = True, setting: str | None = None) -> None:
+        """Open (creating it when `create`) the store at `path`; `StoreFileError` when it is not one.
+
+        `setting` names the option that chose the path in error messages (default: `--db`).
+        """
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists():
-            fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
-            os.close(fd)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        self._upgrade()
+        # Only a private collector store of this user's (or nothing yet) is opened: see `private_sqlite`.
+        self._db = open_private_database(path, COLLECTOR_STORE, create=create, setting=setting)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            self._upgrade()
+            keep_side_files_private(path, COLLECTOR_STORE, setting=setting)
+        except BaseException:
+            self._db.close()
+            raise
         self._closed = False
         self._tally: SummaryTally | None = None  # loaded by the first summary()
 

@@ -126,7 +126,7 @@ class DeadLetterStore:
             self._forget_after_fork()
         if self._db is not None:
             return self._db
-        if not create and not self.path.exists():
+        if not create and not os.path.lexists(self.path):  # a dangling symlink is refused, not "empty"
             return None
         self._db = open_database(self.path, self._busy_timeout)
         return self._db
