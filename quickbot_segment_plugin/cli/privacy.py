@@ -7,22 +7,32 @@ messageId, never the messages. Segment's own copy is a separate request (Segment
 deletion and suppression: the Privacy Portal or the Public API), which this command cannot
 make: it holds no Segment workspace token, only write keys.
 
+Every store is checked before any is changed: a missing path, a file that is not SQLite or a
+store of the other kind (`--db` and `--collector-db` swapped) is an error and nothing is
+erased. Besides the user's own events, their identifiers (ids, email, phone found in their
+events) are replaced by "[erased]" in other users' events and in the raw requests kept.
+
 Exit status: 0 done (also when nothing was found), 2 a usage or configuration error.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..collector_store import EventStore
+from ..erasure_values import ERASED, ErasureReport
 from ..errors import PluginError
 from ..privacy import HASH_KEY_ENV
 from ..privacy_detectors import DETECTORS
 from ..privacy_policy import DEFAULT_POLICY, PolicyResolver, PrivacyPolicy, load_policy
+from ..private_sqlite import DEAD_LETTER_STORE, open_private_database
 from ..redaction import redact
 from ..settings import env_str
 from .collector import DB_ENV
@@ -83,24 +93,30 @@ def _forget(args: argparse.Namespace) -> int:
     user_id = (args.user_id or "").strip() or None
     anonymous_id = (args.anonymous_id or "").strip() or None
     collector_paths = args.collector_db or ([env_str(DB_ENV, "")] if env_str(DB_ENV, "") else [])
-    for path in collector_paths:
-        if not os.path.isfile(path):
-            raise PluginError(f"--collector-db {path!r}: no such collector file.", field="collector-db")
     store = open_store(args)
+    # Every store is checked before any is changed: a mistyped or swapped path erases nothing anywhere.
+    _check_dead_letter_store(store.path, given=bool(args.db))
+    collectors: list[EventStore] = []
+    try:
+        for path in collector_paths:
+            if not os.path.lexists(path):
+                raise PluginError(
+                    f"--collector-db {path!r}: no such collector file; check the path (nothing was erased).",
+                    field="collector-db",
+                )
+            collectors.append(_open(functools.partial(EventStore, Path(path), create=False, setting="--collector-db")))
+        dead = _run(lambda: store.erase(args.workspace, user_id, anonymous_id), store.path)
+        store.close()
+        erased = [_run(functools.partial(events.erase, user_id, anonymous_id), events.path) for events in collectors]
+    finally:
+        for events in collectors:
+            events.close()
     report: dict[str, Any] = {
         "workspace_id": args.workspace,
-        "dead_letters": {"path": str(store.path), "removed": store.forget(args.workspace, user_id, anonymous_id)},
-        "collectors": [],
+        "dead_letters": dead.as_json(),
+        "collectors": [collector.as_json() for collector in erased],
         "segment": SEGMENT_DELETION_NOTE,
     }
-    store.close()
-    for path in collector_paths:
-        events = EventStore(Path(path))
-        try:
-            removed = events.forget(user_id, anonymous_id)
-        finally:
-            events.close()
-        report["collectors"].append({"path": path, "removed": removed})
     if args.json:
         print(redact(json.dumps(report, indent=2)))
         return 0
@@ -109,19 +125,57 @@ def _forget(args: argparse.Namespace) -> int:
         for part in (f"userId {user_id!r}" if user_id else "", f"anonymousId {anonymous_id!r}" if anonymous_id else "")
         if part
     )
-    dead = report["dead_letters"]
-    print(f"Dead-letter store {dead['path']}: removed {len(dead['removed'])} event(s) of {who} in {args.workspace}.")
-    for row in dead["removed"]:
+    print(f"Dead-letter store {dead.path}: removed {len(dead.removed)} event(s) of {who} in {args.workspace}.")
+    for row in dead.removed:
         print(f"  #{row['id']}  {row['type'] or '-':<9} {row['message_id']}  ({row['reason']}, {row['state']})")
-    for collector in report["collectors"]:
-        print(f"Collector {collector['path']}: removed {len(collector['removed'])} event(s) of {who}.")
-        for row in collector["removed"]:
+    print(f"  {dead.rewritten_events} other event(s) held the user's identifiers; they now read {ERASED!r}.")
+    for collector in erased:
+        print(f"Collector {collector.path}: removed {len(collector.removed)} event(s) of {who}.")
+        for row in collector.removed:
             label = f"{row['type'] or '-'} {row['event'] or ''}".strip()
             print(f"  #{row['id']}  {label:<30} {row['message_id']}  (received {row['received_at']})")
-    if not report["collectors"]:
+        print(
+            f"  {collector.rewritten_events} other event(s) and {collector.rewritten_batches} raw request(s) held "
+            f"the user's identifiers; they now read {ERASED!r}."
+        )
+    if not erased:
         print(f"No collector file given (--collector-db or ${DB_ENV}): no collector was searched.")
     print(SEGMENT_DELETION_NOTE)
     return 0
+
+
+def _check_dead_letter_store(path: Path, *, given: bool) -> None:
+    """The dead-letter store must exist and be one: "removed 0" from a mistyped path would be a false answer."""
+    if not os.path.lexists(path):
+        where = f"--db {str(path)!r}" if given else f"the dead-letter store {path} ($QUICKBOT_SEGMENT_DEAD_LETTER_PATH)"
+        raise PluginError(
+            f"{where}: no such file, so nothing was erased. Give --db the path the workers use "
+            "(QUICKBOT_SEGMENT_DEAD_LETTER_PATH where they run).",
+            field="db",
+        )
+    _open(lambda: open_private_database(path, DEAD_LETTER_STORE, create=False, setting="--db").close())
+
+
+_T = TypeVar("_T")
+
+
+def _open(opening: Callable[[], _T]) -> _T:
+    """A file SQLite cannot read is one clear line, not a traceback."""
+    try:
+        return opening()
+    except (sqlite3.Error, OSError) as error:
+        raise PluginError(f"cannot open a store for erasure: {error}; nothing was erased.", field="db") from None
+
+
+def _run(erasing: Callable[[], ErasureReport], path: Path) -> ErasureReport:
+    try:
+        return erasing()
+    except (sqlite3.Error, OSError) as error:
+        raise PluginError(
+            f"erasing from {path} failed ({error}); its transaction was rolled back, so nothing was erased there. "
+            "Run the command again once the cause is fixed.",
+            field="db",
+        ) from None
 
 
 def _check(args: argparse.Namespace) -> int:
