@@ -31,7 +31,7 @@ from ..erasure_values import ERASED, ErasureReport
 from ..errors import PluginError
 from ..privacy import HASH_KEY_ENV
 from ..privacy_detectors import DETECTORS
-from ..privacy_policy import DEFAULT_POLICY, PolicyResolver, PrivacyPolicy, load_policy
+from ..privacy_policy import PolicyResolver, PrivacyPolicy, PrivacyPolicyError, load_policy
 from ..private_sqlite import DEAD_LETTER_STORE, open_private_database
 from ..redaction import redact
 from ..settings import env_str
@@ -78,8 +78,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "check",
         help="show the privacy policy a workspace's events get",
         description="Read the workspace's policy file (QUICKBOT_SEGMENT_PRIVACY_DIR, else "
-        "QUICKBOT_SEGMENT_TRACKING_PLAN_DIR, /<workspace>.privacy.json) or a given file, and print "
-        "what it does. Exit 2 when the file cannot be used.",
+        "QUICKBOT_SEGMENT_TRACKING_PLAN_DIR, /<workspace file name>.privacy.json, where the name is the "
+        "workspace id with characters other than A-Z a-z 0-9 . _ - percent-encoded: team:acme -> "
+        "team%3Aacme) or a given file, and print which file applies and what it does. Exit 2 when the "
+        "workspace's events would be refused (the file cannot be used).",
     )
     check.add_argument("--workspace", metavar="WORKSPACE_ID", help="the workspace whose file to read")
     check.add_argument("--file", metavar="PATH", help="a policy file to check instead")
@@ -179,18 +181,33 @@ def _run(erasing: Callable[[], ErasureReport], path: Path) -> ErasureReport:
 
 
 def _check(args: argparse.Namespace) -> int:
+    applies: str | None = None
     if args.file:
         policy = load_policy(args.file)
-    elif args.workspace:
+    elif args.workspace is not None:
         resolver = PolicyResolver.from_env()
-        path = resolver.path_for(args.workspace)
-        policy = load_policy(path) if path is not None and os.path.isfile(path) else DEFAULT_POLICY
+        applies = resolver.describe(args.workspace)
+        resolution = resolver.for_workspace(args.workspace)
+        if resolution.policy is None or resolution.warning is not None:
+            # Events of this workspace are refused (or get an older version): the file must be fixed.
+            if resolution.warning is not None:
+                raise PrivacyPolicyError(f"workspace {args.workspace!r}: {resolution.warning}")
+            raise PrivacyPolicyError(
+                f"workspace {args.workspace!r}: {resolution.error}; its events are refused until this is fixed."
+            )
+        policy = resolution.policy
     else:
         raise PluginError("privacy check needs --workspace or --file.", field="workspace")
     described = describe(policy)
+    if applies is not None:
+        described["workspace_id"] = args.workspace
+        described["file"] = PolicyResolver.from_env().path_for(args.workspace)
+        described["applies"] = applies
     if args.json:
         print(json.dumps(described, indent=2))
         return 0
+    if applies is not None:
+        print(f"Workspace {args.workspace!r}: {applies}.")
     print(f"Privacy policy: {described['source']}")
     print(f"  denied key names ({len(described['deny_names'])}): {', '.join(described['deny_names'])}")
     if described["deny_paths"]:
