@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from quickbot_segment_plugin.block import SegmentBlock
@@ -28,6 +28,12 @@ ids = st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=80) | 
 
 
 @given(ids)
+@example(".")
+@example("..")
+@example(".hidden")
+@example("a/../b")
+@example("\ud800")
+@example("é" * 70)
 def test_file_stems_are_reversible_and_never_leave_the_directory(workspace_id: str) -> None:
     stem = file_stem(workspace_id)
     assert stem is not None
