@@ -21,6 +21,7 @@ system (macOS by default) such workspaces would share a file.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from typing import Final
@@ -31,6 +32,7 @@ _KEPT: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
 _PERCENT: Final = re.compile(r"%([0-9A-F]{2})")
 
 
+@functools.lru_cache(maxsize=4096)  # looked up for every event: a dict read instead of a loop
 def file_stem(workspace_id: str) -> str | None:
     """The stem of the workspace's files (`<stem>.json`, `<stem>.privacy.json`); None for the empty id."""
     if not workspace_id:
