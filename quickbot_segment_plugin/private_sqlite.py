@@ -213,5 +213,5 @@ def _describe(info: os.stat_result) -> str:
     if stat.S_ISLNK(info.st_mode):
         return "a symbolic link"
     if not stat.S_ISREG(info.st_mode):
-        return "not a regular file"
+        return "a special file (a FIFO, socket or device)"
     return f"owned by another user (uid {info.st_uid})"
