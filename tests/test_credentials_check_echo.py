@@ -23,8 +23,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quickbot_segment_plugin.credentials import ENCRYPTION_KEYS_ENV, WRITE_KEY_CHARS, KeyRing, generate_key
-from quickbot_segment_plugin.redaction_forms import server_text
+from quickbot_segment_plugin.core.redaction_forms import server_text
+from quickbot_segment_plugin.credentials.keyring import ENCRYPTION_KEYS_ENV, WRITE_KEY_CHARS, KeyRing, generate_key
 
 COMMAND = str(Path(sys.executable).with_name("quickbot-segment"))
 WRITE_KEY = "echoTestKey/4Hq+Zr9Lm=Xv8Wb:Nc5T"  # the characters a write key may hold that URLs encode

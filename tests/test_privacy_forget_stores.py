@@ -15,10 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from segment.analytics.request import post as library_post
 
-from quickbot_segment_plugin.collector import Collector
-from quickbot_segment_plugin.collector_store import EventStore
+from quickbot_segment_plugin.collector.service import Collector
+from quickbot_segment_plugin.collector.store import EventStore
+from quickbot_segment_plugin.core.erasure_values import ERASED, MIN_FREE_TEXT_LENGTH, scrub
 from quickbot_segment_plugin.deadletters import DeadLetterStore
-from quickbot_segment_plugin.erasure_values import ERASED, MIN_FREE_TEXT_LENGTH, scrub
 
 COMMAND = str(Path(sys.executable).with_name("quickbot-segment"))
 WORKSPACE = "ws-erasure"

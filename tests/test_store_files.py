@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from quickbot_segment_plugin.collector_store import EventStore
+from quickbot_segment_plugin.collector.store import EventStore
+from quickbot_segment_plugin.core.private_sqlite import COLLECTOR_STORE, DEAD_LETTER_STORE, StoreFileError
 from quickbot_segment_plugin.deadletters import DeadLetterStore
-from quickbot_segment_plugin.private_sqlite import COLLECTOR_STORE, DEAD_LETTER_STORE, StoreFileError
 
 COMMAND = str(Path(sys.executable).with_name("quickbot-segment"))
 

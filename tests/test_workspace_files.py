@@ -16,8 +16,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from quickbot_segment_plugin.block import SegmentBlock
-from quickbot_segment_plugin.collector import Collector
-from quickbot_segment_plugin.workspace_files import MAX_STEM, file_stem, workspace_of
+from quickbot_segment_plugin.collector.service import Collector
+from quickbot_segment_plugin.core.workspace_files import MAX_STEM, file_stem, workspace_of
 
 COMMAND = str(Path(sys.executable).with_name("quickbot-segment"))
 EMAIL = "zoe.martin@example.com"

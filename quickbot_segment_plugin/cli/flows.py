@@ -17,12 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..flows import load_flow, parse_variable
+from ..core import ENDPOINT_ENV
 from ..host import ReferenceHost
-from ..naming import lint, lint_across_blocks
-from ..privacy_policy import PolicyResolver
-from ..regions import ENDPOINT_ENV
-from ..tracking_plans import PlanResolver
+from ..privacy import PolicyResolver
+from ..quality import PlanResolver, lint, lint_across_blocks
+from .flow_files import load_flow, parse_variable
 
 LOCAL_WRITE_KEY = "localDemoWriteKey0123456789"
 

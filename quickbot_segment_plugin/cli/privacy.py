@@ -26,15 +26,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..collector_store import EventStore
-from ..erasure_values import ERASED, ErasureReport
-from ..errors import PluginError
-from ..privacy import HASH_KEY_ENV
-from ..privacy_detectors import DETECTORS
-from ..privacy_policy import PolicyResolver, PrivacyPolicy, PrivacyPolicyError, load_policy
-from ..private_sqlite import DEAD_LETTER_STORE, open_private_database
-from ..redaction import redact
-from ..settings import env_str
+from ..collector import EventStore
+from ..core import DEAD_LETTER_STORE, ERASED, ErasureReport, PluginError, env_str, open_private_database, redact
+from ..privacy import DETECTORS, HASH_KEY_ENV, PolicyResolver, PrivacyPolicy, PrivacyPolicyError, load_policy
 from .collector import DB_ENV
 from .operations import add_store_option, open_store
 

@@ -13,8 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import ConfigurationError
-from ..private_sqlite import DEAD_LETTER_STORE, keep_side_files_private, open_private_database
+from ..core import DEAD_LETTER_STORE, ConfigurationError, keep_side_files_private, open_private_database
 from .config import PATH_ENV
 from .schema import _SCHEMA, SCHEMA_VERSION
 
