@@ -112,14 +112,19 @@ def test_file_and_its_wal_side_files_are_private_and_new_directories_are_0700(tm
     assert db_mode == "wal"
 
 
-def test_an_existing_world_readable_store_is_made_private(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_an_existing_world_readable_store_is_refused_with_the_fix(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Others may already have read it: the operator decides, the plugin does not quietly chmod."""
     path = tmp_path / "dl.sqlite3"
     path.touch()
     os.chmod(path, 0o644)
     with caplog.at_level(logging.WARNING, logger="quickbot_segment_plugin.deadletters"):
-        add(DeadLetterStore(path), "m-1")
-    assert mode(path) == 0o600
-    assert "readable by other users" in caplog.text
+        assert add(DeadLetterStore(path), "m-1") == 0
+    assert mode(path) == 0o644
+    assert f"chmod 600 {path}" in caplog.text
+    os.chmod(path, 0o600)
+    assert add(DeadLetterStore(path), "m-1") == 1
 
 
 def test_default_path_follows_the_variable_then_xdg_then_home(tmp_path: Path) -> None:

@@ -249,5 +249,5 @@ def test_a_file_that_is_not_a_store_is_one_clear_error_not_a_traceback(
     for command in (["dead-letters", "list"], ["dead-letters", "purge", "--yes"], ["stats"]):
         status, output = run(capsys, *command, "--db", str(not_a_database))
         assert status == 2
-        assert output.startswith(f"quickbot-segment: error: cannot use {not_a_database}:")
+        assert output.startswith(f"quickbot-segment: error: {not_a_database} is not an SQLite file")
         assert "Traceback" not in output

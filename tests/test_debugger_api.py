@@ -483,6 +483,7 @@ def test_a_file_kept_by_an_older_collector_opens_and_keeps_its_events(tmp_path: 
             (json.dumps(message(event="Old", messageId="m-old")),),
         )
     old.close()
+    path.chmod(0o600)  # files that others can read are refused (tests/test_store_files.py)
 
     with Collector(path) as upgraded:
         send_batch(upgraded, message(event="New"))

@@ -128,6 +128,7 @@ def test_forget_needs_a_user_and_an_existing_collector_file(tmp_path: Path, caps
     assert main(["privacy", "forget", "--workspace", WORKSPACE]) == 2
     assert "--user-id or --anonymous-id" in capsys.readouterr().err
     missing = str(tmp_path / "nope.sqlite3")
+    DeadLetterStore().add(WORKSPACE, [{"type": "track", "event": "E", "userId": "u"}], "rejected")
     assert main(["privacy", "forget", "--workspace", WORKSPACE, "--user-id", "u", "--collector-db", missing]) == 2
     assert "no such collector file" in capsys.readouterr().err
 

@@ -15,7 +15,7 @@ from quickbot_segment_plugin.core.counters import Counters
 from quickbot_segment_plugin.core.errors import ConfigurationError
 from quickbot_segment_plugin.deadletters import DeadLetterStore
 from quickbot_segment_plugin.deadletters.migrations import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS
-from quickbot_segment_plugin.deadletters.schema import _SCHEMA
+from quickbot_segment_plugin.deadletters.schema import SCHEMA_V1
 
 
 def test_replicas_starting_together_migrate_once(postgres_url: str) -> None:
@@ -63,8 +63,9 @@ def test_a_database_migrated_by_a_newer_plugin_is_refused(postgres_url: str) -> 
 
 def test_an_sqlite_store_from_the_previous_release_is_upgraded_with_its_counters(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
+    path.touch(mode=0o600)  # 0.1.0 created its store private
     old = sqlite3.connect(path)
-    old.executescript(_SCHEMA)
+    old.executescript(SCHEMA_V1)
     old.execute(
         "INSERT INTO dead_letters (workspace_id, message_id, type, message, reason, detail, status, attempts, "
         "first_failed_at, last_failed_at, write_key_fingerprint, endpoint) VALUES ('ws', 'm-1', 'track', "

@@ -20,12 +20,11 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
 from .. import __version__
-from ..core import ENDPOINT_ENV, endpoint_for, env_str, redact
+from ..core import ENDPOINT_ENV, endpoint_for, env_str, redact, server_text
 from ..credentials import ENCRYPTION_KEYS_ENV, CredentialsError, KeyRing, WriteKey, generate_key
 
 DEFAULT_CHECK_TIMEOUT = 10.0
@@ -268,7 +267,12 @@ def probe_batch_endpoint(url: str, write_key: WriteKey, timeout: float) -> Probe
             response.read(64 * 1024)
     except urllib.error.HTTPError as error:
         status = error.code
-        cause = describe_http_status(error.code, error.reason, _scrubbed_body(error, (secret, basic)), error.headers)
+        cause = describe_http_status(
+            error.code,
+            server_text(str(error.reason or ""), secret),
+            _scrubbed_body(error, secret),
+            _scrubbed_location(error.headers, secret),
+        )
     except urllib.error.URLError as error:
         cause = describe_network_failure(error.reason, url, timeout)
     except (OSError, http.client.HTTPException, ValueError) as error:
@@ -279,25 +283,27 @@ def probe_batch_endpoint(url: str, write_key: WriteKey, timeout: float) -> Probe
     return ProbeResult(ok=not cause, status=status, elapsed_ms=elapsed_ms, cause=cause)
 
 
-def _scrubbed_body(response: IO[bytes], secrets: Sequence[str]) -> str:
-    """The start of an error body, one line, with the key removed even if the server echoed it."""
+def _scrubbed_body(response: IO[bytes], secret: str) -> str:
+    """The start of an error body, one printable line, with the key removed in any encoding."""
     try:
         raw = response.read(4096)
     except (OSError, http.client.HTTPException):
         return ""
-    text = " ".join(raw.decode("utf-8", "replace").split())
-    for secret in secrets:
-        text = text.replace(secret, "[redacted]")
-    text = redact(text)  # redact the whole body before cutting it, so no key is cut in half
-    return text if len(text) <= 200 else text[:200] + "..."
+    return redact(server_text(raw.decode("utf-8", "replace"), secret))
 
 
-def describe_http_status(status: int, reason: str, body: str, headers: Any) -> str:
-    """An HTTP answer other than 2xx, in the operator's terms."""
+def _scrubbed_location(headers: Any, secret: str) -> str | None:
+    """A redirect's target, as safe to print as the body: a `?writeKey=` echo is common."""
+    location = headers.get("Location") if headers is not None else None
+    return redact(server_text(str(location), secret, limit=300)) if location else None
+
+
+def describe_http_status(status: int, reason: str, body: str, location: str | None) -> str:
+    """An HTTP answer other than 2xx, in the operator's terms; `reason`, `body` and `location`
+    are the server's words already made safe to print (`server_text`)."""
     said = f'; the server said: "{body}"' if body else ""
     label = f"HTTP {status}{' ' + reason if reason else ''}"
     if 300 <= status < 400:
-        location = headers.get("Location") if headers is not None else None
         to = f" to {location}" if location else ""
         return (
             f"{label}: the endpoint redirects{to}; Segment's /v1/batch never does, so the URL is "

@@ -19,7 +19,8 @@ from typing import Any
 
 from ..core import ENDPOINT_ENV
 from ..host import ReferenceHost
-from ..quality import lint, lint_across_blocks
+from ..privacy import PolicyResolver
+from ..quality import PlanResolver, lint, lint_across_blocks
 from .flow_files import load_flow, parse_variable
 
 LOCAL_WRITE_KEY = "localDemoWriteKey0123456789"
@@ -71,6 +72,11 @@ def run_validate(args: argparse.Namespace) -> int:
         where = f"/{warning['path']}" if warning["path"] else ""
         print(f"{args.flow}: block {block_id}{where}: warning: {warning['message']} [{warning['rule']}]")
     count = len(flow.blocks_of("segment"))
+    if flow.workspace_id:
+        # Which files the flow's events get: a policy or plan file under an unexpected name is seen here.
+        print(f"Workspace {flow.workspace_id!r}:", file=sys.stderr)
+        print(f"  privacy policy: {PolicyResolver.from_env().describe(flow.workspace_id)}", file=sys.stderr)
+        print(f"  tracking plan: {PlanResolver.from_env().describe(flow.workspace_id)}", file=sys.stderr)
     print(f"{count - failures} of {count} Segment block(s) valid.", file=sys.stderr)
     if warnings:
         print(f"{len(warnings)} naming warning(s).", file=sys.stderr)

@@ -7,20 +7,28 @@ messageId, never the messages. Segment's own copy is a separate request (Segment
 deletion and suppression: the Privacy Portal or the Public API), which this command cannot
 make: it holds no Segment workspace token, only write keys.
 
+Every store is checked before any is changed: a missing path, a file that is not SQLite or a
+store of the other kind (`--db` and `--collector-db` swapped) is an error and nothing is
+erased. Besides the user's own events, their identifiers (ids, email, phone found in their
+events) are replaced by "[erased]" in other users' events and in the raw requests kept.
+
 Exit status: 0 done (also when nothing was found), 2 a usage or configuration error.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..collector import EventStore
-from ..core import PluginError, env_str, redact
-from ..privacy import DEFAULT_POLICY, DETECTORS, HASH_KEY_ENV, PolicyResolver, PrivacyPolicy, load_policy
+from ..core import DEAD_LETTER_STORE, ERASED, ErasureReport, PluginError, env_str, open_private_database, redact
+from ..privacy import DETECTORS, HASH_KEY_ENV, PolicyResolver, PrivacyPolicy, PrivacyPolicyError, load_policy
 from .collector import DB_ENV
 from .operations import add_store_option, open_store, reports_store_errors
 
@@ -64,8 +72,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "check",
         help="show the privacy policy a workspace's events get",
         description="Read the workspace's policy file (QUICKBOT_SEGMENT_PRIVACY_DIR, else "
-        "QUICKBOT_SEGMENT_TRACKING_PLAN_DIR, /<workspace>.privacy.json) or a given file, and print "
-        "what it does. Exit 2 when the file cannot be used.",
+        "QUICKBOT_SEGMENT_TRACKING_PLAN_DIR, /<workspace file name>.privacy.json, where the name is the "
+        "workspace id with characters other than A-Z a-z 0-9 . _ - percent-encoded: team:acme -> "
+        "team%3Aacme) or a given file, and print which file applies and what it does. Exit 2 when the "
+        "workspace's events would be refused (the file cannot be used).",
     )
     check.add_argument("--workspace", metavar="WORKSPACE_ID", help="the workspace whose file to read")
     check.add_argument("--file", metavar="PATH", help="a policy file to check instead")
@@ -80,24 +90,31 @@ def _forget(args: argparse.Namespace) -> int:
     user_id = (args.user_id or "").strip() or None
     anonymous_id = (args.anonymous_id or "").strip() or None
     collector_paths = args.collector_db or ([env_str(DB_ENV, "")] if env_str(DB_ENV, "") else [])
-    for path in collector_paths:
-        if not os.path.isfile(path):
-            raise PluginError(f"--collector-db {path!r}: no such collector file.", field="collector-db")
     store = open_store(args)
+    # Every store is checked before any is changed: a mistyped or swapped path erases nothing anywhere.
+    if store.path is not None:  # a file store; PostgreSQL is checked by connecting
+        _check_dead_letter_store(store.path, given=bool(args.db))
+    collectors: list[EventStore] = []
+    try:
+        for path in collector_paths:
+            if not os.path.lexists(path):
+                raise PluginError(
+                    f"--collector-db {path!r}: no such collector file; check the path (nothing was erased).",
+                    field="collector-db",
+                )
+            collectors.append(_open(functools.partial(EventStore, Path(path), create=False, setting="--collector-db")))
+        dead = _run(lambda: store.erase(args.workspace, user_id, anonymous_id), store.location)
+        store.close()
+        erased = [_run(functools.partial(events.erase, user_id, anonymous_id), events.path) for events in collectors]
+    finally:
+        for events in collectors:
+            events.close()
     report: dict[str, Any] = {
         "workspace_id": args.workspace,
-        "dead_letters": {"path": store.location, "removed": store.forget(args.workspace, user_id, anonymous_id)},
-        "collectors": [],
+        "dead_letters": dead.as_json(),
+        "collectors": [collector.as_json() for collector in erased],
         "segment": SEGMENT_DELETION_NOTE,
     }
-    store.close()
-    for path in collector_paths:
-        events = EventStore(Path(path))
-        try:
-            removed = events.forget(user_id, anonymous_id)
-        finally:
-            events.close()
-        report["collectors"].append({"path": path, "removed": removed})
     if args.json:
         print(redact(json.dumps(report, indent=2)))
         return 0
@@ -106,34 +123,87 @@ def _forget(args: argparse.Namespace) -> int:
         for part in (f"userId {user_id!r}" if user_id else "", f"anonymousId {anonymous_id!r}" if anonymous_id else "")
         if part
     )
-    dead = report["dead_letters"]
-    print(f"Dead-letter store {dead['path']}: removed {len(dead['removed'])} event(s) of {who} in {args.workspace}.")
-    for row in dead["removed"]:
+    print(f"Dead-letter store {dead.path}: removed {len(dead.removed)} event(s) of {who} in {args.workspace}.")
+    for row in dead.removed:
         print(f"  #{row['id']}  {row['type'] or '-':<9} {row['message_id']}  ({row['reason']}, {row['state']})")
-    for collector in report["collectors"]:
-        print(f"Collector {collector['path']}: removed {len(collector['removed'])} event(s) of {who}.")
-        for row in collector["removed"]:
+    print(f"  {dead.rewritten_events} other event(s) held the user's identifiers; they now read {ERASED!r}.")
+    for collector in erased:
+        print(f"Collector {collector.path}: removed {len(collector.removed)} event(s) of {who}.")
+        for row in collector.removed:
             label = f"{row['type'] or '-'} {row['event'] or ''}".strip()
             print(f"  #{row['id']}  {label:<30} {row['message_id']}  (received {row['received_at']})")
-    if not report["collectors"]:
+        print(
+            f"  {collector.rewritten_events} other event(s) and {collector.rewritten_batches} raw request(s) held "
+            f"the user's identifiers; they now read {ERASED!r}."
+        )
+    if not erased:
         print(f"No collector file given (--collector-db or ${DB_ENV}): no collector was searched.")
     print(SEGMENT_DELETION_NOTE)
     return 0
 
 
+def _check_dead_letter_store(path: Path, *, given: bool) -> None:
+    """The dead-letter store must exist and be one: "removed 0" from a mistyped path would be a false answer."""
+    if not os.path.lexists(path):
+        where = f"--db {str(path)!r}" if given else f"the dead-letter store {path} ($QUICKBOT_SEGMENT_DEAD_LETTER_PATH)"
+        raise PluginError(
+            f"{where}: no such file, so nothing was erased. Give --db the path the workers use "
+            "(QUICKBOT_SEGMENT_DEAD_LETTER_PATH where they run).",
+            field="db",
+        )
+    _open(lambda: open_private_database(path, DEAD_LETTER_STORE, create=False, setting="--db").close())
+
+
+_T = TypeVar("_T")
+
+
+def _open(opening: Callable[[], _T]) -> _T:
+    """A file SQLite cannot read is one clear line, not a traceback."""
+    try:
+        return opening()
+    except (sqlite3.Error, OSError) as error:
+        raise PluginError(f"cannot open a store for erasure: {error}; nothing was erased.", field="db") from None
+
+
+def _run(erasing: Callable[[], ErasureReport], path: Path | str) -> ErasureReport:
+    try:
+        return erasing()
+    except (sqlite3.Error, OSError) as error:
+        raise PluginError(
+            f"erasing from {path} failed ({error}); its transaction was rolled back, so nothing was erased there. "
+            "Run the command again once the cause is fixed.",
+            field="db",
+        ) from None
+
+
 def _check(args: argparse.Namespace) -> int:
+    applies: str | None = None
     if args.file:
         policy = load_policy(args.file)
-    elif args.workspace:
+    elif args.workspace is not None:
         resolver = PolicyResolver.from_env()
-        path = resolver.path_for(args.workspace)
-        policy = load_policy(path) if path is not None and os.path.isfile(path) else DEFAULT_POLICY
+        applies = resolver.describe(args.workspace)
+        resolution = resolver.for_workspace(args.workspace)
+        if resolution.policy is None or resolution.warning is not None:
+            # Events of this workspace are refused (or get an older version): the file must be fixed.
+            if resolution.warning is not None:
+                raise PrivacyPolicyError(f"workspace {args.workspace!r}: {resolution.warning}")
+            raise PrivacyPolicyError(
+                f"workspace {args.workspace!r}: {resolution.error}; its events are refused until this is fixed."
+            )
+        policy = resolution.policy
     else:
         raise PluginError("privacy check needs --workspace or --file.", field="workspace")
     described = describe(policy)
+    if applies is not None:
+        described["workspace_id"] = args.workspace
+        described["file"] = PolicyResolver.from_env().path_for(args.workspace)
+        described["applies"] = applies
     if args.json:
         print(json.dumps(described, indent=2))
         return 0
+    if applies is not None:
+        print(f"Workspace {args.workspace!r}: {applies}.")
     print(f"Privacy policy: {described['source']}")
     print(f"  denied key names ({len(described['deny_names'])}): {', '.join(described['deny_names'])}")
     if described["deny_paths"]:

@@ -32,7 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ..core import PluginError
+from ..core import PluginError, StoreFileError
 from .faults import Fault, FaultError, FaultScript
 from .http import CollectorServer, is_loopback
 from .ingest import MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_EVENT_BYTES
@@ -166,6 +166,9 @@ class Collector:
                 path = self._temp_dir / "events.sqlite3"
             try:
                 store = EventStore(path, self._limits)
+            except StoreFileError as error:
+                self._remove_temp_dir()
+                raise CollectorError(str(error), field="db") from None
             except Exception as error:
                 self._remove_temp_dir()
                 raise CollectorError(f"cannot open the event store {path}: {error}", field="db") from None

@@ -11,8 +11,6 @@ debugger is the request body with every `writeKey` removed.
 from __future__ import annotations
 
 import json
-import os
-import sqlite3
 import threading
 import time
 from collections.abc import Sequence
@@ -20,7 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..core import truncate_write_ahead_log, user_condition
+from ..core import (
+    COLLECTOR_STORE,
+    ErasureReport,
+    identifiers_of,
+    keep_side_files_private,
+    open_private_database,
+    scrub,
+    search_terms,
+    truncate_write_ahead_log,
+    user_condition,
+)
 from .limits import StoreBudget, StoreLimits, trim_rejections
 from .summary import MAX_SUMMARY_MINUTES, SummaryTally, minute_of, minute_offset
 
@@ -128,19 +136,27 @@ def _text_id(value: object) -> str | None:
 
 
 class EventStore:
-    def __init__(self, path: Path, limits: StoreLimits | None = None) -> None:
+    def __init__(
+        self, path: Path, limits: StoreLimits | None = None, *, create: bool = True, setting: str | None = None
+    ) -> None:
+        """Open (creating it when `create`) the store at `path`; `StoreFileError` when it is not one.
+
+        `setting` names the option that chose the path in error messages (default: `--db`).
+        """
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists():
-            fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
-            os.close(fd)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        self._upgrade()
+        # Only a private collector store of this user's (or nothing yet) is opened: see `private_sqlite`.
+        self._db = open_private_database(path, COLLECTOR_STORE, create=create, setting=setting)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            self._upgrade()
+            keep_side_files_private(path, COLLECTOR_STORE, setting=setting)
+        except BaseException:
+            self._db.close()
+            raise
         self._closed = False
         self._tally: SummaryTally | None = None  # loaded by the first summary()
         self._budget = StoreBudget(self._db, limits or StoreLimits())
@@ -406,17 +422,23 @@ class EventStore:
         return [dict(zip(keys, row, strict=True)) for row in rows]
 
     def forget(self, user_id: str | None = None, anonymous_id: str | None = None) -> list[dict[str, Any]]:
-        """Delete one end user's messages (an erasure request) and return what was removed.
+        """`erase`, returning only the rows removed."""
+        return self.erase(user_id, anonymous_id).removed
+
+    def erase(self, user_id: str | None = None, anonymous_id: str | None = None) -> ErasureReport:
+        """Delete one end user's messages (an erasure request), and their identifiers from the rest.
 
         A message is the user's when its userId is `user_id` (or an alias's previousId is), or
-        its anonymousId is `anonymous_id`. The raw requests kept for the debugger are rewritten
-        without those messages (removed when nothing else was in them), so no copy remains.
-        Rows are listed as {id, message_id, type, event, received_at}; never the message.
+        its anonymousId is `anonymous_id`. Their identifiers (`erasure_values`) are then replaced
+        wherever else they occur: in other users' messages and in the raw requests kept for the
+        debugger (batch-level context included); a request left with no message goes. Removed
+        rows are listed as {id, message_id, type, event, received_at}; never the message.
         """
         # The id columns hold each message's ids as text (`_text_id`).
         where, values = user_condition(
             user_id, anonymous_id, user_expression="user_id", anonymous_expression="anonymous_id"
         )
+        report = ErasureReport(str(self.path))
         with self._lock:
             self._check_open()
             # Erased means gone from the file too: freed pages are zeroed, not left for a reader of the bytes.
@@ -424,12 +446,15 @@ class EventStore:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 rows = self._db.execute(
-                    f"SELECT id, message_id, type, event, received_at, batch_id FROM events WHERE {where} ORDER BY id",
+                    "SELECT id, message_id, type, event, received_at, batch_id, message FROM events "
+                    f"WHERE {where} ORDER BY id",
                     values,
                 ).fetchall()
+                identifiers = identifiers_of((json.loads(row[6]) for row in rows), user_id, anonymous_id)
                 self._db.execute(f"DELETE FROM events WHERE {where}", values)
                 for batch_id in sorted({row[5] for row in rows}):
                     self._forget_in_batch(batch_id, user_id, anonymous_id)
+                report.rewritten_events, report.rewritten_batches = self._scrub_others(identifiers)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -437,7 +462,43 @@ class EventStore:
             self._removed_rows()
             truncate_write_ahead_log(self._db, self.path)
         keys = ("id", "message_id", "type", "event", "received_at")
-        return [dict(zip(keys, row[:5], strict=True)) for row in rows]
+        report.removed = [dict(zip(keys, row[:5], strict=True)) for row in rows]
+        return report
+
+    def _scrub_others(self, identifiers: frozenset[str]) -> tuple[int, int]:
+        """Replace the identifiers in every kept message and raw request; returns how many of each changed."""
+        terms = search_terms(identifiers)
+        if not terms:
+            return 0, 0
+        contains = " OR ".join(["instr({column}, ?) > 0"] * len(terms))
+        events = 0
+        for row_id, message in self._db.execute(
+            f"SELECT id, message FROM events WHERE {contains.format(column='message')}", terms
+        ).fetchall():
+            scrubbed, changed = scrub(json.loads(message), identifiers)
+            if changed:
+                events += 1
+                kind = scrubbed.get("type") if isinstance(scrubbed, dict) else None
+                name = _text_id(scrubbed.get("event")) if isinstance(scrubbed, dict) and kind == "track" else None
+                self._db.execute(
+                    "UPDATE events SET message = ?, event = ? WHERE id = ?", (json.dumps(scrubbed), name, row_id)
+                )
+        batches = 0
+        for batch_id, body in self._db.execute(
+            f"SELECT batch_id, body FROM batches WHERE {contains.format(column='body')}", terms
+        ).fetchall():
+            try:
+                scrubbed, changed = scrub(json.loads(body), identifiers)
+            except ValueError:  # not JSON: an identifier in it cannot be replaced in place, so it goes
+                scrubbed, changed = None, True
+            if not changed:
+                continue
+            batches += 1
+            if scrubbed is None:
+                self._db.execute("DELETE FROM batches WHERE batch_id = ?", (batch_id,))
+            else:
+                self._db.execute("UPDATE batches SET body = ? WHERE batch_id = ?", (json.dumps(scrubbed), batch_id))
+        return events, batches
 
     def _forget_in_batch(self, batch_id: str, user_id: str | None, anonymous_id: str | None) -> None:
         found = self._db.execute("SELECT body FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()

@@ -16,6 +16,7 @@ from .counters import (
 )
 from .env import env_bool, env_float, env_int, env_str
 from .erasure import truncate_write_ahead_log, user_condition
+from .erasure_values import ERASED, ErasureReport, identifiers_of, scrub, search_terms
 from .errors import ConfigurationError, PluginError
 from .lru import LruCache
 from .message import (
@@ -31,8 +32,16 @@ from .message import (
     message_id_for,
     set_nested,
 )
+from .private_sqlite import (
+    COLLECTOR_STORE,
+    DEAD_LETTER_STORE,
+    StoreFileError,
+    keep_side_files_private,
+    open_private_database,
+)
 from .redaction import REDACTED, fingerprint, known_secrets, redact
 from .redaction import install as install_redaction
+from .redaction_forms import server_text
 from .regions import ENDPOINT_ENV, REGION_HOSTS, REGION_TITLES, Region, endpoint_for
 from .results import Level, ResultLog
 from .settings import Flag, Settings, env_name
@@ -48,13 +57,17 @@ from .undeliverable import (
     DeliveryError,
     Undeliverable,
 )
+from .workspace_files import file_stem
 
 __all__ = [
     "CLIENT_CLOSED",
+    "COLLECTOR_STORE",
     "COUNTERS",
     "DEAD_LETTERS_PRUNED",
+    "DEAD_LETTER_STORE",
     "DEAD_LETTER_WRITE_FAILED",
     "ENDPOINT_ENV",
+    "ERASED",
     "EXECUTED",
     "FAILED",
     "MAX_MESSAGE_BYTES",
@@ -74,6 +87,7 @@ __all__ = [
     "CounterFlusher",
     "Counters",
     "DeliveryError",
+    "ErasureReport",
     "Flag",
     "Level",
     "LruCache",
@@ -83,6 +97,7 @@ __all__ = [
     "Region",
     "ResultLog",
     "Settings",
+    "StoreFileError",
     "Undeliverable",
     "build_message",
     "check_size",
@@ -92,14 +107,21 @@ __all__ = [
     "env_int",
     "env_name",
     "env_str",
+    "file_stem",
     "fingerprint",
+    "identifiers_of",
     "install_redaction",
+    "keep_side_files_private",
     "key_path",
     "known_secrets",
     "library_context",
     "message_id_for",
+    "open_private_database",
     "parse_truth",
     "redact",
+    "scrub",
+    "search_terms",
+    "server_text",
     "set_nested",
     "truncate_write_ahead_log",
     "user_condition",

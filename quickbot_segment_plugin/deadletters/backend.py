@@ -78,6 +78,10 @@ class StoreBackend(Protocol):
         """An SQL expression for the message's top-level `key` as text (numbers as their digits)."""
         ...
 
+    def contains(self, column: str) -> str:
+        """An SQL condition: `column` contains the text of one `?` parameter."""
+        ...
+
     def before_erasure(self, db: Connection) -> None:
         """Make the deletes of an erasure leave no readable copy in the database's pages."""
         ...

@@ -1,4 +1,4 @@
-"""Opening the store's file: private permissions, WAL, the schema, and busy-waiting.
+"""Opening the store's file: only its own (see `private_sqlite`), WAL, the schema, and busy-waiting.
 
 Separate from the store's operations because it is where the file meets the machine: other
 users (the file holds PII), other processes (one writer at a time), and older or newer
@@ -8,14 +8,12 @@ versions of the plugin (the schema version).
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
-import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..core import ConfigurationError
+from ..core import DEAD_LETTER_STORE, ConfigurationError, keep_side_files_private, open_private_database
 from .config import PATH_ENV
 from .migrations import SQLITE_MIGRATIONS
 from .schema import SCHEMA_VERSION
@@ -24,17 +22,14 @@ from .schema import SCHEMA_VERSION
 logger = logging.getLogger("quickbot_segment_plugin.deadletters")
 
 
-def open_database(path: Path, busy_timeout: float) -> sqlite3.Connection:
-    """Open (creating it private when missing) the store's file in WAL mode, with the schema in place."""
-    directory = path.parent
-    _make_directories(directory)
-    if not path.exists():
-        descriptor = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
-        os.close(descriptor)
-    _make_private(path, warn=True)
-    db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+def open_database(path: Path, busy_timeout: float, *, create: bool = True) -> sqlite3.Connection:
+    """Open (creating it private when missing) the store's file in WAL mode, with the schema in place.
+
+    `private_sqlite` checks first that the path is a private dead-letter store of this user's
+    (or nothing yet): nothing here changes a file that is not.
+    """
+    db = open_private_database(path, DEAD_LETTER_STORE, create=create, timeout=busy_timeout)
     try:
-        db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         _retry_busy(lambda: db.execute("PRAGMA journal_mode = WAL"), busy_timeout)
         db.execute("PRAGMA synchronous = NORMAL")
         version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -46,11 +41,10 @@ def open_database(path: Path, busy_timeout: float) -> sqlite3.Connection:
                 f"or point {PATH_ENV} at another file.",
                 field=PATH_ENV,
             )
+        keep_side_files_private(path, DEAD_LETTER_STORE)
     except BaseException:
         db.close()
         raise
-    for side in (Path(f"{path}-wal"), Path(f"{path}-shm")):
-        _make_private(side, warn=False)
     return db
 
 
@@ -73,38 +67,6 @@ def _migrate(db: sqlite3.Connection) -> None:
     except BaseException:
         db.execute("ROLLBACK")
         raise
-
-
-def _make_directories(directory: Path) -> None:
-    """Create missing directories 0700 (as XDG asks of a state directory); leave existing ones alone."""
-    missing: list[Path] = []
-    while not directory.exists() and directory != directory.parent:
-        missing.append(directory)
-        directory = directory.parent
-    for created in reversed(missing):
-        try:
-            created.mkdir(mode=0o700)
-        except FileExistsError:  # another worker made it first
-            continue
-        os.chmod(created, 0o700)  # mkdir's mode is filtered by the umask
-
-
-def _make_private(path: Path, *, warn: bool) -> None:
-    """0600 for a file this user owns that others could read (SQLite copies the db's mode, but
-    a file made by an older version or by hand may be wider)."""
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        return
-    if info.st_uid != os.getuid() or not info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        return
-    os.chmod(path, 0o600)
-    if warn:
-        logger.warning(
-            "the dead-letter store %s was readable by other users (mode %o); it is now 0600",
-            path,
-            stat.S_IMODE(info.st_mode),
-        )
 
 
 def _retry_busy(action: Callable[[], object], timeout: float) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from .schema import _SCHEMA
+from .schema import SCHEMA_V1
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ def _split(script: str) -> tuple[str, ...]:
 
 
 SQLITE_MIGRATIONS: Final = (
-    Migration(1, "dead letters, tallies and counters", _split(_SCHEMA)),
+    Migration(1, "dead letters, tallies and counters", _split(SCHEMA_V1)),
     Migration(
         2,
         "in-doubt rows, counters per replica, the replay lease",

@@ -217,6 +217,9 @@ class PostgresBackend:
     def json_text(self, key: str) -> str:
         return f"(message::jsonb ->> '{key}')"
 
+    def contains(self, column: str) -> str:
+        return f"strpos({column}, ?) > 0"
+
     def before_erasure(self, db: Connection) -> None:
         """Nothing to switch on: PostgreSQL marks deleted rows dead; `after_erasure` vacuums them."""
 

@@ -1,7 +1,7 @@
 """The store's layout: tables, columns, the stored time format, tallies, and rows read back.
 
 Kept together because they must agree: `_COLUMNS` is the order `_dead_letter` unpacks, and
-`SCHEMA_VERSION` is the SQLite layout `migrations.SQLITE_MIGRATIONS` builds (`_SCHEMA` is its first
+`SCHEMA_VERSION` is the SQLite layout `migrations.SQLITE_MIGRATIONS` builds (`SCHEMA_V1` is its first
 step). The same tables and columns exist on PostgreSQL (`migrations.POSTGRES_MIGRATIONS`).
 """
 
@@ -22,7 +22,7 @@ TALLY_PRUNED_OVER_LIMIT: Final = "pruned_over_limit"  # undelivered, removed by 
 TALLY_PURGED: Final = "purged"  # undelivered, removed by an operator's purge
 TALLY_REPLAYED: Final = "replayed"  # sent again and accepted (pending -> replayed)
 
-_SCHEMA = """
+SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     workspace_id TEXT NOT NULL,

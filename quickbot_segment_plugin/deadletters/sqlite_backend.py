@@ -6,6 +6,7 @@ Opening the file safely is `database.open_database`'s job; this module adapts it
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 from typing import Final
@@ -33,13 +34,16 @@ class SqliteBackend:
         return f"SqliteBackend({self.location!r})"
 
     def exists(self) -> bool:
-        return self.path.exists()
+        return os.path.lexists(self.path)  # a dangling symlink is refused when opened, not taken as "empty"
 
     def connect(self) -> Connection:
         return open_database(self.path, self.busy_timeout)
 
     def json_text(self, key: str) -> str:
         return _JSON_TEXT.format(key=key)
+
+    def contains(self, column: str) -> str:
+        return f"instr({column}, ?) > 0"
 
     def before_erasure(self, db: Connection) -> None:
         # Erased means gone from the file too: freed pages are zeroed, not left for a reader of the bytes.

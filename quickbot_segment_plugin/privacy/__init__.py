@@ -5,10 +5,9 @@ consent. The gate screens every event before quality checks or delivery see it.
 from .consent import MAX_CATEGORIES, ConsentDecision, category_names, evaluate_consent, parse_categories, read_consent
 from .detectors import DETECTORS
 from .gate import HASH_KEY_ENV, PrivacyGate
-from .policy import DEFAULT_POLICY, PolicyResolver, PrivacyPolicy, load_policy
+from .policy import PolicyResolver, PrivacyPolicy, PrivacyPolicyError, load_policy
 
 __all__ = [
-    "DEFAULT_POLICY",
     "DETECTORS",
     "HASH_KEY_ENV",
     "MAX_CATEGORIES",
@@ -16,6 +15,7 @@ __all__ = [
     "PolicyResolver",
     "PrivacyGate",
     "PrivacyPolicy",
+    "PrivacyPolicyError",
     "category_names",
     "evaluate_consent",
     "load_policy",

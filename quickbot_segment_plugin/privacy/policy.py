@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Final, Literal
 
-from ..core import ConfigurationError, PluginError, env_str
+from ..core import ConfigurationError, PluginError, env_str, file_stem
 from .detectors import DETECTORS
 
 __all__ = [
@@ -109,7 +109,6 @@ DEFAULT_DENY_KEYS: Final = (
 # mask too. Phone detection is off: dates, amounts and order numbers trip it too often.
 # Run in this order: an IBAN's digits can hold a Luhn-valid run, so IBANs are masked first.
 DEFAULT_DETECTORS: Final[Mapping[str, Action]] = {"iban": "mask", "card": "mask", "ssn": "mask", "phone": "off"}
-_SAFE_WORKSPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _NOT_KEY_CHARS = re.compile(r"[\s_\-]+")
 
 
@@ -263,24 +262,50 @@ class PolicyResolver:
         self.directory = os.path.abspath(directory) if directory else None
         self._lock = threading.Lock()
         self._state: dict[str, tuple[tuple[int, int], PrivacyPolicy | None, PolicyResolution]] = {}
+        self._reported: set[tuple[str, str]] = set()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PolicyResolver:
         return cls(env_str(PRIVACY_DIR_ENV, "", environ) or env_str(PLAN_DIR_ENV, "", environ) or None)
 
     def path_for(self, workspace_id: str) -> str | None:
-        if self.directory is None or not _SAFE_WORKSPACE.match(workspace_id):
+        """The workspace's policy file (`workspace_files` encodes the id); None without a directory or a name."""
+        stem = file_stem(workspace_id)
+        if self.directory is None or stem is None:
             return None
-        return os.path.join(self.directory, f"{workspace_id}{POLICY_SUFFIX}")
+        return os.path.join(self.directory, f"{stem}{POLICY_SUFFIX}")
 
-    def for_workspace(self, workspace_id: str) -> PolicyResolution:
+    def describe(self, workspace_id: str) -> str:
+        """Which file applies to the workspace, in a sentence for `privacy check` and `validate`."""
+        if self.directory is None:
+            return f"no policy directory ({PRIVACY_DIR_ENV} or {PLAN_DIR_ENV}): the default policy applies"
         path = self.path_for(workspace_id)
         if path is None:
+            return f"the workspace id {workspace_id!r} has no policy file name: its events are refused"
+        if os.path.lexists(path):
+            return f"{path} applies"
+        if not os.path.isdir(self.directory):
+            return f"the policy directory {self.directory} does not exist: events are refused"
+        return f"{path} does not exist: the default policy applies"
+
+    def for_workspace(self, workspace_id: str) -> PolicyResolution:
+        """The policy in force; an `error` (the event is refused) whenever the configured directory
+        cannot say which policy applies: a policy must never be skipped for the default one."""
+        if self.directory is None:
             return _DEFAULT
+        path = self.path_for(workspace_id)
+        if path is None:
+            return self._unusable(
+                self.directory, f"the workspace id {workspace_id!r} cannot be mapped to a policy file name"
+            )
         try:
             stat = os.stat(path)
-        except OSError:
-            return _DEFAULT
+        except FileNotFoundError:
+            if os.path.isdir(self.directory):
+                return _DEFAULT
+            return self._unusable(self.directory, f"the policy directory {self.directory} does not exist")
+        except OSError as error:
+            return self._unusable(path, f"{path}: cannot be read ({error.strerror or error})")
         stat_key = (stat.st_mtime_ns, stat.st_size)
         state = self._state.get(path)
         if state is not None and state[0] == stat_key:
@@ -307,6 +332,18 @@ class PolicyResolver:
                 self._state.clear()
             self._state[path] = (stat_key, policy, resolution)
         return resolution
+
+    def _unusable(self, where: str, problem: str) -> PolicyResolution:
+        """Logged once per file and problem (every event gets it in its result)."""
+        with self._lock:
+            first = (where, problem) not in self._reported
+            if first:
+                if len(self._reported) >= 10_000:
+                    self._reported.clear()
+                self._reported.add((where, problem))
+        if first:
+            logger.error("privacy policy %s cannot be used: %s; events are refused", where, problem)
+        return PolicyResolution(None, error=problem)
 
 
 _DEFAULT: Final = PolicyResolution(DEFAULT_POLICY)

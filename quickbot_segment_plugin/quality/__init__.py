@@ -4,8 +4,10 @@ and naming-convention lint. The gate runs once per event, after privacy.
 
 from .gate import QualityGate, split_quality_counters
 from .naming import lint, lint_across_blocks
+from .plans import PlanResolver
 
 __all__ = [
+    "PlanResolver",
     "QualityGate",
     "lint",
     "lint_across_blocks",

@@ -41,7 +41,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from ..core import LruCache, PluginError, env_str
+from ..core import LruCache, PluginError, env_str, file_stem
 from ..options import excerpt
 from .cleaning import dotted_path, is_email_address
 from .fast_schema import Check, compile_check
@@ -73,7 +73,6 @@ MAX_PLAN_BYTES: Final = 5 * 1024 * 1024
 MAX_VIOLATIONS_LOGGED: Final = 20
 COMPILED_CACHE_SIZE: Final = 256
 # A workspace id is a file name only when it cannot climb out of the directory.
-_SAFE_WORKSPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _RFC3339 = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(?:[Zz]|[+-](\d{2}):(\d{2}))$")
 OBJECT_NOUNS: Final = {"properties": "Property", "traits": "Trait", "context": "Context"}
 
@@ -469,6 +468,7 @@ class PlanResolver:
         # path -> (stat key, last good plan or None, what to answer for that file as it is)
         self._state: dict[str, tuple[tuple[int, int], CompiledPlan | None, Resolution]] = {}
         self._candidates: dict[str | None, tuple[str, ...]] = {}
+        self._reported: set[str] = set()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PlanResolver:
@@ -484,6 +484,8 @@ class PlanResolver:
         found = self._stat_for(workspace_id)
         if found is None:
             return _NO_PLAN
+        if isinstance(found, Resolution):
+            return found
         path, stat_key = found
         state = self._state.get(path)  # one dict read: the common case takes no lock
         if state is not None and state[0] == stat_key:
@@ -501,21 +503,61 @@ class PlanResolver:
             self._state[path] = (stat_key, plan, resolution)
         return resolution
 
-    def _stat_for(self, workspace_id: str | None) -> tuple[str, tuple[int, int]] | None:
+    def path_for(self, workspace_id: str | None) -> str | None:
+        """The workspace's own plan file in the plan directory (`workspace_files` encodes the id)."""
+        stem = file_stem(workspace_id or "")
+        if self.plan_dir is None or stem is None:
+            return None
+        return os.path.join(self.plan_dir, f"{stem}.json")
+
+    def describe(self, workspace_id: str | None) -> str:
+        """Which plan file applies to the workspace, in a sentence for `validate` and `privacy check`."""
+        if not self.enabled:
+            return f"no tracking plan ({PLAN_DIR_ENV} and {PLAN_PATH_ENV} are not set)"
+        found = self._stat_for(workspace_id)
+        if isinstance(found, Resolution):
+            return f"the tracking plan cannot be used: {found.error}"
+        if found is not None:
+            return f"{found[0]} applies"
+        own = self.path_for(workspace_id)
+        return f"no tracking plan ({own} does not exist)" if own else "no tracking plan"
+
+    def _stat_for(self, workspace_id: str | None) -> tuple[str, tuple[int, int]] | Resolution | None:
+        """The first plan file that exists; an error `Resolution` when the configured directory
+        cannot say whether the workspace has one: a plan must never be skipped for none."""
         for path in self._candidates_for(workspace_id):
             try:
                 stat = os.stat(path)
-            except OSError:
+            except FileNotFoundError:
+                if path != self.default_path and self.plan_dir is not None and not os.path.isdir(self.plan_dir):
+                    return self._unusable(f"the tracking plan directory {self.plan_dir} does not exist")
                 continue
+            except OSError as error:
+                return self._unusable(f"{path}: cannot be read ({error.strerror or error})")
             return path, (stat.st_mtime_ns, stat.st_size)
+        if workspace_id and self.plan_dir is not None and self.path_for(workspace_id) is None:
+            return self._unusable(f"the workspace id {workspace_id!r} cannot be mapped to a plan file name")
         return None
+
+    def _unusable(self, problem: str) -> Resolution:
+        """Logged once per problem (every event gets it in its result)."""
+        with self._lock:
+            first = problem not in self._reported
+            if first:
+                if len(self._reported) >= 10_000:
+                    self._reported.clear()
+                self._reported.add(problem)
+        if first:
+            logger.error("tracking plan cannot be used: %s; events are refused", problem)
+        return Resolution(error=TrackingPlanError(problem))
 
     def _candidates_for(self, workspace_id: str | None) -> tuple[str, ...]:
         candidates = self._candidates.get(workspace_id)
         if candidates is None:
             found = []
-            if self.plan_dir is not None and workspace_id and _SAFE_WORKSPACE.match(workspace_id):
-                found.append(os.path.join(self.plan_dir, f"{workspace_id}.json"))
+            own = self.path_for(workspace_id)
+            if own is not None:
+                found.append(own)
             if self.default_path is not None:
                 found.append(self.default_path)
             candidates = tuple(found)
