@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from .credentials import WRITE_KEY_CHARS, WRITE_KEY_MAX_CHARS, WRITE_KEY_MIN_CHARS
-from .options import OPTIONS_ADAPTER, OPTIONS_VERSION
+from .options import IDENTITY_ACTIONS, IDENTITY_FIELDS, NOT_BLANK, OPTIONS_ADAPTER, OPTIONS_VERSION
 from .regions import REGION_HOSTS, REGION_TITLES
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -37,7 +37,7 @@ SchemaName = Literal["options", "options-ui", "credentials", "credentials-ui"]
 
 # Every `x-` keyword the schemas use; README lists them for editors that run Ajv in strict
 # mode (`ajv.addVocabulary(X_KEYWORDS)`), and a test keeps this list complete.
-X_KEYWORDS = ("x-order", "x-template", "x-widget", "x-secret", "x-required-one-of", "x-options-version")
+X_KEYWORDS = ("x-order", "x-template", "x-widget", "x-secret", "x-options-version")
 
 
 class CredentialsForm(BaseModel):
@@ -126,6 +126,12 @@ def _schema_file(filename: str) -> Path:
 
 
 def _options_schema() -> dict[str, Any]:
+    """One object whose `action` select picks the fields: a root `allOf` of `if`/`then`, one per action.
+
+    RJSF resolves each `if` against the data before validating, so Ajv sees only the chosen
+    action's fields and reports only their errors; a root `oneOf` would be validated whole and
+    report every action's errors (form-schema.md). The saved shape is the models' own.
+    """
     generated = OPTIONS_ADAPTER.json_schema(mode="validation")
     definitions = generated.get("$defs", {})
     branches = [_clean(_inline(branch, definitions)) for branch in generated["oneOf"]]
@@ -137,8 +143,60 @@ def _options_schema() -> dict[str, Any]:
         "conversation. Every text field supports {{variable}} substitution.",
         "type": "object",
         "x-options-version": OPTIONS_VERSION,
-        "discriminator": {"propertyName": "action"},
-        "oneOf": branches,
+        "properties": {"action": _action_field(branches)},
+        "required": ["action"],
+        "allOf": [_action_rule(branch) for branch in branches],
+        "unevaluatedProperties": False,
+    }
+
+
+def _action_field(branches: list[dict[str, Any]]) -> dict[str, Any]:
+    """The select that chooses the action: its saved value is the id, the editor shows the title."""
+    choices = []
+    for branch in branches:
+        action = branch["properties"]["action"]
+        choices.append({"const": action["const"], "title": branch["title"], "description": action["description"]})
+    return {
+        "title": "Action",
+        "description": "What this block sends to Segment. Changing it keeps only the fields the new action has.",
+        "type": "string",
+        "oneOf": choices,
+        "examples": [choices[0]["const"]],
+        "x-order": 0,
+        "x-template": False,
+        "x-widget": "select",
+    }
+
+
+def _action_rule(branch: dict[str, Any]) -> dict[str, Any]:
+    """`if` this action is chosen, `then` its fields, their requirements and the identity rule."""
+    action = branch["properties"]["action"]["const"]
+    properties = {name: field for name, field in branch["properties"].items() if name != "action"}
+    then: dict[str, Any] = {
+        "properties": properties,
+        "required": [name for name in branch.get("required", []) if name != "action"],
+    }
+    if action in IDENTITY_ACTIONS:
+        then.update(_identity_rule())
+    return {"if": {"properties": {"action": {"const": action}}, "required": ["action"]}, "then": then}
+
+
+# The User ID's label while neither identity field is filled in; RJSF also puts it in the error
+# ("must have required property 'User ID or Anonymous ID'"), so the message says what to do.
+IDENTITY_RULE_TITLE = "User ID or Anonymous ID"
+
+
+def _identity_rule() -> dict[str, Any]:
+    """User ID is required unless Anonymous ID is filled in: plain `if`/`else`, which RJSF resolves
+    as the builder types (the User ID field shows as required, then not), with one error on User ID.
+    `anyOf` would say the same but draws an extra dropdown (form-schema.md)."""
+    user_id, anonymous_id = IDENTITY_FIELDS
+    return {
+        "if": {"properties": {anonymous_id: {"type": "string", "pattern": NOT_BLANK}}, "required": [anonymous_id]},
+        "else": {
+            "properties": {user_id: {"type": "string", "pattern": NOT_BLANK, "title": IDENTITY_RULE_TITLE}},
+            "required": [user_id],
+        },
     }
 
 
@@ -171,10 +229,12 @@ def _inline(node: Any, definitions: dict[str, Any]) -> Any:
 
 
 def _clean(node: Any) -> Any:
-    """Drop what editors mishandle: `default: null` (a dropdown set to null, form-schema.md)."""
+    """Drop what editors mishandle: `default: null` (a dropdown set to null, form-schema.md) and
+    empty defaults, which RJSF writes into the data: an empty User ID then fails its pattern
+    instead of reading "required", and lists appear in the saved data of actions without them."""
     if isinstance(node, dict):
         cleaned = {key: _clean(value) for key, value in node.items() if key != "$defs"}
-        if "default" in cleaned and cleaned["default"] is None:
+        if "default" in cleaned and cleaned["default"] in (None, "", [], {}):
             del cleaned["default"]
         return cleaned
     if isinstance(node, list):
@@ -183,10 +243,10 @@ def _clean(node: Any) -> Any:
 
 
 def _fields_of(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Field name -> its schema, over every branch (the first branch that has a field wins)."""
-    fields: dict[str, dict[str, Any]] = {}
-    for branch in schema.get("oneOf", [schema]):
-        for name, field_schema in branch.get("properties", {}).items():
+    """Field name -> its schema, over the root and every action (the first that has a field wins)."""
+    fields: dict[str, dict[str, Any]] = dict(schema.get("properties", {}))
+    for rule in schema.get("allOf", []):
+        for name, field_schema in rule["then"].get("properties", {}).items():
             fields.setdefault(name, field_schema)
     return fields
 
@@ -203,15 +263,13 @@ def _ui_schema(fields: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def _ui_field(field_schema: dict[str, Any]) -> dict[str, Any]:
     widget = field_schema.get("x-widget")
     entry: dict[str, Any] = {}
-    if "const" in field_schema:
-        # The branch is chosen from the oneOf selector; a second, editable copy of the id confuses.
-        return {"ui:widget": "hidden"}
     if widget == "password":
         entry["ui:widget"] = "password"
     elif widget == "select":
         entry["ui:widget"] = "select"
     examples = field_schema.get("examples") or []
-    if examples and isinstance(examples[0], str):
+    if examples and isinstance(examples[0], str) and widget != "select":
+        # On a select the placeholder labels the empty choice: an example there reads as the value.
         entry["ui:placeholder"] = examples[0]
     if field_schema.get("x-template"):
         entry["ui:help"] = "Supports {{variables}}, e.g. {{First name}}."
