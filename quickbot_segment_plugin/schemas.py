@@ -146,7 +146,6 @@ def _options_schema() -> dict[str, Any]:
         "properties": {"action": _action_field(branches)},
         "required": ["action"],
         "allOf": [_action_rule(branch) for branch in branches],
-        "unevaluatedProperties": False,
     }
 
 
@@ -171,10 +170,13 @@ def _action_field(branches: list[dict[str, Any]]) -> dict[str, Any]:
 def _action_rule(branch: dict[str, Any]) -> dict[str, Any]:
     """`if` this action is chosen, `then` its fields, their requirements and the identity rule."""
     action = branch["properties"]["action"]["const"]
-    properties = {name: field for name, field in branch["properties"].items() if name != "action"}
+    # `action: {}` lets `additionalProperties` here see the whole object: a root
+    # `unevaluatedProperties` would instead flag every field of an action whose `then` fails.
+    properties = {"action": {}, **{name: field for name, field in branch["properties"].items() if name != "action"}}
     then: dict[str, Any] = {
         "properties": properties,
         "required": [name for name in branch.get("required", []) if name != "action"],
+        "additionalProperties": False,
     }
     if action in IDENTITY_ACTIONS:
         then.update(_identity_rule())

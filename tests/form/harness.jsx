@@ -10,7 +10,9 @@ import addFormats from "ajv-formats";
 
 const validator = customizeValidator({ AjvClass: Ajv2020 });
 
-const state = { current: undefined, submitted: [], errors: null, renders: 0 };
+const state = { current: undefined, submitted: [], errors: null };
+// What a host stores: JSON, where RJSF's `undefined` for a dropped or cleared field disappears.
+const asSaved = (data) => (data === undefined ? undefined : JSON.parse(JSON.stringify(data)));
 let root = null;
 
 // The one line of host code the schema asks for (docs/host-integrators/editor-form.md): the
@@ -35,10 +37,10 @@ function mount(schema, uiSchema, formData, { hostFilter = true } = {}) {
       noHtml5Validate
       transformErrors={hostFilter ? dropActionRuleErrors : undefined}
       onChange={({ formData: changed }) => {
-        state.current = changed;
+        state.current = asSaved(changed);
       }}
       onSubmit={({ formData: saved }) => {
-        state.submitted.push(saved);
+        state.submitted.push(asSaved(saved));
         state.errors = [];
       }}
       onError={(errors) => {
