@@ -273,10 +273,11 @@ def _ui_field(field_schema: dict[str, Any]) -> dict[str, Any]:
     if examples and isinstance(examples[0], str) and widget != "select":
         # On a select the placeholder labels the empty choice: an example there reads as the value.
         entry["ui:placeholder"] = examples[0]
-    if field_schema.get("x-template"):
+    if field_schema.get("x-template") and field_schema.get("type") == "string":
         entry["ui:help"] = "Supports {{variables}}, e.g. {{First name}}."
     if field_schema.get("type") == "array":
         item_fields = field_schema["items"].get("properties", {})
-        entry["items"] = _ui_schema(item_fields)
+        # Each item's own title ("Key/value item") would repeat above every row: the list's title says it.
+        entry["items"] = {**_ui_schema(item_fields), "ui:label": False}
         entry["ui:options"] = {"orderable": True, "addable": True, "removable": True}
     return entry

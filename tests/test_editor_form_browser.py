@@ -207,6 +207,8 @@ def test_an_empty_required_field_shows_its_own_error_and_no_other(form: EditorFo
     assert listed == [f"must have required property '{title}'"]
     assert form.errors_by_field() == {empty: listed}
     assert form.submitted() == []
+    if SCREENSHOTS and (action, empty) == ("identify", "userId"):
+        form.page.screenshot(path=str(Path(SCREENSHOTS) / "errors.png"), full_page=True)
 
 
 @pytest.mark.parametrize("action", list(MODELS_BY_ACTION))

@@ -106,6 +106,8 @@ def _field_schemas(schema: dict[str, Any], path: str = "#") -> list[tuple[str, d
     for index, rule in enumerate(schema.get("allOf", [])):
         found.extend(_field_schemas(rule["then"], f"{path}/allOf/{index}/then"))
     for name, field in schema.get("properties", {}).items():
+        if field == {}:
+            continue  # `action: {}` in an action's `then`: the root declares the field
         found.append((f"{path}/properties/{name}", field))
         if isinstance(field.get("items"), dict):
             found.extend(_field_schemas(field["items"], f"{path}/properties/{name}/items"))
