@@ -277,6 +277,8 @@ def test_the_schema_requires_user_id_or_anonymous_id(action: str) -> None:
 
 @pytest.mark.parametrize("field", ["traits", "properties", "context", "integrations"])
 def test_the_schema_and_validate_refuse_more_than_max_items(field: str) -> None:
+    """200 items, far above a real block, pass; one more is refused, naming the field."""
+    assert MAX_ITEMS == 200
     action = "identify" if field == "traits" else "track"
     base = SAVED_0_1_0[action]
     many: Any = (
