@@ -1,12 +1,12 @@
 """The form schemas of the block: generated from the models, committed, shipped, loaded.
 
-Real editors (RJSF + Ajv 2020, see form-schema.md) need a shape pydantic does not emit by
-default: branches inlined under a root `type: object`, a discriminator without `mapping`,
-no nullable `anyOf`, no `$ref`. `generate()` rewrites pydantic's output into that shape;
-`quickbot-segment schema --write` stores it in `block_schemas/`, and a test fails when the
+Real editors (RJSF 6 + Ajv2020, see docs/host-integrators/editor-form.md) need a shape
+pydantic does not emit: one object whose `action` select picks the fields through a root
+`allOf` of `if`/`then` (RJSF resolves these, so only the chosen action is drawn and checked),
+no `anyOf`, no `$ref`, no empty defaults. `generate()` rewrites pydantic's output into that
+shape; `quickbot-segment schema --write` stores it in `block_schemas/`, and a test fails when the
 committed files drift from the models. At run time the committed files are read (once,
-lazily), so the host gets byte-for-byte what operators and editors see.
-"""
+lazily), so the host gets byte-for-byte what operators and editors see."""
 
 from __future__ import annotations
 
@@ -217,7 +217,7 @@ def _credentials_schema() -> dict[str, Any]:
 
 
 def _inline(node: Any, definitions: dict[str, Any]) -> Any:
-    """Replace every `$ref` with its definition: RJSF and Ajv's discriminator both want none."""
+    """Replace every `$ref` with its definition: an editor then needs no reference resolution."""
     if isinstance(node, dict):
         ref = node.get("$ref")
         if isinstance(ref, str) and ref.startswith("#/$defs/"):
