@@ -69,7 +69,10 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if shutil.which("npm") is None or shutil.which("node") is None:
             _unavailable("node/npm is missing (apt-get install nodejs npm)")
         target = tmp_path_factory.mktemp("form-harness")
-        subprocess.run([str(REPO / ".ci" / "form-deps.sh"), str(target)], check=True, stdout=subprocess.DEVNULL)
+        script = REPO / ".ci" / "form-deps.sh"
+        built_by = subprocess.run([str(script), str(target)], capture_output=True, text=True, check=False)
+        if built_by.returncode != 0:
+            pytest.fail(f"{script} {target} failed (exit {built_by.returncode}):\n{built_by.stderr[-2000:]}")
         built = target
     bundle = built / "dist" / "harness.js"
     if not bundle.is_file():
@@ -260,7 +263,11 @@ def test_options_saved_by_0_1_0_open_on_their_action_and_save_unchanged(form: Ed
         form.page.screenshot(path=str(folder / f"{action}.png"), full_page=True)
 
 
-@pytest.mark.parametrize(("start", "switch_to"), [("track", "identify"), ("identify", "alias"), ("page", "group")])
+ACTIONS = list(MODELS_BY_ACTION)
+SWITCHES = [(ACTIONS[index - 1], action) for index, action in enumerate(ACTIONS)] + [("track", "identify")]
+
+
+@pytest.mark.parametrize(("start", "switch_to"), SWITCHES, ids=[f"{a}-to-{b}" for a, b in SWITCHES])
 def test_switching_action_drops_the_other_actions_fields(form: EditorForm, start: str, switch_to: str) -> None:
     form.open(SAVED_0_1_0[start])
     form.choose_action(switch_to)
