@@ -6,7 +6,8 @@ pydantic does not emit: one object whose `action` select picks the fields throug
 no `anyOf`, no `$ref`, no empty defaults. `generate()` rewrites pydantic's output into that
 shape; `quickbot-segment schema --write` stores it in `block_schemas/`, and a test fails when the
 committed files drift from the models. At run time the committed files are read (once,
-lazily), so the host gets byte-for-byte what operators and editors see."""
+lazily), so the host gets byte-for-byte what operators and editors see.
+"""
 
 from __future__ import annotations
 
@@ -35,8 +36,8 @@ SCHEMA_FILES = {
 }
 SchemaName = Literal["options", "options-ui", "credentials", "credentials-ui"]
 
-# Every `x-` keyword the schemas use; README lists them for editors that run Ajv in strict
-# mode (`ajv.addVocabulary(X_KEYWORDS)`), and a test keeps this list complete.
+# Every `x-` keyword the schemas use; docs/host-integrators/editor-form.md lists them for editors
+# that run Ajv in strict mode (`ajv.addVocabulary(X_KEYWORDS)`), and a test keeps this list complete.
 X_KEYWORDS = ("x-order", "x-template", "x-widget", "x-secret", "x-options-version")
 
 
@@ -128,9 +129,10 @@ def _schema_file(filename: str) -> Path:
 def _options_schema() -> dict[str, Any]:
     """One object whose `action` select picks the fields: a root `allOf` of `if`/`then`, one per action.
 
-    RJSF resolves each `if` against the data before validating, so Ajv sees only the chosen
-    action's fields and reports only their errors; a root `oneOf` would be validated whole and
-    report every action's errors (form-schema.md). The saved shape is the models' own.
+    RJSF resolves each `if` against the data, so it draws only the chosen action's fields, and
+    Ajv reports field errors from that action's `then` only (plus one generic line per failing
+    `if`, which the host drops: docs/host-integrators/editor-form.md). A root `oneOf` would
+    report every action's errors. The saved shape is the models' own, unchanged since 0.1.0.
     """
     generated = OPTIONS_ADAPTER.json_schema(mode="validation")
     definitions = generated.get("$defs", {})

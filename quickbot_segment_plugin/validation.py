@@ -197,8 +197,7 @@ def _sentence(item: Mapping[str, Any], loc: Sequence[Any], action: str | None) -
         return f"{name!r} is not a setting of {owner}; remove it."
     if kind == "too_long":
         count = f"; it has {len(given)}" if isinstance(given, (list, dict)) else ""
-        hint = " Remove some, or send several as one item of type json." if loc and loc[0] in ITEM_LIST_FIELDS else ""
-        return f"{label} can hold at most {ctx.get('max_length')} items{count}.{hint or ' Remove some.'}"
+        return f"{label} can hold at most {ctx.get('max_length')} items{count}. Remove some."
     if kind == "list_type":
         return f"{label} must be a list of key/value items, not {_json_type(given)}."
     if kind in {"model_type", "dict_type", "model_attributes_type"}:
