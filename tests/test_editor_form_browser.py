@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 
 from quickbot_segment_plugin import schemas
-from quickbot_segment_plugin.options import ACTION_TITLES, IDENTITY_ACTIONS, MODELS_BY_ACTION, REQUIRED_FIELDS
-from quickbot_segment_plugin.validation import check_options
+from quickbot_segment_plugin.execution.validation import check_options
+from quickbot_segment_plugin.options.models import ACTION_TITLES, IDENTITY_ACTIONS, MODELS_BY_ACTION, REQUIRED_FIELDS
 
 pytestmark = pytest.mark.browser
 

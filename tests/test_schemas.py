@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from quickbot_segment_plugin import schemas
-from quickbot_segment_plugin.options import (
+from quickbot_segment_plugin.execution.validation import check_options
+from quickbot_segment_plugin.options.models import (
     ACTION_TITLES,
     IDENTITY_ACTIONS,
     IDENTITY_FIELDS,
@@ -23,7 +24,6 @@ from quickbot_segment_plugin.options import (
     OPTIONS_ADAPTER,
 )
 from quickbot_segment_plugin.schemas import CredentialsForm
-from quickbot_segment_plugin.validation import check_options
 
 REPO = Path(__file__).resolve().parent.parent
 COMMITTED = REPO / "block_schemas"
