@@ -1,9 +1,10 @@
 """The form schemas of the block: generated from the models, committed, shipped, loaded.
 
-Real editors (RJSF + Ajv 2020, see form-schema.md) need a shape pydantic does not emit by
-default: branches inlined under a root `type: object`, a discriminator without `mapping`,
-no nullable `anyOf`, no `$ref`. `generate()` rewrites pydantic's output into that shape;
-`quickbot-segment schema --write` stores it in `block_schemas/`, and a test fails when the
+Real editors (RJSF 6 + Ajv2020, see docs/host-integrators/editor-form.md) need a shape
+pydantic does not emit: one object whose `action` select picks the fields through a root
+`allOf` of `if`/`then` (RJSF resolves these, so only the chosen action is drawn and checked),
+no `anyOf`, no `$ref`, no empty defaults. `generate()` rewrites pydantic's output into that
+shape; `quickbot-segment schema --write` stores it in `block_schemas/`, and a test fails when the
 committed files drift from the models. At run time the committed files are read (once,
 lazily), so the host gets byte-for-byte what operators and editors see.
 """
@@ -21,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from .core import REGION_HOSTS, REGION_TITLES
 from .credentials import WRITE_KEY_CHARS, WRITE_KEY_MAX_CHARS, WRITE_KEY_MIN_CHARS
-from .options import OPTIONS_ADAPTER, OPTIONS_VERSION
+from .options import IDENTITY_ACTIONS, IDENTITY_FIELDS, NOT_BLANK, OPTIONS_ADAPTER, OPTIONS_VERSION
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 OPTIONS_SCHEMA_ID = f"urn:quickbot:block:segment:options:v{OPTIONS_VERSION}"
@@ -35,9 +36,9 @@ SCHEMA_FILES = {
 }
 SchemaName = Literal["options", "options-ui", "credentials", "credentials-ui"]
 
-# Every `x-` keyword the schemas use; README lists them for editors that run Ajv in strict
-# mode (`ajv.addVocabulary(X_KEYWORDS)`), and a test keeps this list complete.
-X_KEYWORDS = ("x-order", "x-template", "x-widget", "x-secret", "x-required-one-of", "x-options-version")
+# Every `x-` keyword the schemas use; docs/host-integrators/editor-form.md lists them for editors
+# that run Ajv in strict mode (`ajv.addVocabulary(X_KEYWORDS)`), and a test keeps this list complete.
+X_KEYWORDS = ("x-order", "x-template", "x-widget", "x-secret", "x-options-version")
 
 
 class CredentialsForm(BaseModel):
@@ -126,6 +127,13 @@ def _schema_file(filename: str) -> Path:
 
 
 def _options_schema() -> dict[str, Any]:
+    """One object whose `action` select picks the fields: a root `allOf` of `if`/`then`, one per action.
+
+    RJSF resolves each `if` against the data, so it draws only the chosen action's fields, and
+    Ajv reports field errors from that action's `then` only (plus one generic line per failing
+    `if`, which the host drops: docs/host-integrators/editor-form.md). A root `oneOf` would
+    report every action's errors. The saved shape is the models' own, unchanged since 0.1.0.
+    """
     generated = OPTIONS_ADAPTER.json_schema(mode="validation")
     definitions = generated.get("$defs", {})
     branches = [_clean(_inline(branch, definitions)) for branch in generated["oneOf"]]
@@ -137,8 +145,62 @@ def _options_schema() -> dict[str, Any]:
         "conversation. Every text field supports {{variable}} substitution.",
         "type": "object",
         "x-options-version": OPTIONS_VERSION,
-        "discriminator": {"propertyName": "action"},
-        "oneOf": branches,
+        "properties": {"action": _action_field(branches)},
+        "required": ["action"],
+        "allOf": [_action_rule(branch) for branch in branches],
+    }
+
+
+def _action_field(branches: list[dict[str, Any]]) -> dict[str, Any]:
+    """The select that chooses the action: its saved value is the id, the editor shows the title."""
+    choices = []
+    for branch in branches:
+        action = branch["properties"]["action"]
+        choices.append({"const": action["const"], "title": branch["title"], "description": action["description"]})
+    return {
+        "title": "Action",
+        "description": "What this block sends to Segment. Changing it keeps only the fields the new action has.",
+        "type": "string",
+        "oneOf": choices,
+        "examples": [choices[0]["const"]],
+        "x-order": 0,
+        "x-template": False,
+        "x-widget": "select",
+    }
+
+
+def _action_rule(branch: dict[str, Any]) -> dict[str, Any]:
+    """`if` this action is chosen, `then` its fields, their requirements and the identity rule."""
+    action = branch["properties"]["action"]["const"]
+    # `action: {}` lets `additionalProperties` here see the whole object: a root
+    # `unevaluatedProperties` would instead flag every field of an action whose `then` fails.
+    properties = {"action": {}, **{name: field for name, field in branch["properties"].items() if name != "action"}}
+    then: dict[str, Any] = {
+        "properties": properties,
+        "required": [name for name in branch.get("required", []) if name != "action"],
+        "additionalProperties": False,
+    }
+    if action in IDENTITY_ACTIONS:
+        then.update(_identity_rule())
+    return {"if": {"properties": {"action": {"const": action}}, "required": ["action"]}, "then": then}
+
+
+# The User ID's label while neither identity field is filled in; RJSF also puts it in the error
+# ("must have required property 'User ID or Anonymous ID'"), so the message says what to do.
+IDENTITY_RULE_TITLE = "User ID or Anonymous ID"
+
+
+def _identity_rule() -> dict[str, Any]:
+    """User ID is required unless Anonymous ID is filled in: plain `if`/`else`, which RJSF resolves
+    as the builder types (the User ID field shows as required, then not), with one error on User ID.
+    `anyOf` would say the same but draws an extra dropdown (form-schema.md)."""
+    user_id, anonymous_id = IDENTITY_FIELDS
+    return {
+        "if": {"properties": {anonymous_id: {"type": "string", "pattern": NOT_BLANK}}, "required": [anonymous_id]},
+        "else": {
+            "properties": {user_id: {"type": "string", "pattern": NOT_BLANK, "title": IDENTITY_RULE_TITLE}},
+            "required": [user_id],
+        },
     }
 
 
@@ -157,7 +219,7 @@ def _credentials_schema() -> dict[str, Any]:
 
 
 def _inline(node: Any, definitions: dict[str, Any]) -> Any:
-    """Replace every `$ref` with its definition: RJSF and Ajv's discriminator both want none."""
+    """Replace every `$ref` with its definition: an editor then needs no reference resolution."""
     if isinstance(node, dict):
         ref = node.get("$ref")
         if isinstance(ref, str) and ref.startswith("#/$defs/"):
@@ -171,10 +233,12 @@ def _inline(node: Any, definitions: dict[str, Any]) -> Any:
 
 
 def _clean(node: Any) -> Any:
-    """Drop what editors mishandle: `default: null` (a dropdown set to null, form-schema.md)."""
+    """Drop what editors mishandle: `default: null` (a dropdown set to null, form-schema.md) and
+    empty defaults, which RJSF writes into the data: an empty User ID then fails its pattern
+    instead of reading "required", and lists appear in the saved data of actions without them."""
     if isinstance(node, dict):
         cleaned = {key: _clean(value) for key, value in node.items() if key != "$defs"}
-        if "default" in cleaned and cleaned["default"] is None:
+        if "default" in cleaned and cleaned["default"] in (None, "", [], {}):
             del cleaned["default"]
         return cleaned
     if isinstance(node, list):
@@ -183,10 +247,10 @@ def _clean(node: Any) -> Any:
 
 
 def _fields_of(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Field name -> its schema, over every branch (the first branch that has a field wins)."""
-    fields: dict[str, dict[str, Any]] = {}
-    for branch in schema.get("oneOf", [schema]):
-        for name, field_schema in branch.get("properties", {}).items():
+    """Field name -> its schema, over the root and every action (the first that has a field wins)."""
+    fields: dict[str, dict[str, Any]] = dict(schema.get("properties", {}))
+    for rule in schema.get("allOf", []):
+        for name, field_schema in rule["then"].get("properties", {}).items():
             fields.setdefault(name, field_schema)
     return fields
 
@@ -203,20 +267,19 @@ def _ui_schema(fields: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def _ui_field(field_schema: dict[str, Any]) -> dict[str, Any]:
     widget = field_schema.get("x-widget")
     entry: dict[str, Any] = {}
-    if "const" in field_schema:
-        # The branch is chosen from the oneOf selector; a second, editable copy of the id confuses.
-        return {"ui:widget": "hidden"}
     if widget == "password":
         entry["ui:widget"] = "password"
     elif widget == "select":
         entry["ui:widget"] = "select"
     examples = field_schema.get("examples") or []
-    if examples and isinstance(examples[0], str):
+    if examples and isinstance(examples[0], str) and widget != "select":
+        # On a select the placeholder labels the empty choice: an example there reads as the value.
         entry["ui:placeholder"] = examples[0]
-    if field_schema.get("x-template"):
+    if field_schema.get("x-template") and field_schema.get("type") == "string":
         entry["ui:help"] = "Supports {{variables}}, e.g. {{First name}}."
     if field_schema.get("type") == "array":
         item_fields = field_schema["items"].get("properties", {})
-        entry["items"] = _ui_schema(item_fields)
+        # Each item's own title ("Key/value item") would repeat above every row: the list's title says it.
+        entry["items"] = {**_ui_schema(item_fields), "ui:label": False}
         entry["ui:options"] = {"orderable": True, "addable": True, "removable": True}
     return entry

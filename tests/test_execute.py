@@ -417,3 +417,11 @@ def test_execute_never_raises_whatever_the_variables(
 
 
 BLOCK = SegmentBlock()
+
+
+def test_a_list_over_the_item_cap_fails_naming_the_list(block: SegmentBlock, token: str) -> None:
+    many = [{"key": f"k{i}", "value": "{{Plan}}"} for i in range(201)]
+    result = run(block, {"action": "track", "event": "E", "userId": "{{User ID}}", "properties": many}, token)
+    assert result["status"] == "failed"
+    assert "Properties can hold at most 200 items; it has 201." in result["logs"][-1]["message"]
+    assert result["logs"][-1]["details"] == {"field": "properties"}

@@ -14,7 +14,15 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from quickbot_segment_plugin import schemas
-from quickbot_segment_plugin.options.models import MODELS_BY_ACTION, OPTIONS_ADAPTER
+from quickbot_segment_plugin.execution.validation import check_options
+from quickbot_segment_plugin.options.models import (
+    ACTION_TITLES,
+    IDENTITY_ACTIONS,
+    IDENTITY_FIELDS,
+    MAX_ITEMS,
+    MODELS_BY_ACTION,
+    OPTIONS_ADAPTER,
+)
 from quickbot_segment_plugin.schemas import CredentialsForm
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,30 +66,48 @@ def _walk(node: Any, path: str = "#") -> list[tuple[str, Any]]:
 
 
 def test_options_schema_has_the_shape_real_editors_need() -> None:
+    """One `action` select, then one `if`/`then` per action (form-schema.md: no root `oneOf`,
+    whose every branch Ajv reports, no `anyOf`, no `$ref`, no `default: null`)."""
     assert OPTIONS_SCHEMA["type"] == "object"
-    assert OPTIONS_SCHEMA["discriminator"] == {"propertyName": "action"}
-    actions = []
-    for branch in OPTIONS_SCHEMA["oneOf"]:
-        assert branch["type"] == "object"
-        assert "action" in branch["required"]
-        assert set(branch["required"]) <= set(branch["properties"])
-        assert "const" in branch["properties"]["action"]
-        actions.append(branch["properties"]["action"]["const"])
-    assert actions == ["identify", "alias", "track", "page", "group", "screen"]
+    assert OPTIONS_SCHEMA["required"] == ["action"]
+    action = OPTIONS_SCHEMA["properties"]["action"]
+    assert [choice["const"] for choice in action["oneOf"]] == ["identify", "alias", "track", "page", "group", "screen"]
+    assert [choice["title"] for choice in action["oneOf"]] == [ACTION_TITLES[c["const"]] for c in action["oneOf"]]
+    rules = OPTIONS_SCHEMA["allOf"]
+    assert [rule["if"]["properties"]["action"]["const"] for rule in rules] == list(MODELS_BY_ACTION)
+    for rule in rules:
+        then = rule["then"]
+        assert set(then["required"]) <= set(then["properties"])
+        assert then["properties"]["action"] == {}
+        assert then["additionalProperties"] is False
     for path, node in _walk(OPTIONS_SCHEMA):
         if isinstance(node, dict) and path.rsplit("/", 1)[-1] != "properties":
-            for forbidden in ("anyOf", "$ref", "$defs", "mapping", "if", "then", "else", "dependencies"):
+            for forbidden in ("anyOf", "$ref", "$defs", "mapping", "discriminator", "dependencies"):
                 assert forbidden not in node, f"{forbidden} at {path}"
-            assert node.get("default", "") is not None, f"default null at {path}"
+            assert "default" not in node or node["default"] not in (None, "", [], {}), f"empty default at {path}"
+    assert "oneOf" not in OPTIONS_SCHEMA
+
+
+def test_every_list_is_capped() -> None:
+    capped = 0
+    for path, field in _field_schemas(OPTIONS_SCHEMA):
+        if field.get("type") == "array":
+            assert field["maxItems"] == MAX_ITEMS, path
+            capped += 1
+        elif field.get("type") == "object" and "additionalProperties" in field:
+            assert field["maxProperties"] == MAX_ITEMS, path
+            capped += 1
+    assert capped >= 6
 
 
 def _field_schemas(schema: dict[str, Any], path: str = "#") -> list[tuple[str, dict[str, Any]]]:
     """Every property schema, walking the schema's structure (not its examples or names)."""
     found = []
-    for index, branch in enumerate(schema.get("oneOf", [])):
-        if "properties" in branch:
-            found.extend(_field_schemas(branch, f"{path}/oneOf/{index}"))
+    for index, rule in enumerate(schema.get("allOf", [])):
+        found.extend(_field_schemas(rule["then"], f"{path}/allOf/{index}/then"))
     for name, field in schema.get("properties", {}).items():
+        if field == {}:
+            continue  # `action: {}` in an action's `then`: the root declares the field
         found.append((f"{path}/properties/{name}", field))
         if isinstance(field.get("items"), dict):
             found.extend(_field_schemas(field["items"], f"{path}/properties/{name}/items"))
@@ -89,7 +115,7 @@ def _field_schemas(schema: dict[str, Any], path: str = "#") -> list[tuple[str, d
 
 
 def test_every_field_has_title_description_examples_and_documented_hints() -> None:
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    host_docs = (REPO / "docs" / "host-integrators" / "editor-form.md").read_text(encoding="utf-8")
     for schema in (OPTIONS_SCHEMA, CREDENTIALS_SCHEMA):
         fields = _field_schemas(schema)
         assert len(fields) >= 2
@@ -102,7 +128,7 @@ def test_every_field_has_title_description_examples_and_documented_hints() -> No
                     if keyword.startswith("x-"):
                         assert keyword in schemas.X_KEYWORDS, f"undeclared hint {keyword} at {path}"
     for keyword in schemas.X_KEYWORDS:
-        assert f"`{keyword}`" in readme, f"README does not document {keyword}"
+        assert f"`{keyword}`" in host_docs, f"docs/host-integrators/editor-form.md does not document {keyword}"
 
 
 @pytest.mark.parametrize("schema", [OPTIONS_SCHEMA, CREDENTIALS_SCHEMA], ids=["options", "credentials"])
@@ -132,8 +158,11 @@ def test_ui_schemas_order_fields_and_hide_the_action() -> None:
     ui = schemas.load("options-ui")
     assert ui["ui:order"][0] == "action"
     assert ui["ui:order"][-1] == "*"
-    assert ui["action"] == {"ui:widget": "hidden"}
+    assert ui["action"] == {"ui:widget": "select"}
     assert ui["traits"]["items"]["ui:order"][:3] == ["key", "value", "type"]
+    # A placeholder on a select labels its empty choice: "number" there reads as the saved type.
+    for name in ("traits", "properties", "context"):
+        assert "ui:placeholder" not in ui[name]["items"]["type"]
     credentials_ui = schemas.load("credentials-ui")
     assert credentials_ui["writeKey"]["ui:widget"] == "password"
     assert credentials_ui["ui:order"][:2] == ["writeKey", "region"]
@@ -174,21 +203,24 @@ def valid_options(draw: st.DrawFn) -> dict[str, Any]:
             options[name] = draw(st.dictionaries(text, st.booleans(), max_size=3))
         else:
             options[name] = draw(st.lists(items(), max_size=3))
+    if action in IDENTITY_ACTIONS and not any(str(options.get(name, "")).strip() for name in IDENTITY_FIELDS):
+        options[draw(st.sampled_from(IDENTITY_FIELDS))] = draw(non_blank)
     return options
 
 
 def _mutations(options: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
-    keys = [*options, "unknown", "action", "traits", "integrations"]
+    keys = [*options, "unknown", "action", "traits", "integrations", "userId", "anonymousId"]
     replacement = json_scalars | st.lists(json_scalars, max_size=2) | st.dictionaries(text, json_scalars, max_size=2)
     return st.builds(lambda key, value: {**options, key: value}, st.sampled_from(keys), replacement)
 
 
 def _model_accepts(options: Any) -> bool:
+    """The models, plus the one rule the schema states beside them: User ID or Anonymous ID."""
     try:
-        OPTIONS_ADAPTER.validate_python(options)
+        model = OPTIONS_ADAPTER.validate_python(options)
     except ValidationError:
         return False
-    return True
+    return model.action not in IDENTITY_ACTIONS or not model.identity_missing()
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
@@ -228,3 +260,48 @@ def test_the_message_layout_in_core_agrees_with_the_option_models() -> None:
         for action, model in MODELS_BY_ACTION.items()
     }
     assert derived == PAYLOAD_OBJECTS
+
+
+SAVED_0_1_0: dict[str, dict[str, Any]] = json.loads((REPO / "tests" / "form" / "saved-0.1.0.json").read_text("utf-8"))
+
+
+@pytest.mark.parametrize("action", sorted(SAVED_0_1_0))
+def test_options_saved_with_0_1_0_still_validate(action: str) -> None:
+    """0.1.0's form saved every field, empty ones as "": the shape is unchanged, so these open
+    and save as they are, with no upgrade."""
+    saved = SAVED_0_1_0[action]
+    assert saved["action"] == action
+    assert not list(OPTIONS_VALIDATOR.iter_errors(saved))
+    checked = check_options(saved)
+    assert checked.problems == []
+    assert checked.upgraded is not None and not checked.upgraded.legacy
+
+
+@pytest.mark.parametrize("action", sorted(IDENTITY_ACTIONS))
+def test_the_schema_requires_user_id_or_anonymous_id(action: str) -> None:
+    saved = {**SAVED_0_1_0[action], "userId": "", "anonymousId": " "}
+    errors = list(OPTIONS_VALIDATOR.iter_errors(saved))
+    assert errors, "an action with neither User ID nor Anonymous ID passed the schema"
+    assert [problem.path for problem in check_options(saved).problems] == ["userId"]
+    assert not list(OPTIONS_VALIDATOR.iter_errors({**saved, "anonymousId": "{{Session ID}}"}))
+    assert not list(OPTIONS_VALIDATOR.iter_errors({**saved, "userId": "u1"}))
+
+
+@pytest.mark.parametrize("field", ["traits", "properties", "context", "integrations"])
+def test_the_schema_and_validate_refuse_more_than_max_items(field: str) -> None:
+    """200 items, far above a real block, pass; one more is refused, naming the field."""
+    assert MAX_ITEMS == 200
+    action = "identify" if field == "traits" else "track"
+    base = SAVED_0_1_0[action]
+    many: Any = (
+        {f"Destination {i}": True for i in range(MAX_ITEMS + 1)}
+        if field == "integrations"
+        else [{"key": f"k{i}", "value": "v"} for i in range(MAX_ITEMS + 1)]
+    )
+    at_cap: Any = dict(list(many.items())[:MAX_ITEMS]) if field == "integrations" else many[:MAX_ITEMS]
+    assert not list(OPTIONS_VALIDATOR.iter_errors({**base, field: at_cap}))
+    assert check_options({**base, field: at_cap}).problems == []
+    assert list(OPTIONS_VALIDATOR.iter_errors({**base, field: many}))
+    problems = check_options({**base, field: many}).problems
+    assert [problem.path for problem in problems] == [field]
+    assert f"at most {MAX_ITEMS} items; it has {MAX_ITEMS + 1}" in problems[0].message

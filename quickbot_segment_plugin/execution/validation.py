@@ -198,6 +198,9 @@ def _sentence(item: Mapping[str, Any], loc: Sequence[Any], action: str | None) -
         name = str(loc[-1]) if loc else "?"
         owner = f"the {ACTION_TITLES[action]} action" if action and len(loc) == 1 else "this item"
         return f"{name!r} is not a setting of {owner}; remove it."
+    if kind == "too_long":
+        count = f"; it has {len(given)}" if isinstance(given, (list, dict)) else ""
+        return f"{label} can hold at most {ctx.get('max_length')} items{count}. Remove some."
     if kind == "list_type":
         return f"{label} must be a list of key/value items, not {_json_type(given)}."
     if kind in {"model_type", "dict_type", "model_attributes_type"}:

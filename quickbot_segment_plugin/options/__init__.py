@@ -5,10 +5,12 @@ the upgrade of older saved shapes, and the conversion of item values to their de
 from .legacy import UpgradedOptions, upgrade
 from .models import (
     ACTION_TITLES,
+    IDENTITY_ACTIONS,
     IDENTITY_FIELDS,
     ITEM_LIST_FIELDS,
     ITEM_NOUNS,
     MODELS_BY_ACTION,
+    NOT_BLANK,
     OPTIONS_ADAPTER,
     OPTIONS_VERSION,
     REQUIRED_FIELDS,
@@ -21,10 +23,12 @@ from .values import ConversionError, convert, excerpt, parse_datetime, to_number
 
 __all__ = [
     "ACTION_TITLES",
+    "IDENTITY_ACTIONS",
     "IDENTITY_FIELDS",
     "ITEM_LIST_FIELDS",
     "ITEM_NOUNS",
     "MODELS_BY_ACTION",
+    "NOT_BLANK",
     "OPTIONS_ADAPTER",
     "OPTIONS_VERSION",
     "REQUIRED_FIELDS",

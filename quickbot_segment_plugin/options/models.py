@@ -28,9 +28,15 @@ ACTION_TITLES: dict[str, str] = {
 }
 
 # Fields of which one must be set: Segment needs a userId or an anonymousId on every call but
-# alias. JSON Schema can only say so with `anyOf`, which form editors render badly
-# (form-schema.md), so the rule is checked by `validate()` and announced by this hint.
+# alias. The form schema says so with an `if`/`else` (schemas.py); `validate()` checks it too.
 IDENTITY_FIELDS = ("userId", "anonymousId")
+IDENTITY_ACTIONS = frozenset({"identify", "track", "page", "group", "screen"})
+
+# Most items one list (traits, properties, context) or the integrations map may hold: far above
+# what a real block uses, low enough that one block cannot make every execute build a huge event.
+MAX_ITEMS = 200
+# Consent categories are one comma-separated text: room for privacy_consent.MAX_CATEGORIES long names.
+CONSENT_CATEGORIES_MAX_CHARS = 2000
 
 
 def _field(
@@ -86,7 +92,16 @@ class KeyValueItem(BaseModel):
 
 
 def _items_field(title: str, description: str, order: int, example: list[dict[str, str]]) -> Any:
-    return _field(title, description, [example], order=order, template=True, widget="key-value-list", default=[])
+    return _field(
+        title,
+        description,
+        [example],
+        order=order,
+        template=True,
+        widget="key-value-list",
+        default=[],
+        max_length=MAX_ITEMS,
+    )
 
 
 class _ActionOptions(BaseModel):
@@ -121,6 +136,7 @@ class _ActionOptions(BaseModel):
         order=89,
         template=False,
         default="",
+        max_length=CONSENT_CATEGORIES_MAX_CHARS,
     )
     timestamp: str = _field(
         "Timestamp",
@@ -144,6 +160,7 @@ class _ActionOptions(BaseModel):
         template=False,
         widget="switch-map",
         default={},
+        max_length=MAX_ITEMS,
     )
 
     def identity_missing(self) -> bool:
@@ -179,7 +196,7 @@ def _required_text(title: str, description: str, examples: list[str], order: int
 class IdentifyOptions(_ActionOptions):
     """Identify User: create or update a user profile."""
 
-    model_config = ConfigDict(title="Identify User", json_schema_extra={"x-required-one-of": list(IDENTITY_FIELDS)})
+    model_config = ConfigDict(title="Identify User")
 
     action: Literal["identify"] = _field(
         "Action", "Create or update the user's profile in Segment.", ["identify"], order=0, template=False
@@ -214,7 +231,7 @@ class AliasOptions(_ActionOptions):
 class TrackOptions(_ActionOptions):
     """Track Event: record what the user did."""
 
-    model_config = ConfigDict(title="Track Event", json_schema_extra={"x-required-one-of": list(IDENTITY_FIELDS)})
+    model_config = ConfigDict(title="Track Event")
 
     action: Literal["track"] = _field(
         "Action", "Record a custom event and its properties.", ["track"], order=0, template=False
@@ -232,7 +249,7 @@ class TrackOptions(_ActionOptions):
 class PageOptions(_ActionOptions):
     """Page View: a virtual page view within the bot flow."""
 
-    model_config = ConfigDict(title="Page View", json_schema_extra={"x-required-one-of": list(IDENTITY_FIELDS)})
+    model_config = ConfigDict(title="Page View")
 
     action: Literal["page"] = _field(
         "Action", "Track a virtual page view within the bot flow.", ["page"], order=0, template=False
@@ -249,7 +266,7 @@ class PageOptions(_ActionOptions):
 class GroupOptions(_ActionOptions):
     """Group: associate the user with a company, team or account."""
 
-    model_config = ConfigDict(title="Group", json_schema_extra={"x-required-one-of": list(IDENTITY_FIELDS)})
+    model_config = ConfigDict(title="Group")
 
     action: Literal["group"] = _field(
         "Action",
@@ -269,7 +286,7 @@ class GroupOptions(_ActionOptions):
 class ScreenOptions(_ActionOptions):
     """Screen: a screen view, for bots embedded in mobile apps."""
 
-    model_config = ConfigDict(title="Screen", json_schema_extra={"x-required-one-of": list(IDENTITY_FIELDS)})
+    model_config = ConfigDict(title="Screen")
 
     action: Literal["screen"] = _field(
         "Action", "Track a screen view in a mobile app.", ["screen"], order=0, template=False
