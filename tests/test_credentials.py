@@ -73,7 +73,7 @@ def test_region_defaults_to_us_and_is_stored_lowercase(ring: KeyRing) -> None:
 
 
 def test_the_token_follows_the_documented_v1_format(key: str, ring: KeyRing) -> None:
-    """Decrypt by hand, from the README's description alone, with the cryptography package."""
+    """Decrypt by hand, from the token format in docs/operators/credentials.md alone, with the cryptography package."""
     token = ring.seal({"writeKey": WRITE_KEY, "region": "eu"}, "ws.with.dots")
 
     prefix, version, kid, payload = token.split(".")

@@ -273,7 +273,7 @@ def test_extra_sender_threads_stay_under_the_pool_wide_cap_with_many_hot_workspa
 def test_order_kept_each_batch_is_a_contiguous_run_in_queue_order_and_timestamps_are_kept(
     segment: SlowSegment, dead: DeadLetters
 ) -> None:
-    """What README promises: batches are contiguous runs of the queue in acceptance order; with
+    """What docs/operators/delivery.md promises: batches are contiguous runs of the queue in acceptance order; with
     several in flight they may arrive out of order, and each event keeps its timestamp."""
     segment.latency = 0.1
     pool = DeliveryPool(FAST.with_overrides(batch_size=7, max_in_flight=4), dead)
