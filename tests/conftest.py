@@ -18,6 +18,18 @@ OPERATOR_VARIABLES = [
 
 
 @pytest.fixture(autouse=True)
+def forgets_the_secrets_it_opened() -> Iterator[None]:
+    """Keys a test opened (hypothesis invents many, some as plain as "variable") are scrubbed from
+    every later log line of the process; a later test must not find its text redacted by them."""
+    from quickbot_segment_plugin.core.redaction import known_secrets
+
+    before = set(known_secrets._names)
+    yield
+    for secret in set(known_secrets._names) - before:
+        known_secrets.discard(secret)
+
+
+@pytest.fixture(autouse=True)
 def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     for name in OPERATOR_VARIABLES:
         monkeypatch.delenv(name, raising=False)

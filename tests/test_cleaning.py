@@ -397,7 +397,7 @@ def test_a_bad_cleaning_setting_fails_the_block_naming_the_variable(
     assert result["status"] == "failed"
     assert (
         result["logs"][-1]["message"]
-        == "QUICKBOT_SEGMENT_CLEANING must be a yes/no word (true/false, yes/no, on/off, 1/0), got 'sometimes'."
+        == "QUICKBOT_SEGMENT_CLEANING='sometimes': must be a yes/no word (true/false, yes/no, on/off, 1/0)."
     )
 
 

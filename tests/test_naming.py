@@ -158,7 +158,7 @@ def test_the_property_case_is_the_workspace_choice(monkeypatch: pytest.MonkeyPat
     assert lint(camel, workspace_id="other") == []
     monkeypatch.setenv("QUICKBOT_SEGMENT_PROPERTY_CASE", "kebab")
     with pytest.raises(
-        ConfigurationError, match="QUICKBOT_SEGMENT_PROPERTY_CASE must be one of snake_case, camelCase, any"
+        ConfigurationError, match="QUICKBOT_SEGMENT_PROPERTY_CASE='kebab': input should be 'snake_case', 'camelCase' or 'any'"
     ):
         lint(camel)
 

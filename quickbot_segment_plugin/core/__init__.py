@@ -14,7 +14,7 @@ from .counters import (
     CounterFlusher,
     Counters,
 )
-from .env import env_bool, env_float, env_int, env_str
+from .env import env_float, env_int, env_str
 from .erasure import truncate_write_ahead_log, user_condition
 from .erasure_values import ERASED, ErasureReport, identifiers_of, scrub, search_terms
 from .errors import ConfigurationError, PluginError
@@ -102,7 +102,6 @@ __all__ = [
     "build_message",
     "check_size",
     "endpoint_for",
-    "env_bool",
     "env_float",
     "env_int",
     "env_name",

@@ -12,6 +12,7 @@ from .keyring import (
     WriteKey,
     generate_key,
 )
+from .settings import CredentialsSettings
 
 __all__ = [
     "ENCRYPTION_KEYS_ENV",
@@ -19,6 +20,7 @@ __all__ = [
     "WRITE_KEY_MAX_CHARS",
     "WRITE_KEY_MIN_CHARS",
     "CredentialsError",
+    "CredentialsSettings",
     "KeyRing",
     "WriteKey",
     "generate_key",

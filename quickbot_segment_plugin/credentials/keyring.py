@@ -47,7 +47,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, ValidationError, model_validator
 from pydantic_core import core_schema
 
-from ..core import ConfigurationError, LruCache, PluginError, Region, env_int, fingerprint, known_secrets
+from ..core import ConfigurationError, LruCache, PluginError, Region, fingerprint, known_secrets
+from .settings import DEFAULT_CACHE_SIZE, CredentialsSettings
 
 if TYPE_CHECKING:
     from typing import Self
@@ -73,7 +74,6 @@ log = logging.getLogger("quickbot_segment_plugin.credentials")
 
 ENCRYPTION_KEYS_ENV: Final = "QUICKBOT_ENCRYPTION_KEYS"
 CACHE_SIZE_ENV: Final = "QUICKBOT_CREDENTIALS_CACHE_SIZE"
-DEFAULT_CACHE_SIZE: Final = 1024
 
 TOKEN_PREFIX: Final = "qbseg"
 TOKEN_VERSION: Final = "v1"
@@ -534,9 +534,11 @@ class KeyRing:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> KeyRing:
         """The ring `QUICKBOT_ENCRYPTION_KEYS` describes (cache size: `QUICKBOT_CREDENTIALS_CACHE_SIZE`)."""
-        env = os.environ if environ is None else environ
-        cache_size = env_int(CACHE_SIZE_ENV, DEFAULT_CACHE_SIZE, minimum=0, maximum=10_000_000, environ=env)
-        return cls(parse_encryption_keys(env.get(ENCRYPTION_KEYS_ENV, "")), cache_size=cache_size)
+        settings = CredentialsSettings.from_env(environ)
+        return cls(
+            parse_encryption_keys(settings.encryption_keys.get_secret_value()),
+            cache_size=settings.credentials_cache_size,
+        )
 
     def __repr__(self) -> str:
         return f"KeyRing(key_ids={list(self._ciphers)!r}, sealing_key_id={self._sealing_key_id!r})"

@@ -50,7 +50,15 @@ wrote a counter), `replay_lock` (one replay at a time), `store` (`DeadLetterStor
 
 from __future__ import annotations
 
-from .config import COUNTER_FLUSH_ENV, MAX_ROWS_ENV, PATH_ENV, RETENTION_DAYS_ENV, SEGMENT_DEDUP_WINDOW, default_path
+from .config import (
+    COUNTER_FLUSH_ENV,
+    MAX_ROWS_ENV,
+    PATH_ENV,
+    RETENTION_DAYS_ENV,
+    SEGMENT_DEDUP_WINDOW,
+    DeadLetterSettings,
+    default_path,
+)
 from .database_url import scrub_database_secrets
 from .errors import DatabaseError
 from .filters import STATES as STATES
@@ -73,6 +81,7 @@ __all__ = [
     "DeadLetter",
     "DeadLetterFilter",
     "DeadLetterRecorder",
+    "DeadLetterSettings",
     "DeadLetterStore",
     "PruneReport",
     "ReplayInProgress",

@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from ..core import ConfigurationError, env_str
+from ..core import ConfigurationError
+from .config import DeadLetterSettings
 
 DATABASE_URL_ENV: Final = "QUICKBOT_SEGMENT_DATABASE_URL"
 SCHEMES: Final = ("postgresql", "postgres")
@@ -105,7 +106,7 @@ def parse_database_url(text: str, *, source: str = DATABASE_URL_ENV) -> Database
 
 
 def database_url_from_env(environ: Mapping[str, str] | None = None) -> DatabaseUrl | None:
-    text = env_str(DATABASE_URL_ENV, "", environ)
+    text = DeadLetterSettings.from_env(environ).database_url.get_secret_value()
     return parse_database_url(text) if text else None
 
 

@@ -12,7 +12,8 @@ import uuid
 from collections.abc import Mapping
 from typing import Final
 
-from ..core import ConfigurationError, env_str
+from ..core import ConfigurationError
+from .config import DeadLetterSettings
 
 REPLICA_ID_ENV: Final = "QUICKBOT_SEGMENT_REPLICA_ID"
 MAX_REPLICA_ID_CHARS: Final = 200
@@ -20,7 +21,7 @@ MAX_REPLICA_ID_CHARS: Final = 200
 
 def replica_id(environ: Mapping[str, str] | None = None) -> str:
     """The operator's name for this replica, else `hostname:pid` (read each time: a forked child differs)."""
-    chosen = env_str(REPLICA_ID_ENV, "", environ)
+    chosen = DeadLetterSettings.from_env(environ).replica_id
     if not chosen:
         return f"{socket.gethostname()}:{os.getpid()}"
     if len(chosen) > MAX_REPLICA_ID_CHARS or not chosen.isprintable():

@@ -27,8 +27,6 @@ from ..core import (
     Counters,
     ErasureReport,
     Undeliverable,
-    env_float,
-    env_int,
     identifiers_of,
     redact,
     scrub,
@@ -37,18 +35,13 @@ from ..core import (
 )
 from .backend import Connection, StoreBackend, backend_for
 from .config import (
-    COUNTER_FLUSH_ENV,
     DEFAULT_BUSY_TIMEOUT,
-    DEFAULT_COUNTER_FLUSH_SECONDS,
-    DEFAULT_MAX_ROWS,
     DEFAULT_PRUNE_EVERY,
     DEFAULT_PRUNE_INTERVAL,
-    DEFAULT_RETENTION_DAYS,
     FAILURE_LOG_INTERVAL,
     MAX_DETAIL_CHARS,
-    MAX_ROWS_ENV,
     PAGE_SIZE,
-    RETENTION_DAYS_ENV,
+    DeadLetterSettings,
 )
 from .database import logger
 from .filters import DeadLetterFilter, State
@@ -105,13 +98,9 @@ class DeadLetterStore:
         self.retention_days = (
             retention_days
             if retention_days is not None
-            else env_float(RETENTION_DAYS_ENV, DEFAULT_RETENTION_DAYS, minimum=0.0001, maximum=36_500, environ=environ)
+            else DeadLetterSettings.from_env(environ).dead_letter_retention_days
         )
-        self.max_rows = (
-            max_rows
-            if max_rows is not None
-            else env_int(MAX_ROWS_ENV, DEFAULT_MAX_ROWS, minimum=1, maximum=1_000_000_000, environ=environ)
-        )
+        self.max_rows = max_rows if max_rows is not None else DeadLetterSettings.from_env(environ).dead_letter_max_rows
         if self.retention_days <= 0:
             raise ConfigurationError("retention_days must be more than 0.", field="retention_days")
         if self.max_rows < 1:
@@ -337,11 +326,7 @@ class DeadLetterStore:
     def start_counter_flusher(self, counters: Counters = COUNTERS, interval: float | None = None) -> CounterFlusher:
         """Persist `counters` here every `QUICKBOT_SEGMENT_COUNTERS_FLUSH_SECONDS` (10) and at exit."""
         seconds = (
-            interval
-            if interval is not None
-            else env_float(
-                COUNTER_FLUSH_ENV, DEFAULT_COUNTER_FLUSH_SECONDS, minimum=0.1, maximum=86_400, environ=self._environ
-            )
+            interval if interval is not None else DeadLetterSettings.from_env(self._environ).counters_flush_seconds
         )
         flusher = CounterFlusher(counters, self, seconds)
         flusher.ensure_running()

@@ -6,6 +6,7 @@ from .consent import MAX_CATEGORIES, ConsentDecision, category_names, evaluate_c
 from .detectors import DETECTORS
 from .gate import HASH_KEY_ENV, PrivacyGate
 from .policy import PolicyResolver, PrivacyPolicy, PrivacyPolicyError, load_policy
+from .settings import PrivacyVariables
 
 __all__ = [
     "DETECTORS",
@@ -16,6 +17,7 @@ __all__ = [
     "PrivacyGate",
     "PrivacyPolicy",
     "PrivacyPolicyError",
+    "PrivacyVariables",
     "category_names",
     "evaluate_consent",
     "load_policy",

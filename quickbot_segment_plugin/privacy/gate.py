@@ -27,10 +27,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ..core import PLUGIN_CONTEXT, PluginError, ResultLog, env_bool, env_str
+from ..core import PLUGIN_CONTEXT, PluginError, ResultLog
 from .consent import ConsentDecision
 from .detectors import DETECTORS, find_spans, mask_span
 from .policy import DEFAULT_POLICY, PolicyResolution, PolicyResolver, PrivacyPolicy, hash_key_missing, normal_key
+from .settings import PrivacyVariables
 
 __all__ = ["HASH_KEY_ENV", "PRIVACY_ENV", "PrivacyGate", "PrivacySettings", "hash_value", "workspace_hash_key"]
 
@@ -67,12 +68,13 @@ class PrivacySettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PrivacySettings:
-        secret = env_str(HASH_KEY_ENV, "", environ) or None
+        variables = PrivacyVariables.from_env(environ)
+        secret = variables.hash_key.get_secret_value() or None
         if secret is not None and len(secret) < MIN_HASH_KEY_CHARS:
             raise PluginError(
                 f"{HASH_KEY_ENV} must be at least {MIN_HASH_KEY_CHARS} characters long.", field=HASH_KEY_ENV
             )
-        return cls(env_bool(PRIVACY_ENV, True, environ), PolicyResolver.from_env(environ), secret)
+        return cls(variables.privacy, PolicyResolver.from_env(environ), secret)
 
 
 class _Refused(Exception):

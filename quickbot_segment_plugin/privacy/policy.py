@@ -40,6 +40,7 @@ from typing import Any, Final, Literal
 
 from ..core import ConfigurationError, PluginError, env_str, file_stem
 from .detectors import DETECTORS
+from .settings import PrivacyVariables
 
 __all__ = [
     "ACTIONS",
@@ -266,7 +267,9 @@ class PolicyResolver:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PolicyResolver:
-        return cls(env_str(PRIVACY_DIR_ENV, "", environ) or env_str(PLAN_DIR_ENV, "", environ) or None)
+        directory = PrivacyVariables.from_env(environ).privacy_dir
+        # Tracking plans' directory is quality's setting; read by name, as privacy sits beside quality.
+        return cls(directory or env_str(PLAN_DIR_ENV, "", environ) or None)
 
     def path_for(self, workspace_id: str) -> str | None:
         """The workspace's policy file (`workspace_files` encodes the id); None without a directory or a name."""

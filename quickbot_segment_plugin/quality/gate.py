@@ -15,9 +15,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from ..core import Level, ResultLog, env_bool
-from .cleaning import CLEANING_ENV, clean_message, dotted_path, first_refusal
+from ..core import Level, ResultLog
+from .cleaning import clean_message, dotted_path, first_refusal
 from .plans import PlanResolver, PlanVerdict, TrackingPlanError, enforce, event_label
+from .settings import QualityVariables
 
 if TYPE_CHECKING:
     from ..core import Counters
@@ -80,7 +81,7 @@ class QualitySettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> QualitySettings:
-        return cls(env_bool(CLEANING_ENV, True, environ), PlanResolver.from_env(environ))
+        return cls(QualityVariables.from_env(environ).cleaning, PlanResolver.from_env(environ))
 
 
 class QualityGate:

@@ -23,10 +23,10 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
-from ..core import ConfigurationError, env_str
 from ..options import OPTIONS_ADAPTER, ActionOptions, UpgradedOptions, upgrade
 from ..templating import is_template
-from .plans import PROPERTY_CASES, CompiledPlan, PlanResolver
+from .plans import CompiledPlan, PlanResolver
+from .settings import QualityVariables
 
 __all__ = ["PROPERTY_CASE_ENV", "RESERVED_NAMES", "lint", "lint_across_blocks"]
 
@@ -151,13 +151,8 @@ def _workspace_plan(
 def _property_case(plan: CompiledPlan | None, environ: Mapping[str, str] | None) -> str:
     if plan is not None and plan.property_case is not None:
         return plan.property_case
-    raw = env_str(PROPERTY_CASE_ENV, DEFAULT_PROPERTY_CASE, environ)
-    for style in PROPERTY_CASES:
-        if raw.lower() == style.lower():
-            return style
-    raise ConfigurationError(
-        f"{PROPERTY_CASE_ENV} must be one of {', '.join(PROPERTY_CASES)}, got {raw!r}.", field=PROPERTY_CASE_ENV
-    )
+    case: str = QualityVariables.from_env(environ).property_case
+    return case
 
 
 def _event_name_warnings(event: str, plan: CompiledPlan | None) -> list[Warning]:

@@ -41,10 +41,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from ..core import LruCache, PluginError, env_str, file_stem
+from ..core import LruCache, PluginError, file_stem
 from ..options import excerpt
 from .cleaning import dotted_path, is_email_address
 from .fast_schema import Check, compile_check
+from .settings import QualityVariables
 
 __all__ = [
     "MODES",
@@ -472,7 +473,8 @@ class PlanResolver:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PlanResolver:
-        return cls(env_str(PLAN_DIR_ENV, "", environ) or None, env_str(PLAN_PATH_ENV, "", environ) or None)
+        variables = QualityVariables.from_env(environ)
+        return cls(variables.tracking_plan_dir or None, variables.tracking_plan or None)
 
     @property
     def enabled(self) -> bool:
