@@ -37,7 +37,7 @@ import weakref
 from collections.abc import Mapping
 from typing import Any, Final
 
-from . import redaction
+from . import delivery_causes, redaction
 from .counters import Counters
 from .delivery_calls import LibraryCall
 from .delivery_client import CLOSED, FULL, QUEUED, ManagedClient, SenderSlots
@@ -48,7 +48,7 @@ from .delivery_library import (
     set_gzip_level,
 )
 from .delivery_registry import REFUSE, START, USE, ClientKey, ClientRegistry, Message
-from .delivery_reports import OnUndeliverable, Reporter
+from .delivery_reports import DeliveryObserver, OnUndeliverable, Reporter
 from .delivery_settings import DeliverySettings
 from .delivery_types import (
     ACCEPTED,
@@ -207,6 +207,10 @@ class DeliveryPool:
                 self._new_state()
                 self._closed = False
 
+    def add_observer(self, observer: DeliveryObserver) -> None:
+        """Tell `observer` what becomes of every event from now on (delivered, or lost and why)."""
+        self._reports.add_observer(observer)
+
     @property
     def live_clients(self) -> int:
         """Clients whose delivery thread the pool owns: active, starting, and still closing."""
@@ -272,6 +276,7 @@ class DeliveryPool:
             if self._atexit_registered:
                 return
             redaction.install()  # before any client can log a request body
+            delivery_causes.install()  # so a deadline report can name the last failure
             # Every request in flight may want its own keep-alive connection to the host.
             prepare_library_session(self.settings.max_clients + self.settings.max_senders)
             set_gzip_level(self.settings.gzip_level)

@@ -44,13 +44,14 @@ from segment.analytics import Client
 from segment.analytics.consumer import BATCH_SIZE_LIMIT, Consumer
 
 from .delivery_calls import LibraryCall, without_nulls
+from .delivery_causes import describe_failure, in_request, last_failure
 from .delivery_final import FinalMessage
 from .delivery_queue import WAKE as _WAKE
 from .delivery_queue import DeliveryQueue
 from .delivery_reports import Reporter
 from .delivery_settings import DeliverySettings
 from .delivery_types import CLIENT_CLOSED, QUEUE_FULL, REJECTED, RETRIES_EXHAUSTED
-from .redaction import fingerprint, redact
+from .redaction import fingerprint
 
 logger = logging.getLogger("quickbot_segment_plugin.delivery")
 
@@ -267,11 +268,18 @@ class ManagedClient:
         leftovers = self._drain()
         # After the drain: whatever a consumer took before it is in `taken` or `_held` now.
         with self._queue.mutex:
-            held = [item for batch in self._held.values() for item in batch]
+            sending = [item for thread, batch in self._held.items() if in_request(thread) for item in batch]
+            waiting = [item for thread, batch in self._held.items() if not in_request(thread) for item in batch]
             taken = self._queue.taken()
+        held = [*sending, *waiting]
+        cause = last_failure(self.endpoint, self._client.write_key)
+        last = f"; last attempt: {cause}" if cause else ""
+        # A request still open may yet arrive: reported apart, as in doubt (a replay is
+        # deduplicated by Segment on messageId).
         lost = self._report_leftovers(
-            [*held, *taken, *leftovers], "still queued or in flight when the deadline passed", held=len(held)
+            sending, f"in a request that had not completed when the deadline passed{last}", in_doubt=True
         )
+        lost += self._report_leftovers([*waiting, *taken, *leftovers], f"not delivered when the deadline passed{last}")
         # A thread that is only finishing its last empty wait is not abandoned; one holding a
         # batch (stuck in a request) is, even though its events were already reported.
         self.abandoned = self.abandoned or lost > 0 or bool(held)
@@ -323,17 +331,18 @@ class ManagedClient:
                 fresh.append(message)
         return fresh
 
-    def _report_leftovers(self, messages: list[dict[str, Any]], why: str, *, held: int = 0) -> int:
+    def _report_leftovers(self, messages: list[dict[str, Any]], why: str, *, in_doubt: bool = False) -> int:
         fresh = self._unreported(messages)
         if fresh:
-            detail = f"{len(fresh)} event(s) {why}"
-            if held:
-                detail += f" ({held} in a request that had not completed)"
-            self._emit(fresh, self.close_reason, detail, None)
+            self._emit(fresh, self.close_reason, f"{len(fresh)} event(s) {why}", None, in_doubt=in_doubt)
         return len(fresh)
 
-    def _emit(self, messages: list[dict[str, Any]], reason: str, detail: str, status: int | None) -> None:
-        self._reporter.lost(self.workspace_id, self.fingerprint, self.endpoint, messages, reason, detail, status)
+    def _emit(
+        self, messages: list[dict[str, Any]], reason: str, detail: str, status: int | None, *, in_doubt: bool = False
+    ) -> None:
+        self._reporter.lost(
+            self.workspace_id, self.fingerprint, self.endpoint, messages, reason, detail, status, in_doubt=in_doubt
+        )
 
     def _on_error(self, error: Exception, batch: list[dict[str, Any]]) -> None:
         """The library gave up on a batch (consumer thread): one report and one log line for it."""
@@ -347,7 +356,7 @@ class ManagedClient:
                 return
             status = getattr(error, "status", None)
             status = status if isinstance(status, int) else None
-            detail = redact(str(error))[:MAX_DETAIL_CHARS] or type(error).__name__
+            detail = describe_failure(error, self.endpoint)[:MAX_DETAIL_CHARS]
             self._emit(messages, classify_failure(error, status), detail, status)
         except Exception:  # never let reporting kill the consumer thread
             logger.exception("Could not report undeliverable events of workspace %s", self.workspace_id)
@@ -481,7 +490,7 @@ class ManagedClient:
                 with work_queue.mutex:
                     batch = self._held.pop(consumer_thread, None)
                 if succeeded and batch:
-                    self._reporter.delivered(self.workspace_id, len(batch))
+                    self._reporter.delivered(self.workspace_id, batch)
 
         def requeue(batch: list[dict[str, Any]]) -> None:
             if self._finalized:

@@ -13,7 +13,7 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from .counters import Counters
 from .delivery_calls import without_nulls
@@ -22,6 +22,14 @@ from .delivery_types import QUEUE_FULL, SHUTDOWN_DEADLINE, Undeliverable
 logger = logging.getLogger("quickbot_segment_plugin.delivery")
 
 OnUndeliverable = Callable[[Undeliverable], None]
+
+
+class DeliveryObserver(Protocol):
+    """Told every event's outcome; called on delivery threads, so it must be quick and thread-safe."""
+
+    def delivered(self, workspace_id: str, messages: list[dict[str, Any]]) -> None: ...
+
+    def lost(self, undeliverable: Undeliverable) -> None: ...
 
 
 class Reporter:
@@ -33,6 +41,7 @@ class Reporter:
         self._lock = threading.Lock()
         self.by_reason: Counter[str] = Counter()
         self._shutdown_lost: Counter[str] = Counter()
+        self._observers: tuple[DeliveryObserver, ...] = ()
 
     @property
     def has_callback(self) -> bool:
@@ -52,6 +61,7 @@ class Reporter:
         status: int | None = None,
         *,
         log: bool = True,
+        in_doubt: bool = False,
     ) -> None:
         """Log one line for these events (unless `log` is False) and report them."""
         if not messages:
@@ -82,13 +92,24 @@ class Reporter:
                 reason=reason,
                 detail=detail,
                 status=status,
+                in_doubt=in_doubt,
             )
         )
 
-    def delivered(self, workspace_id: str, count: int) -> None:
-        """Segment acknowledged `count` events of this workspace (consumer thread)."""
+    def add_observer(self, observer: DeliveryObserver) -> None:
+        """Also tell `observer` each event's outcome (the CLI's `run` report); never on the hot path."""
+        with self._lock:
+            self._observers = (*self._observers, observer)
+
+    def delivered(self, workspace_id: str, messages: list[dict[str, Any]]) -> None:
+        """Segment acknowledged these events of this workspace (consumer thread)."""
         if self._counters is not None:
-            self._counters.delivered(workspace_id, count)
+            self._counters.delivered(workspace_id, len(messages))
+        for observer in self._observers:
+            try:
+                observer.delivered(workspace_id, messages)
+            except Exception:
+                logger.exception("A delivery observer failed")
 
     def queue_full_warning(self, workspace_id: str, detail: str) -> None:
         """`detail` is the one the dead letters get: "delivery queue full (10000000 bytes)" ..."""
@@ -104,6 +125,11 @@ class Reporter:
             self.by_reason[undeliverable.reason] += undeliverable.count
             if undeliverable.reason == SHUTDOWN_DEADLINE:
                 self._shutdown_lost[undeliverable.workspace_id] += undeliverable.count
+        for observer in self._observers:
+            try:
+                observer.lost(undeliverable)
+            except Exception:
+                logger.exception("A delivery observer failed")
         if self._callback is None:
             return
         try:

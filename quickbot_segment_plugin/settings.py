@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import TypeVar
 
 from .errors import ConfigurationError
+from .truth import FALSE_LIST, TRUE_LIST, Truth, truth_of
 
 Number = TypeVar("Number", int, float)
 
@@ -58,14 +59,16 @@ def env_float(
 
 
 def env_bool(name: str, default: bool, environ: Mapping[str, str] | None = None) -> bool:
-    raw = (os.environ if environ is None else environ).get(name, "").strip().lower()
-    if not raw:
+    """The yes/no table of truth.py; empty, none or null keep the default."""
+    raw = (os.environ if environ is None else environ).get(name, "").strip()
+    truth = truth_of(raw)
+    if truth is Truth.NO_VALUE:
         return default
-    if raw in {"1", "true", "yes", "on"}:
-        return True
-    if raw in {"0", "false", "no", "off"}:
-        return False
-    raise ConfigurationError(f"{name} must be true or false, got {raw!r}.", field=name)
+    if truth is Truth.OTHER:
+        raise ConfigurationError(
+            f"{name} must be a yes/no word (true: {TRUE_LIST}; false: {FALSE_LIST}), got {raw[:40]!r}.", field=name
+        )
+    return truth is Truth.TRUE
 
 
 def _check_range(name: str, value: Number, minimum: float, maximum: float | None) -> Number:

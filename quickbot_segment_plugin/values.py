@@ -14,9 +14,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .options import ValueType
+from .truth import FALSE_LIST, TRUE_LIST, Truth, truth_of
 
-TRUE_WORDS = frozenset({"true", "yes", "y", "on", "1"})
-FALSE_WORDS = frozenset({"false", "no", "n", "off", "0"})
 _INTEGER = re.compile(r"[+-]?\d+")
 
 
@@ -63,17 +62,13 @@ def to_number(value: Any) -> int | float:
 
 
 def to_boolean(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str):
-        word = value.strip().lower()
-        if word in TRUE_WORDS:
-            return True
-        if word in FALSE_WORDS:
-            return False
-    raise ConversionError(f"{excerpt(to_text(value))} is not true/false (use true, false, yes, no, 1 or 0)")
+    """The yes/no table of truth.py; anything else (including none/null) is an error here."""
+    truth = truth_of(value)
+    if truth is Truth.TRUE:
+        return True
+    if truth is Truth.FALSE:
+        return False
+    raise ConversionError(f"{excerpt(to_text(value))} is not a yes/no word (true: {TRUE_LIST}; false: {FALSE_LIST})")
 
 
 def parse_datetime(value: Any) -> datetime:

@@ -62,8 +62,9 @@ def test_run_prints_a_readable_report(capsys: pytest.CaptureFixture[str]) -> Non
     status, out, _ = run_cli(capsys, "run", str(EXAMPLES / "onboarding-flow.json"), "--var", "Score=2")
     assert status == 0
     assert "== block qualified-lead: skipped" in out
-    assert "== block unqualified-lead: queued" in out
-    assert "The local collector received 6 event(s):" in out
+    assert "== block unqualified-lead: delivered" in out
+    assert "Delivered 6 of 6 event(s) to a temporary collector at http://127.0.0.1:" in out
+    assert "The temporary collector received 6 event(s):" in out
 
 
 def test_run_accepts_typebot_style_flows(capsys: pytest.CaptureFixture[str]) -> None:
