@@ -120,7 +120,7 @@ def test_validate_reports_block_id_and_path(capsys: pytest.CaptureFixture[str], 
     ("content", "expected"),
     [
         ("{not json", "not valid JSON (line 1, column 2"),
-        ('{"workspace_id": "w"}', "blocks: Field required"),
+        ('{"workspace_id": "w"}', "'blocks' is missing; it is required"),
     ],
 )
 def test_a_broken_flow_file_is_one_clear_line(

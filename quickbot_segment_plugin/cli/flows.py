@@ -16,6 +16,7 @@ from typing import Any
 
 from ..block import current_block
 from ..delivery_outcomes import OutcomeLedger
+from ..flow_variables import variable_name_warnings
 from ..flows import Flow, FlowError, load_flow, parse_variable
 from ..host import ReferenceHost
 from ..naming import lint, lint_across_blocks
@@ -78,6 +79,7 @@ def run_validate(args: argparse.Namespace) -> int:
             print(f"{args.flow}: block {block.id}{where}: {problem['message']}")
         failures += bool(problems)
         warnings.extend((block.id, warning) for warning in lint(block.options, flow.workspace_id))
+        warnings.extend((block.id, warning) for warning in variable_name_warnings(block.options, flow.variables))
     # Naming conventions (naming.py) are warnings: printed after the problems, never exit status 1.
     warnings.extend(lint_across_blocks([(block.id, block.options) for block in flow.blocks_of("segment")]))
     for block_id, warning in warnings:
@@ -86,7 +88,7 @@ def run_validate(args: argparse.Namespace) -> int:
     count = len(flow.blocks_of("segment"))
     print(f"{count - failures} of {count} Segment block(s) valid.", file=sys.stderr)
     if warnings:
-        print(f"{len(warnings)} naming warning(s).", file=sys.stderr)
+        print(f"{len(warnings)} warning(s).", file=sys.stderr)
     return 1 if failures else 0
 
 
