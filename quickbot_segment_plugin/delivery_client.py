@@ -50,7 +50,7 @@ from .delivery_queue import WAKE as _WAKE
 from .delivery_queue import DeliveryQueue
 from .delivery_reports import Reporter
 from .delivery_settings import DeliverySettings
-from .delivery_types import CLIENT_CLOSED, QUEUE_FULL, REJECTED, RETRIES_EXHAUSTED
+from .delivery_types import CLIENT_CLOSED, QUEUE_FULL, REJECTED, RETRIES_EXHAUSTED, Undeliverable
 from .redaction import fingerprint
 
 logger = logging.getLogger("quickbot_segment_plugin.delivery")
@@ -228,6 +228,10 @@ class ManagedClient:
                 return
             self.close_deadline = deadline
             self.close_reason = reason
+            if self._stopping:
+                # Already drained and paused: no consumer is left to take a wake-up marker, and
+                # one left in the queue would keep the client "unfinished" until the deadline.
+                return
             consumers = list(self._consumers)
         for each in consumers:
             consumer: Any = each
@@ -254,13 +258,22 @@ class ManagedClient:
                 self._finalized = True
                 return True
             return False
+        if self._stopping and not self._any_alive():
+            # Paused and ended with something still counted (a marker queued as it paused):
+            # report any event among it now rather than holding a client slot until the deadline.
+            self._finalized = True
+            self._report_leftovers(self._drain(), "left in the queue when its delivery thread ended")
+            return True
         if self.close_deadline is not None and now >= self.close_deadline:
             self.abandon()
             return not self._any_alive()
         return False
 
-    def abandon(self) -> int:
-        """Give up waiting: report everything still queued or held; returns how many events."""
+    def abandon(self, collect: list[Undeliverable] | None = None) -> int:
+        """Give up waiting: report everything still queued or held; returns how many events.
+
+        With `collect`, the reports are appended there for the caller to hand over in one go.
+        """
         with self._lock:
             self.accepting = False
         self._pause_all()
@@ -277,9 +290,14 @@ class ManagedClient:
         # A request still open may yet arrive: reported apart, as in doubt (a replay is
         # deduplicated by Segment on messageId).
         lost = self._report_leftovers(
-            sending, f"in a request that had not completed when the deadline passed{last}", in_doubt=True
+            sending,
+            f"in a request that had not completed when the deadline passed{last}",
+            in_doubt=True,
+            collect=collect,
         )
-        lost += self._report_leftovers([*waiting, *taken, *leftovers], f"not delivered when the deadline passed{last}")
+        lost += self._report_leftovers(
+            [*waiting, *taken, *leftovers], f"not delivered when the deadline passed{last}", collect=collect
+        )
         # A thread that is only finishing its last empty wait is not abandoned; one holding a
         # batch (stuck in a request) is, even though its events were already reported.
         self.abandoned = self.abandoned or lost > 0 or bool(held)
@@ -331,10 +349,32 @@ class ManagedClient:
                 fresh.append(message)
         return fresh
 
-    def _report_leftovers(self, messages: list[dict[str, Any]], why: str, *, in_doubt: bool = False) -> int:
+    def _report_leftovers(
+        self,
+        messages: list[dict[str, Any]],
+        why: str,
+        *,
+        in_doubt: bool = False,
+        collect: list[Undeliverable] | None = None,
+    ) -> int:
         fresh = self._unreported(messages)
-        if fresh:
-            self._emit(fresh, self.close_reason, f"{len(fresh)} event(s) {why}", None, in_doubt=in_doubt)
+        if not fresh:
+            return 0
+        detail = f"{len(fresh)} event(s) {why}"
+        if collect is None:
+            self._emit(fresh, self.close_reason, detail, None, in_doubt=in_doubt)
+        else:
+            collect.append(
+                Undeliverable(
+                    workspace_id=self.workspace_id,
+                    write_key_fingerprint=self.fingerprint,
+                    endpoint=self.endpoint,
+                    messages=[without_nulls(message) for message in fresh],
+                    reason=self.close_reason,
+                    detail=detail,
+                    in_doubt=in_doubt,
+                )
+            )
         return len(fresh)
 
     def _emit(
