@@ -118,7 +118,8 @@ def run_flow(args: argparse.Namespace) -> int:
         started = time.monotonic()
         results = _execute(flow, variables, args, token=token, block_type=block_type)
         queued = [str(result["message_id"]) for result in results if result["status"] == "queued"]
-        wait_for_delivery(ledger, queued, args.timeout - (time.monotonic() - started), target.where)
+        remaining = args.timeout - (time.monotonic() - started)
+        wait_for_delivery(ledger, queued, remaining, target.where, announced=args.timeout)
         # What has no outcome yet is given up on now and dead-lettered, with the last cause seen.
         host.shutdown(max(0.0, args.timeout - (time.monotonic() - started)))
         for result in results:

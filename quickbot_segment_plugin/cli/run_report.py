@@ -25,16 +25,24 @@ _COUNT_PREFIX: Final = re.compile(r"^\d+ event\(s\) ")  # the dead letter's "6 e
 
 
 def wait_for_delivery(
-    ledger: OutcomeLedger, message_ids: list[str], timeout: float, where: str, err: TextIO = sys.stderr
+    ledger: OutcomeLedger,
+    message_ids: list[str],
+    timeout: float,
+    where: str,
+    *,
+    announced: float,
+    err: TextIO = sys.stderr,
 ) -> None:
-    """Wait up to `timeout` for every event's outcome, with a progress line on stderr."""
+    """Wait up to `timeout` for every event's outcome, with a progress line on stderr.
+
+    `announced` is the user's --timeout, counted from before the blocks ran."""
     if not message_ids:
         return
     total = len(message_ids)
     started = time.monotonic()
     deadline = started + timeout
     live = err.isatty()
-    print(f"Waiting up to {timeout:.1f} s for {total} event(s) to reach {where} ...", file=err, flush=True)
+    print(f"Waiting up to {announced:g} s for {total} event(s) to reach {where} ...", file=err, flush=True)
     done = ledger.settled(message_ids)
     while done < total:
         remaining = deadline - time.monotonic()
