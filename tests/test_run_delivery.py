@@ -66,9 +66,7 @@ def events_at(url: str) -> list[dict[str, Any]]:
     return events
 
 
-def test_the_readme_loop_sends_to_the_running_collector_without_any_key(
-    collector_process: str, tmp_path: Path
-) -> None:
+def test_the_readme_loop_sends_to_the_running_collector_without_any_key(collector_process: str, tmp_path: Path) -> None:
     env = scratch_env(tmp_path, QUICKBOT_SEGMENT_ENDPOINT=collector_process)
     completed = cli("run", FLOW, "--json", env=env)
     assert completed.returncode == 0, completed.stderr
@@ -122,7 +120,9 @@ def test_an_endpoint_answering_404_fails_the_run_and_names_the_status(tmp_path: 
         completed = cli("run", FLOW, "--endpoint", collector.url, "--timeout", "5", env=scratch_env(tmp_path))
     assert completed.returncode == 3, completed.stdout + completed.stderr
     assert "Delivered 0 of 6 event(s)" in completed.stdout
-    assert re.search(r"dead-lettered \(message [0-9a-f-]+\) \[rejected\]: HTTP 404 from 127\.0\.0\.1:\d+", completed.stdout)
+    assert re.search(
+        r"dead-lettered \(message [0-9a-f-]+\) \[rejected\]: HTTP 404 from 127\.0\.0\.1:\d+", completed.stdout
+    )
 
 
 def test_a_trailing_v1_batch_is_removed_and_said(collector_process: str, tmp_path: Path) -> None:
