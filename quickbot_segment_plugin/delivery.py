@@ -83,7 +83,8 @@ CLIENT_UNAVAILABLE: Final = "client_unavailable"
 # Shutdown stops waiting this long (plus the reporting estimate) before its deadline, so the
 # final reports and the return fit inside it; never more than RESERVE_SHARE of the deadline.
 RESERVE_FLOOR: Final = 0.01
-RESERVE_SHARE: Final = 0.4
+RESERVE_SHARE: Final = 0.9
+RESERVE_FACTOR: Final = 1.5  # the measured cost per event can rise with the machine's load
 
 
 class DeliveryPool:
@@ -471,8 +472,8 @@ class DeliveryPool:
         """Time to keep before the deadline for dead-lettering what is still pending by then.
 
         Reporting is O(events) (a bulk dead-letter write), so waiting until the deadline itself
-        and only then reporting thousands of events would overrun it. Twice the measured cost
-        per event, at most 40% of the time the shutdown was given.
+        and only then reporting thousands of events would overrun it. Recomputed on every pass:
+        as events are delivered the reserve shrinks and the waiting goes on.
         """
         registry = self._registry
         with registry.lock:
@@ -480,7 +481,7 @@ class DeliveryPool:
         if drain is not None:
             pending += drain.pending_events()
         share = RESERVE_SHARE * max(0.0, deadline - self._shutdown_started)
-        return min(share, RESERVE_FLOOR + 2 * pending * self._reports.seconds_per_event)
+        return min(share, RESERVE_FLOOR + RESERVE_FACTOR * pending * self._reports.seconds_per_event)
 
     def _finish_shutdown(self, started: float) -> ShutdownReport:
         """At the deadline (or once drained): report what is left, stop, and say how it went."""
