@@ -43,7 +43,7 @@ _DONE: Final = 2
 @dataclass
 class _Batch:
     workspace_id: str
-    write_key: str
+    write_key: str = field(repr=False)  # never in a log line or a traceback
     endpoint: str
     messages: list[dict[str, Any]]
     state: int = _QUEUED
