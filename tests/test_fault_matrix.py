@@ -606,7 +606,9 @@ def test_10b_a_retry_after_longer_than_the_shutdown_deadline_dead_letters_the_th
     scenario.block.shutdown(0.5)
     elapsed = time.monotonic() - started
 
-    assert 0.5 <= elapsed < 1.0, elapsed  # it did not wait out the 30 s
+    # It did not wait out the 30 s; it returns just before its deadline, having kept the time
+    # it needs to dead-letter what is left.
+    assert 0.4 <= elapsed < 1.0, elapsed
     dead = scenario.dead_letters()
     assert reasons(dead) == {("shutdown_deadline", None, 1)}
     assert segment.count() == 0

@@ -221,7 +221,7 @@ def test_validate_command_prints_warnings_after_problems_and_exits_on_problems_o
         "naming in Title Case; use 'Order Completed'. [event_name_case]",
     ]
     assert "1 of 2 Segment block(s) valid." in captured.err
-    assert "1 naming warning(s)." in captured.err
+    assert "1 warning(s)." in captured.err
 
     flow.write_text(json.dumps({"workspace_id": "w", "blocks": blocks[:1]}))
     assert main(["validate", str(flow)]) == 0  # warnings alone never fail validation
