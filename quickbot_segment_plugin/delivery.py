@@ -82,7 +82,7 @@ POLL_SECONDS: Final = 0.005
 CLIENT_UNAVAILABLE: Final = "client_unavailable"
 # Shutdown stops waiting this long (plus the reporting estimate) before its deadline, so the
 # final reports and the return fit inside it; never more than RESERVE_SHARE of the deadline.
-RESERVE_FLOOR: Final = 0.01
+RESERVE_FLOOR: Final = 0.03  # a pass of the loop under load, and the return
 RESERVE_SHARE: Final = 0.9
 RESERVE_FACTOR: Final = 1.5  # the measured cost per event can rise with the machine's load
 
@@ -463,7 +463,10 @@ class DeliveryPool:
                 drain.top_up(max(1, free))
             if self._registry.settled() and (drain is None or drain.done()):
                 return
-            remaining = deadline - self._report_reserve(drain, deadline) - time.monotonic()
+            cutoff = deadline - self._report_reserve(drain, deadline)
+            if drain is not None:
+                drain.set_cutoff(cutoff)
+            remaining = cutoff - time.monotonic()
             if remaining <= 0:
                 return
             time.sleep(min(POLL_SECONDS, remaining))

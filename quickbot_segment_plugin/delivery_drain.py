@@ -62,12 +62,15 @@ class WaitingRoomDrain:
         self._batches: list[_Batch] = []
         self._workers = 0
         self._finished = False
+        self._pending_events = 0  # in batches not done; kept so the shutdown loop reads it in O(1)
+        self._cutoff = deadline  # no request starts after this (the pool keeps time to report)
 
     def add(self, workspace_id: str, write_key: str, endpoint: str, messages: list[dict[str, Any]]) -> None:
         for chunk in _chunks([without_nulls(message) for message in messages], self._settings.batch_size):
             batch = _Batch(workspace_id, write_key, endpoint, chunk)
             self._batches.append(batch)
             self._pending.append(batch)
+            self._pending_events += len(chunk)
 
     @property
     def workers(self) -> int:
@@ -89,13 +92,17 @@ class WaitingRoomDrain:
                     self._workers -= 1
                 return
 
+    def set_cutoff(self, cutoff: float) -> None:
+        """Start no request after `cutoff`: the time after it is kept for reporting what is left."""
+        self._cutoff = min(self._deadline, cutoff)
+
     def pending_events(self) -> int:
         with self._lock:
-            return sum(len(batch.messages) for batch in self._batches if batch.state != _DONE)
+            return self._pending_events
 
     def done(self) -> bool:
         with self._lock:
-            return all(batch.state == _DONE for batch in self._batches)
+            return self._pending_events == 0
 
     def finish(self) -> int:
         """At the deadline: report every batch not done; returns how many events. Idempotent."""
@@ -105,6 +112,7 @@ class WaitingRoomDrain:
             states = [(batch, batch.state) for batch in left]
             for batch in left:
                 batch.state = _DONE
+            self._pending_events = 0
             self._pending.clear()
         reports = []
         for batch, state in states:
@@ -144,8 +152,9 @@ class WaitingRoomDrain:
 
     def _send(self, batch: _Batch) -> None:
         while True:
-            remaining = self._deadline - time.monotonic()
-            if remaining < MIN_REQUEST_SECONDS:
+            now = time.monotonic()
+            remaining = self._deadline - now
+            if remaining < MIN_REQUEST_SECONDS or now >= self._cutoff:
                 with self._lock:  # not in a request: `finish` reports it as not sent, with the last cause
                     if batch.state == _SENDING:
                         batch.state = _QUEUED
@@ -176,6 +185,7 @@ class WaitingRoomDrain:
             if batch.state == _DONE:
                 return False
             batch.state = _DONE
+            self._pending_events -= len(batch.messages)
             return True
 
     def _settle(self, batch: _Batch, reason: str, detail: str, status: int | None) -> None:
