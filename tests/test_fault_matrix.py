@@ -544,8 +544,9 @@ def test_10_a_shutdown_deadline_too_short_dead_letters_the_rest_and_returns_on_t
     scenario.block.shutdown(0.5)
     elapsed = time.monotonic() - started
 
-    # It waited for the request in flight until the deadline, and not much longer.
-    assert 0.5 <= elapsed < 1.0, elapsed
+    # It waited for the request in flight until shortly before the deadline (keeping the time it
+    # needs to dead-letter what is left), and not longer.
+    assert 0.3 <= elapsed < 1.0, elapsed
     dead = scenario.dead_letters()
     assert reasons(dead) == {("shutdown_deadline", None, 1)}
     assert set(dead) == set(scenario.produced()) - first_batch
@@ -608,7 +609,7 @@ def test_10b_a_retry_after_longer_than_the_shutdown_deadline_dead_letters_the_th
 
     # It did not wait out the 30 s; it returns just before its deadline, having kept the time
     # it needs to dead-letter what is left.
-    assert 0.4 <= elapsed < 1.0, elapsed
+    assert 0.3 <= elapsed < 1.0, elapsed
     dead = scenario.dead_letters()
     assert reasons(dead) == {("shutdown_deadline", None, 1)}
     assert segment.count() == 0
