@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from quickbot_segment_plugin.collector import Collector
-from quickbot_segment_plugin.credentials import ENCRYPTION_KEYS_ENV, KeyRing, generate_key
+from quickbot_segment_plugin.collector.service import Collector
+from quickbot_segment_plugin.credentials.keyring import ENCRYPTION_KEYS_ENV, KeyRing, generate_key
 
 CLI = str(Path(sys.executable).with_name("quickbot-segment"))
 

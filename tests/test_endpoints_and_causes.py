@@ -9,10 +9,10 @@ import pytest
 import requests
 from segment.analytics.request import APIError
 
-from quickbot_segment_plugin.delivery_causes import describe_failure
-from quickbot_segment_plugin.endpoints import parse_endpoint
-from quickbot_segment_plugin.errors import ConfigurationError
-from quickbot_segment_plugin.regions import endpoint_for
+from quickbot_segment_plugin.core.endpoints import parse_endpoint
+from quickbot_segment_plugin.core.errors import ConfigurationError
+from quickbot_segment_plugin.core.regions import endpoint_for
+from quickbot_segment_plugin.delivery.causes import describe_failure
 
 
 @pytest.mark.parametrize(

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from quickbot_segment_plugin.collector import Collector
-from quickbot_segment_plugin.collector_faults import Fault
+from quickbot_segment_plugin.collector.faults import Fault
+from quickbot_segment_plugin.collector.service import Collector
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 FLOW = str(EXAMPLES / "onboarding-flow.json")

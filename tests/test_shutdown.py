@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from quickbot_segment_plugin.core.undeliverable import QUEUE_FULL, SHUTDOWN_DEADLINE
 from support import WRITE_KEY
 
-from quickbot_segment_plugin.collector import Collector
-from quickbot_segment_plugin.delivery import DeliveryPool, DeliverySettings, Undeliverable
-from quickbot_segment_plugin.delivery_types import QUEUE_FULL, SHUTDOWN_DEADLINE
+from quickbot_segment_plugin.collector.service import Collector
+from quickbot_segment_plugin.delivery.pool import DeliveryPool, DeliverySettings, Undeliverable
 
 CLI = str(Path(sys.executable).with_name("quickbot-segment"))
 PROMISE = 0.05  # shutdown(t) returns within t + 50 ms

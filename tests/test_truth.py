@@ -8,10 +8,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quickbot_segment_plugin.errors import ConfigurationError
-from quickbot_segment_plugin.settings import env_bool
-from quickbot_segment_plugin.truth import FALSE_WORDS, NO_VALUE_WORDS, TRUE_WORDS, Truth, condition_is_true, truth_of
-from quickbot_segment_plugin.values import to_boolean
+from quickbot_segment_plugin.core.env import env_bool
+from quickbot_segment_plugin.core.errors import ConfigurationError
+from quickbot_segment_plugin.core.truth import (
+    FALSE_WORDS,
+    NO_VALUE_WORDS,
+    TRUE_WORDS,
+    Truth,
+    condition_is_true,
+    truth_of,
+)
+from quickbot_segment_plugin.options.values import to_boolean
 
 TABLE = [(word, True) for word in TRUE_WORDS] + [(word, False) for word in FALSE_WORDS]
 

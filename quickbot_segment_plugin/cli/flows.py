@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from ..block import current_block
-from ..delivery_outcomes import OutcomeLedger
-from ..flow_variables import variable_name_warnings
-from ..flows import Flow, FlowError, load_flow, parse_variable
+from ..core import ENDPOINT_ENV
+from ..delivery import OutcomeLedger
 from ..host import ReferenceHost
-from ..naming import lint, lint_across_blocks
-from ..regions import ENDPOINT_ENV
+from ..quality import lint, lint_across_blocks
+from .flow_files import Flow, FlowError, load_flow, parse_variable
+from .flow_variables import variable_name_warnings
 from .run_report import delivery_of, exit_status, print_report, wait_for_delivery
 from .run_target import LOCAL_WRITE_KEY, run_target
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final, TextIO
 
-from ..delivery_outcomes import Outcome, OutcomeLedger
+from ..delivery import Outcome, OutcomeLedger
 from .run_target import RunTarget
 
 EXIT_OK: Final = 0

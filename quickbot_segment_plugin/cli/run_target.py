@@ -21,12 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..core import ENDPOINT_ENV, ConfigurationError, env_str, parse_endpoint
 from ..credentials import ENCRYPTION_KEYS_ENV, generate_key
-from ..deadletters.config import PATH_ENV as DEAD_LETTER_PATH_ENV
-from ..endpoints import parse_endpoint
-from ..errors import ConfigurationError
-from ..regions import ENDPOINT_ENV
-from ..settings import env_str
+from ..deadletters import PATH_ENV as DEAD_LETTER_PATH_ENV
 
 LOCAL_WRITE_KEY = "localDemoWriteKey0123456789"
 
