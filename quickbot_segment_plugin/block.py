@@ -11,7 +11,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, schemas
-from .core import COUNTERS, CounterFlusher
+from .core import COUNTERS
 from .credentials import KeyRing
 from .deadletters import DeadLetterRecorder, DeadLetterStore
 from .execution import Executor, check_options
@@ -34,7 +34,6 @@ class SegmentBlock:
         self._keyring: KeyRing | None = None
         self._pool: DeliveryPool | None = None
         self._recorder: DeadLetterRecorder | None = None
-        self._flusher: CounterFlusher | None = None
         self._executor: Executor | None = None
 
     def __repr__(self) -> str:
@@ -77,9 +76,9 @@ class SegmentBlock:
                     from .delivery import DeliveryPool, DeliverySettings
 
                     recorder = self.dead_letters()
+                    # No counter flusher here: a server that wants counters in the store calls
+                    # `start_counter_flusher()` itself; a CLI demo run must not write them.
                     self._pool = DeliveryPool(DeliverySettings.from_env(), recorder, self.counters)
-                    if self._flusher is None:
-                        self._flusher = recorder.store.start_counter_flusher(self.counters)
         return self._pool
 
     def dead_letters(self) -> DeadLetterRecorder:
@@ -105,11 +104,8 @@ class SegmentBlock:
         """Flush what was accepted, within `timeout`; the block can be used again afterwards."""
         with self._lock:
             pool, self._pool = self._pool, None
-            flusher, self._flusher = self._flusher, None
         if pool is not None:
             pool.shutdown(timeout)
-        if flusher is not None:
-            flusher.stop(flush=True)
 
 
 _current: SegmentBlock | None = None

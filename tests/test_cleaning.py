@@ -395,9 +395,9 @@ def test_a_bad_cleaning_setting_fails_the_block_naming_the_variable(
         {"action": "track", "event": "E", "userId": "u"}, {"workspace_id": WORKSPACE, "dry_run": True}
     )
     assert result["status"] == "failed"
-    assert (
-        result["logs"][-1]["message"]
-        == "QUICKBOT_SEGMENT_CLEANING='sometimes': must be a yes/no word (true/false, yes/no, on/off, 1/0)."
+    assert result["logs"][-1]["message"] == (
+        "QUICKBOT_SEGMENT_CLEANING='sometimes': must be a yes/no word "
+        "(true: true, yes, y, on, 1; false: false, no, n, off, 0)."
     )
 
 

@@ -64,8 +64,9 @@ def test_run_prints_a_readable_report(capsys: pytest.CaptureFixture[str]) -> Non
     status, out, _ = run_cli(capsys, "run", str(EXAMPLES / "onboarding-flow.json"), "--var", "Score=2")
     assert status == 0
     assert "== block qualified-lead: skipped" in out
-    assert "== block unqualified-lead: queued" in out
-    assert "The local collector received 6 event(s):" in out
+    assert "== block unqualified-lead: delivered" in out
+    assert "Delivered 6 of 6 event(s) to a temporary collector at http://127.0.0.1:" in out
+    assert "The temporary collector received 6 event(s):" in out
 
 
 def test_run_accepts_typebot_style_flows(capsys: pytest.CaptureFixture[str]) -> None:
@@ -121,7 +122,7 @@ def test_validate_reports_block_id_and_path(capsys: pytest.CaptureFixture[str], 
     ("content", "expected"),
     [
         ("{not json", "not valid JSON (line 1, column 2"),
-        ('{"workspace_id": "w"}', "blocks: Field required"),
+        ('{"workspace_id": "w"}', "'blocks' is missing; it is required"),
     ],
 )
 def test_a_broken_flow_file_is_one_clear_line(

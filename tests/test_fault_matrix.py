@@ -550,10 +550,10 @@ def test_10_a_shutdown_deadline_too_short_dead_letters_the_rest_and_returns_on_t
     scenario.block.shutdown(0.5)
     elapsed = time.monotonic() - started
 
-    # It waited for the request in flight until the deadline, not for its answer: the batch in
-    # flight is dead-lettered below. The upper bound only has to tell "returned" from "hung";
-    # how close to the deadline it returns is measured in benchmarks, not asserted on a busy machine.
-    assert 0.5 <= elapsed < 0.5 + SHUTDOWN_SLACK, elapsed
+    # It waited for the request in flight until shortly before the deadline (keeping the time it
+    # needs to dead-letter what is left), not for its answer: the batch in flight is dead-lettered
+    # below. The upper bound only tells "returned" from "hung" on a busy machine.
+    assert 0.3 <= elapsed < 0.5 + SHUTDOWN_SLACK, elapsed
     dead = scenario.dead_letters()
     assert reasons(dead) == {("shutdown_deadline", None, 1)}
     assert set(dead) == set(scenario.produced()) - first_batch
@@ -614,7 +614,9 @@ def test_10b_a_retry_after_longer_than_the_shutdown_deadline_dead_letters_the_th
     scenario.block.shutdown(0.5)
     elapsed = time.monotonic() - started
 
-    assert 0.5 <= elapsed < 0.5 + SHUTDOWN_SLACK, elapsed  # it did not wait out the 30 s
+    # It did not wait out the 30 s; it returns just before its deadline, having kept the time
+    # it needs to dead-letter what is left.
+    assert 0.3 <= elapsed < 0.5 + SHUTDOWN_SLACK, elapsed
     dead = scenario.dead_letters()
     assert reasons(dead) == {("shutdown_deadline", None, 1)}
     assert segment.count() == 0

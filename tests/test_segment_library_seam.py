@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -248,3 +249,21 @@ def test_gzip_level_is_the_gzip_file_name_request_uses(collector: Collector) -> 
         library.set_gzip_level(9)
     assert opened == [1], touchpoint("request.GzipFile", "set_gzip_level")
     assert library_request.GzipFile is original
+
+
+def test_only_the_seam_imports_the_library() -> None:
+    """import-linter keeps segment-analytics-python out of every package but delivery; inside
+    delivery, only library.py may import it, so a new release has one module to check."""
+    import quickbot_segment_plugin.delivery as delivery
+
+    package = Path(delivery.__file__).parent
+    offenders = [
+        path.name
+        for path in sorted(package.glob("*.py"))
+        if path.name != "library.py"
+        and any(
+            line.strip().startswith(("import segment", "from segment"))
+            for line in path.read_text(encoding="utf-8").splitlines()
+        )
+    ]
+    assert offenders == []

@@ -466,8 +466,9 @@ def test_stats_show_quality_counters_by_rule_and_event(
 ) -> None:
     _plan_dir(tmp_path, monkeypatch, SEGMENT_CONFIG_API_PLAN, mode="block")
     _run(block, token, ORDER, {**GOOD_ORDER, "Price": "cheap", "Product": " Air Max "})
-    block.pool()  # starts the counter flusher, as the first queued event does in a server
-    block.shutdown(5.0)  # flushes the counters into the store
+    flusher = block.dead_letters().store.start_counter_flusher(block.counters)  # as a server does
+    block.shutdown(5.0)
+    flusher.stop(flush=True)  # flushes the counters into the store
     assert main(["stats"]) == 0
     out = capsys.readouterr().out
     lines = [line.split() for line in out.splitlines()]

@@ -104,10 +104,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     events.add_argument(
         "--url", default=None, help=f"the collector's URL (default: ${URL_ENV} or http://127.0.0.1:8787)"
     )
-    events.add_argument("--type", help="identify, track, page, screen, group or alias")
+    events.add_argument("--type", type=_call_type, help="identify, track, page, screen, group or alias (any case)")
     events.add_argument("--user-id", help="only this userId")
     events.add_argument("--anonymous-id", help="only this anonymousId")
-    events.add_argument("--event", help="only track calls with this event name")
+    events.add_argument("--event", help="only track calls with this event name, or page/screen calls with this name")
     events.add_argument("--message-id", help="only this messageId")
     events.add_argument("--since", help="only events received at or after this ISO-8601 time")
     events.add_argument("--limit", type=int, default=20, help="how many (default: 20, at most 1000)")
@@ -120,6 +120,17 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "and the write key's fingerprint",
     )
     events.set_defaults(func=list_events)
+
+
+CALL_TYPES = ("identify", "track", "page", "screen", "group", "alias")
+
+
+def _call_type(text: str) -> str:
+    """`--type Track` is `track`; an unknown type is a usage error (exit 2) listing the valid ones."""
+    wanted = text.strip().lower()
+    if wanted not in CALL_TYPES:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a Segment call type; use one of {', '.join(CALL_TYPES)}")
+    return wanted
 
 
 def run_collector(args: argparse.Namespace) -> int:
@@ -324,6 +335,7 @@ def _cut(text: str, width: int) -> str:
 def render_table(events: list[dict[str, Any]]) -> str:
     """A fixed-width table, one line per event plus one per warning."""
     header = ("RECEIVED", "TYPE", "USER", "EVENT / NAME", "MESSAGE ID", "FLAGS")
+    # MESSAGE ID is never cut: it is what `--message-id` takes (uuids are 36 characters).
     widths = (24, 8, 24, 28, 36, 5)
     lines = ["  ".join(title.ljust(width) for title, width in zip(header, widths, strict=True)).rstrip()]
     for event in events:
@@ -333,15 +345,13 @@ def render_table(events: list[dict[str, Any]]) -> str:
         warnings = event.get("warnings") or []
         flags = ("dup " if event.get("duplicate") else "") + (f"!{len(warnings)}" if warnings else "")
         cells = (
-            str(event.get("received_at", "")),
-            str(event.get("type", "")),
-            str(user),
-            _label(event),
+            _cut(str(event.get("received_at", "")), widths[0]),
+            _cut(str(event.get("type", "")), widths[1]),
+            _cut(str(user), widths[2]),
+            _cut(_label(event), widths[3]),
             str(event.get("message_id", "")),
             flags.strip() or "-",
         )
-        lines.append(
-            "  ".join(_cut(cell, width).ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
-        )
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip())
         lines.extend(f"    ! {warning}" for warning in warnings)
     return "\n".join(lines)

@@ -125,11 +125,17 @@ def _keygen(args: argparse.Namespace) -> int:
         key = f"{args.key_id}:{key}"
         KeyRing.from_env({ENCRYPTION_KEYS_ENV: key})  # refuses an invalid id before printing it
     print(key)
-    print(
-        f"Prepend it to {ENCRYPTION_KEYS_ENV} (NEW,OLD...), restart QuickBot, then re-seal stored tokens "
-        "with `quickbot-segment credentials rotate`. Keep it out of the database and version control.",
-        file=sys.stderr,
-    )
+    if env_str(ENCRYPTION_KEYS_ENV, ""):
+        advice = (
+            f"To rotate: prepend it to {ENCRYPTION_KEYS_ENV} (NEW,OLD...), restart QuickBot, then re-seal "
+            "stored tokens with `quickbot-segment credentials rotate`."
+        )
+    else:
+        advice = (
+            f"Set {ENCRYPTION_KEYS_ENV} to it in QuickBot's environment (the same value on every replica), "
+            "then restart QuickBot; write keys entered in the editor are sealed with it."
+        )
+    print(f"{advice} Keep it out of the database and version control.", file=sys.stderr)
     return 0
 
 
@@ -169,17 +175,29 @@ def _rotate(args: argparse.Namespace) -> int:
             output.append("")
             continue
         if args.workspace is not None:
+            if "\t" in text:
+                failures.append(
+                    f"line {number}: this is a WORKSPACE_ID<TAB>TOKEN line; with --workspace each line is "
+                    "a token alone (drop --workspace to re-seal a WORKSPACE_ID<TAB>TOKEN file)"
+                )
+                continue
             workspace, token = args.workspace, text
         else:
             workspace, separator, token = text.partition("\t")
             if not separator:
-                failures.append(f"line {number}: expected WORKSPACE_ID<TAB>TOKEN (or give --workspace)")
+                spaced = len(text.split()) == 2 or "," in text
+                failures.append(
+                    f"line {number}: expected WORKSPACE_ID<TAB>TOKEN"
+                    + (" (separate the two with a TAB, not spaces or a comma)" if spaced else "")
+                    + ", or one token per line with --workspace WORKSPACE_ID"
+                )
                 continue
             workspace, token = workspace.strip(), token.strip()
         try:
             resealed = keyring.reseal(token, workspace)
         except CredentialsError as error:
-            failures.append(f"line {number}: {error}")
+            expected = "a token alone (--workspace)" if args.workspace is not None else "WORKSPACE_ID<TAB>TOKEN"
+            failures.append(f"line {number}: {error} (each line must be {expected})")
             continue
         output.append(resealed if args.workspace is not None else f"{workspace}\t{resealed}")
     if failures:

@@ -110,12 +110,15 @@ class EventFilter:
             ("type", self.type),
             ("user_id", self.user_id),
             ("anonymous_id", self.anonymous_id),
-            ("event", self.event),
             ("message_id", self.message_id),
         ):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 values.append(value)
+        if self.event is not None:
+            # A track call's event, or a page/screen call's name, as the debugger's filter matches.
+            clauses.append("(event = ? OR (type IN ('page', 'screen') AND json_extract(message, '$.name') = ?))")
+            values.extend((self.event, self.event))
         if self.since is not None:
             clauses.append("received_at >= ?")
             values.append(self.since)

@@ -14,6 +14,7 @@ from .counters import (
     CounterFlusher,
     Counters,
 )
+from .endpoints import parse_endpoint
 from .env import env_float, env_int, env_str
 from .erasure import truncate_write_ahead_log, user_condition
 from .erasure_values import ERASED, ErasureReport, identifiers_of, scrub, search_terms
@@ -45,7 +46,7 @@ from .redaction_forms import server_text
 from .regions import ENDPOINT_ENV, REGION_HOSTS, REGION_TITLES, Region, endpoint_for
 from .results import Level, ResultLog
 from .settings import Flag, Settings, env_name
-from .truth import parse_truth
+from .truth import FALSE_LIST, FALSE_WORDS, TRUE_LIST, TRUE_WORDS, Truth, condition_is_true, truth_of
 from .undeliverable import (
     CLIENT_CLOSED,
     QUEUE_FULL,
@@ -70,6 +71,8 @@ __all__ = [
     "ERASED",
     "EXECUTED",
     "FAILED",
+    "FALSE_LIST",
+    "FALSE_WORDS",
     "MAX_MESSAGE_BYTES",
     "PAYLOAD_OBJECTS",
     "PLUGIN_CONTEXT",
@@ -83,6 +86,8 @@ __all__ = [
     "RETRIES_EXHAUSTED",
     "SHUTDOWN_DEADLINE",
     "SHUTTING_DOWN",
+    "TRUE_LIST",
+    "TRUE_WORDS",
     "ConfigurationError",
     "CounterFlusher",
     "Counters",
@@ -98,9 +103,11 @@ __all__ = [
     "ResultLog",
     "Settings",
     "StoreFileError",
+    "Truth",
     "Undeliverable",
     "build_message",
     "check_size",
+    "condition_is_true",
     "endpoint_for",
     "env_float",
     "env_int",
@@ -116,12 +123,13 @@ __all__ = [
     "library_context",
     "message_id_for",
     "open_private_database",
-    "parse_truth",
+    "parse_endpoint",
     "redact",
     "scrub",
     "search_terms",
     "server_text",
     "set_nested",
     "truncate_write_ahead_log",
+    "truth_of",
     "user_condition",
 ]

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import TypeVar
 
 from .errors import ConfigurationError
-from .truth import parse_truth
+from .truth import FALSE_LIST, TRUE_LIST, Truth, truth_of
 
 Number = TypeVar("Number", int, float)
 
@@ -59,15 +59,16 @@ def env_float(
 
 
 def env_bool(name: str, default: bool, environ: Mapping[str, str] | None = None) -> bool:
+    """The yes/no table of truth.py; empty, none or null keep the default."""
     raw = (os.environ if environ is None else environ).get(name, "").strip()
-    if not raw:
+    truth = truth_of(raw)
+    if truth is Truth.NO_VALUE:
         return default
-    parsed = parse_truth(raw)
-    if parsed is None:
+    if truth is Truth.OTHER:
         raise ConfigurationError(
-            f"{name} must be a yes/no word (true/false, yes/no, on/off, 1/0), got {raw!r}.", field=name
+            f"{name} must be a yes/no word (true: {TRUE_LIST}; false: {FALSE_LIST}), got {raw[:40]!r}.", field=name
         )
-    return parsed
+    return truth is Truth.TRUE
 
 
 def _check_range(name: str, value: Number, minimum: float, maximum: float | None) -> Number:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal
 
+from .endpoints import parse_endpoint
 from .env import env_str
 from .errors import ConfigurationError
 
@@ -32,11 +33,7 @@ def endpoint_for(region: str, environ: Mapping[str, str] | None = None) -> str:
     """The base URL (no `/v1/...`) that events of `region` are posted to."""
     override = env_str(ENDPOINT_ENV, "", environ)
     if override:
-        if not override.startswith(("http://", "https://")):
-            raise ConfigurationError(
-                f"{ENDPOINT_ENV} must be an http:// or https:// URL, got {override!r}.", field=ENDPOINT_ENV
-            )
-        return override.rstrip("/")
+        return parse_endpoint(override, ENDPOINT_ENV).url
     try:
         return REGION_HOSTS[region]
     except KeyError:

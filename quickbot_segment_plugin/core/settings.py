@@ -25,7 +25,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .errors import ConfigurationError
-from .truth import parse_truth
+from .truth import FALSE_LIST, NO_VALUE_WORDS, TRUE_LIST, parse_truth
 
 __all__ = ["Flag", "Settings", "env_name"]
 
@@ -37,7 +37,7 @@ def _flag(value: Any) -> Any:
     if isinstance(value, str):
         parsed = parse_truth(value)
         if parsed is None:
-            raise ValueError("must be a yes/no word (true/false, yes/no, on/off, 1/0)")
+            raise ValueError(f"must be a yes/no word (true: {TRUE_LIST}; false: {FALSE_LIST})")
         return parsed
     return value
 
@@ -56,7 +56,8 @@ def env_name(model: type[Settings], field_name: str) -> str:
 class _VariablesSource(PydanticBaseSettingsSource):
     """Each field from its variable in `os.environ` or the mapping `from_env` was given.
 
-    Empty values count as unset, so `QUICKBOT_SEGMENT_TIMEOUT=` in a compose file keeps the default.
+    Empty values count as unset, so `QUICKBOT_SEGMENT_TIMEOUT=` in a compose file keeps the default
+    (and so do `none`/`null` for a yes/no setting, as the truth table says).
     """
 
     def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
@@ -66,6 +67,8 @@ class _VariablesSource(PydanticBaseSettingsSource):
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         name = env_name(self.settings_cls, field_name)  # type: ignore[arg-type]
         value = self._environ.get(name, "").strip()
+        if field.annotation is bool and value.lower() in NO_VALUE_WORDS:
+            value = ""  # "none"/"null" is no value in the truth table: the default stays
         return (value or None), name, False
 
     def __call__(self) -> dict[str, Any]:

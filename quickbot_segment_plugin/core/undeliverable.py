@@ -49,6 +49,8 @@ class Undeliverable:
     reason: str
     detail: str
     status: int | None = None
+    # In a request that had not completed at a deadline: it may have arrived after all.
+    in_doubt: bool = False
 
     @property
     def count(self) -> int:

@@ -33,3 +33,11 @@ class DeadLetterRecorder:
     def __call__(self, undeliverable: Undeliverable) -> None:
         token = self.token_for(undeliverable.workspace_id, undeliverable.write_key_fingerprint)
         self.store.add_undeliverable(undeliverable, token)
+
+    def record_many(self, undeliverables: list[Undeliverable]) -> None:
+        """Many reports in one transaction (a shutdown deadline giving up on many workspaces)."""
+        entries = [
+            (undeliverable, self.token_for(undeliverable.workspace_id, undeliverable.write_key_fingerprint))
+            for undeliverable in undeliverables
+        ]
+        self.store.add_undeliverables(entries)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from ..core import (
     COUNTERS,
@@ -62,6 +62,20 @@ from .scrubbing import TOKEN_PREFIX, _clean_endpoint, _clean_fingerprint, _Row, 
 from .sqlite_backend import SqliteBackend
 
 #: One logger for the whole store, whichever module logs: operators filter on this name.
+
+
+_INSERT: Final = (
+    "INSERT INTO dead_letters (workspace_id, message_id, type, message, reason, detail, status, "
+    "attempts, first_failed_at, last_failed_at, credentials_token, write_key_fingerprint, endpoint) "
+    "VALUES (?,?,?,?,?,?,?,1,?,?,?,?,?) "
+    "ON CONFLICT (workspace_id, message_id) DO UPDATE SET "
+    # Columns named with their table: PostgreSQL finds `attempts` alone ambiguous next to `excluded`.
+    "attempts = dead_letters.attempts + 1, reason = excluded.reason, detail = excluded.detail, "
+    "status = excluded.status, last_failed_at = excluded.last_failed_at, replayed_at = NULL, "
+    "in_doubt_since = NULL, "
+    "credentials_token = COALESCE(excluded.credentials_token, dead_letters.credentials_token), "
+    "write_key_fingerprint = excluded.write_key_fingerprint, endpoint = excluded.endpoint"
+)
 
 
 class DeadLetterStore:
@@ -236,18 +250,7 @@ class DeadLetterStore:
                 for row in rows
             ]
             with self._transaction() as db:
-                db.executemany(
-                    "INSERT INTO dead_letters (workspace_id, message_id, type, message, reason, detail, status, "
-                    "attempts, first_failed_at, last_failed_at, credentials_token, write_key_fingerprint, endpoint) "
-                    "VALUES (?,?,?,?,?,?,?,1,?,?,?,?,?) "
-                    "ON CONFLICT (workspace_id, message_id) DO UPDATE SET "
-                    "attempts = dead_letters.attempts + 1, reason = excluded.reason, detail = excluded.detail, "
-                    "status = excluded.status, last_failed_at = excluded.last_failed_at, replayed_at = NULL, "
-                    "in_doubt_since = NULL, "
-                    "credentials_token = COALESCE(excluded.credentials_token, dead_letters.credentials_token), "
-                    "write_key_fingerprint = excluded.write_key_fingerprint, endpoint = excluded.endpoint",
-                    values,
-                )
+                db.executemany(_INSERT, values)
         except Exception as error:
             self._write_failed(str(workspace_id), count, str(reason), error)
             return 0
@@ -255,6 +258,44 @@ class DeadLetterStore:
         self._counters.dead_lettered(str(workspace_id), len(rows))
         self._maybe_prune(len(rows))
         return len(rows)
+
+    def add_undeliverables(self, entries: Sequence[tuple[Undeliverable, str | None]]) -> int:
+        """Many `add_undeliverable`s in one transaction: a shutdown that gives up on thousands of
+        workspaces at its deadline must not spend a commit on each. Never raises (as `add`)."""
+        total = sum(len(undeliverable.messages) for undeliverable, _ in entries)
+        try:
+            when = _timestamp(self._now())
+            values = []
+            per_workspace: dict[str, int] = {}
+            for undeliverable, credentials_token in entries:
+                token = self._clean_token(credentials_token)
+                detail = redact(str(undeliverable.detail or ""))[:MAX_DETAIL_CHARS]
+                status = undeliverable.status
+                status = status if isinstance(status, int) and not isinstance(status, bool) else None
+                fingerprint = _clean_fingerprint(undeliverable.write_key_fingerprint)
+                endpoint = _clean_endpoint(undeliverable.endpoint)
+                workspace_id = str(undeliverable.workspace_id)
+                for message in undeliverable.messages:
+                    row = self._clean(message, workspace_id)
+                    values.append(
+                        (
+                            workspace_id, row.message_id, row.type, row.message_json, str(undeliverable.reason),
+                            detail, status, when, when, token, fingerprint, endpoint,
+                        )
+                    )  # fmt: skip
+                    per_workspace[workspace_id] = per_workspace.get(workspace_id, 0) + 1
+            if not values:
+                return 0
+            with self._transaction() as db:
+                db.executemany(_INSERT, values)
+        except Exception as error:
+            self._write_failed("(several)", total, "(several)", error)
+            return 0
+        self._write_succeeded()
+        for workspace_id, count in per_workspace.items():
+            self._counters.dead_lettered(workspace_id, count)
+        self._maybe_prune(len(values))
+        return len(values)
 
     def add_undeliverable(self, undeliverable: Undeliverable, credentials_token: str | None = None) -> int:
         """`add` for what the delivery pool reports."""

@@ -40,8 +40,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
-from ..core import CLIENT_CLOSED, QUEUE_FULL, REJECTED, RETRIES_EXHAUSTED, fingerprint, redact
+from ..core import CLIENT_CLOSED, QUEUE_FULL, REJECTED, RETRIES_EXHAUSTED, Undeliverable, fingerprint
 from .calls import LibraryCall, without_nulls
+from .causes import describe_failure, in_request, last_failure
 from .final import FinalMessage
 from .library import (
     BATCH_SIZE_LIMIT,
@@ -233,6 +234,10 @@ class ManagedClient:
                 return
             self.close_deadline = deadline
             self.close_reason = reason
+            if self._stopping:
+                # Already drained and paused: no consumer is left to take a wake-up marker, and
+                # one left in the queue would keep the client "unfinished" until the deadline.
+                return
             consumers = list(self._consumers)
         for consumer in consumers:
             consumer.upload_interval = min(consumer.upload_interval, HURRY_INTERVAL)
@@ -258,13 +263,22 @@ class ManagedClient:
                 self._finalized = True
                 return True
             return False
+        if self._stopping and not self._any_alive():
+            # Paused and ended with something still counted (a marker queued as it paused):
+            # report any event among it now rather than holding a client slot until the deadline.
+            self._finalized = True
+            self._report_leftovers(self._drain(), "left in the queue when its delivery thread ended")
+            return True
         if self.close_deadline is not None and now >= self.close_deadline:
             self.abandon()
             return not self._any_alive()
         return False
 
-    def abandon(self) -> int:
-        """Give up waiting: report everything still queued or held; returns how many events."""
+    def abandon(self, collect: list[Undeliverable] | None = None) -> int:
+        """Give up waiting: report everything still queued or held; returns how many events.
+
+        With `collect`, the reports are appended there for the caller to hand over in one go.
+        """
         with self._lock:
             self.accepting = False
         self._pause_all()
@@ -272,10 +286,22 @@ class ManagedClient:
         leftovers = self._drain()
         # After the drain: whatever a consumer took before it is in `taken` or `_held` now.
         with self._queue.mutex:
-            held = [item for batch in self._held.values() for item in batch]
+            sending = [item for thread, batch in self._held.items() if in_request(thread) for item in batch]
+            waiting = [item for thread, batch in self._held.items() if not in_request(thread) for item in batch]
             taken = self._queue.taken()
+        held = [*sending, *waiting]
+        cause = last_failure(self.endpoint, self._client.write_key)
+        last = f"; last attempt: {cause}" if cause else ""
+        # A request still open may yet arrive: reported apart, as in doubt (a replay is
+        # deduplicated by Segment on messageId).
         lost = self._report_leftovers(
-            [*held, *taken, *leftovers], "still queued or in flight when the deadline passed", held=len(held)
+            sending,
+            f"in a request that had not completed when the deadline passed{last}",
+            in_doubt=True,
+            collect=collect,
+        )
+        lost += self._report_leftovers(
+            [*waiting, *taken, *leftovers], f"not delivered when the deadline passed{last}", collect=collect
         )
         # A thread that is only finishing its last empty wait is not abandoned; one holding a
         # batch (stuck in a request) is, even though its events were already reported.
@@ -327,17 +353,40 @@ class ManagedClient:
                 fresh.append(message)
         return fresh
 
-    def _report_leftovers(self, messages: list[dict[str, Any]], why: str, *, held: int = 0) -> int:
+    def _report_leftovers(
+        self,
+        messages: list[dict[str, Any]],
+        why: str,
+        *,
+        in_doubt: bool = False,
+        collect: list[Undeliverable] | None = None,
+    ) -> int:
         fresh = self._unreported(messages)
-        if fresh:
-            detail = f"{len(fresh)} event(s) {why}"
-            if held:
-                detail += f" ({held} in a request that had not completed)"
-            self._emit(fresh, self.close_reason, detail, None)
+        if not fresh:
+            return 0
+        detail = f"{len(fresh)} event(s) {why}"
+        if collect is None:
+            self._emit(fresh, self.close_reason, detail, None, in_doubt=in_doubt)
+        else:
+            collect.append(
+                Undeliverable(
+                    workspace_id=self.workspace_id,
+                    write_key_fingerprint=self.fingerprint,
+                    endpoint=self.endpoint,
+                    messages=[without_nulls(message) for message in fresh],
+                    reason=self.close_reason,
+                    detail=detail,
+                    in_doubt=in_doubt,
+                )
+            )
         return len(fresh)
 
-    def _emit(self, messages: list[dict[str, Any]], reason: str, detail: str, status: int | None) -> None:
-        self._reporter.lost(self.workspace_id, self.fingerprint, self.endpoint, messages, reason, detail, status)
+    def _emit(
+        self, messages: list[dict[str, Any]], reason: str, detail: str, status: int | None, *, in_doubt: bool = False
+    ) -> None:
+        self._reporter.lost(
+            self.workspace_id, self.fingerprint, self.endpoint, messages, reason, detail, status, in_doubt=in_doubt
+        )
 
     def _on_error(self, error: Exception, batch: list[dict[str, Any]]) -> None:
         """The library gave up on a batch (consumer thread): one report and one log line for it."""
@@ -351,7 +400,7 @@ class ManagedClient:
                 return
             status = getattr(error, "status", None)
             status = status if isinstance(status, int) else None
-            detail = redact(str(error))[:MAX_DETAIL_CHARS] or type(error).__name__
+            detail = describe_failure(error, self.endpoint)[:MAX_DETAIL_CHARS]
             self._emit(messages, classify_failure(error, status), detail, status)
         except Exception:  # never let reporting kill the consumer thread
             logger.exception("Could not report undeliverable events of workspace %s", self.workspace_id)
@@ -477,7 +526,7 @@ class ManagedClient:
                 with work_queue.mutex:
                     batch = self._held.pop(consumer_thread, None)
                 if succeeded and batch:
-                    self._reporter.delivered(self.workspace_id, len(batch))
+                    self._reporter.delivered(self.workspace_id, batch)
 
         def requeue(original_requeue: Callable[[Batch], None], batch: Batch) -> None:
             if self._finalized:

@@ -23,6 +23,8 @@ The touchpoints, each a function below:
   `requests.Session` (`segment.analytics.request._session`).
 - `set_gzip_level`: the `GzipFile` name `request.py` compresses with.
 - `library_validator`: a `send=False` client used for the library's own validation.
+- `wrap_post` / `post_batch`: the `post` consumers send with, which they call through the
+  `consumer` module's global name; shutdown's drain sends its last batches with the same call.
 
 Why each is needed:
 
@@ -57,6 +59,7 @@ from typing import Any, Final, Protocol
 import requests
 from requests.adapters import HTTPAdapter
 from segment.analytics import Client
+from segment.analytics import consumer as library_consumer
 from segment.analytics import request as library_request
 from segment.analytics.consumer import BATCH_SIZE_LIMIT as _BATCH_SIZE_LIMIT
 from segment.analytics.consumer import Consumer
@@ -141,6 +144,7 @@ class LibraryConsumer(Protocol):
 class LibraryClient(Protocol):
     """What delivery uses of a `segment.analytics.Client`."""
 
+    write_key: str
     queue: Any
     send: bool
     consumers: list[Any]
@@ -257,3 +261,16 @@ def refused_field(text: str) -> str:
     """The library's name of the field a `require()` AssertionError is about ("" when unknown)."""
     match = _REQUIRE_MESSAGE.match(text)
     return match.group("name") if match else ""
+
+
+Post = Callable[..., Any]
+
+
+def wrap_post(make: Callable[[Post], Post]) -> None:
+    """Route every consumer's request through `make(the library's post)` (the module global it calls)."""
+    library_consumer.post = make(library_consumer.post)
+
+
+def post_batch(write_key: str, endpoint: str, batch: Batch, *, gzip: bool, timeout: float) -> Any:
+    """One request exactly as a consumer sends it (through `wrap_post`'s wrapper, if any)."""
+    return library_consumer.post(write_key, endpoint, gzip=gzip, timeout=timeout, batch=batch)

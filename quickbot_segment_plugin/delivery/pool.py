@@ -51,11 +51,13 @@ from ..core import (
     known_secrets,
 )
 from .calls import LibraryCall
+from .causes import install as install_causes
 from .client import ManagedClient, SenderSlots, Submitted
+from .drain import WaitingRoomDrain
 from .final import FinalMessage, submission_for
 from .library import prepare_library_session, reset_library_session_after_fork, set_gzip_level
 from .registry import ClientKey, ClientRegistry, Message, Route
-from .reports import OnUndeliverable, Reporter
+from .reports import DeliveryObserver, OnUndeliverable, Reporter
 from .settings import DeliverySettings
 from .types import ACCEPTED, EnqueueOutcome, ShutdownReport
 
@@ -75,6 +77,11 @@ logger = logging.getLogger("quickbot_segment_plugin.delivery")
 POLL_SECONDS: Final = 0.005
 # `enqueue` outcome when no delivery thread can be started (interpreter exiting, no threads left).
 CLIENT_UNAVAILABLE: Final = "client_unavailable"
+# Shutdown stops waiting this long (plus the reporting estimate) before its deadline, so the
+# final reports and the return fit inside it; never more than RESERVE_SHARE of the deadline.
+RESERVE_FLOOR: Final = 0.03  # a pass of the loop under load, and the return
+RESERVE_SHARE: Final = 0.9
+RESERVE_FACTOR: Final = 1.5  # the measured cost per event can rise with the machine's load
 
 
 class DeliveryPool:
@@ -110,6 +117,8 @@ class DeliveryPool:
         self._atexit_registered = False
         self._shutdown_deadline: float | None = None
         self._shutdown_clients: list[ManagedClient] = []
+        self._drain: WaitingRoomDrain | None = None
+        self._shutdown_started = 0.0
 
     def __repr__(self) -> str:
         return f"<DeliveryPool closed={self._closed} live_clients={self.live_clients}>"
@@ -186,11 +195,17 @@ class DeliveryPool:
             if self._closed:
                 return self._already_shut_down(started)
             self._shutdown_deadline = deadline
+            self._shutdown_started = started
             self._reports.take_shutdown_losses()
             closing = self._registry.stop_accepting()
             self._shutdown_clients = list(closing)
             for client in closing:  # all at once: they flush in parallel, each on its own thread
                 client.begin_close(deadline, SHUTDOWN_DEADLINE)
+            # Workspaces still waiting for a client are posted directly, many at once (delivery_drain).
+            drain = WaitingRoomDrain(self.settings, self._reports, deadline)
+            for (workspace_id, write_key, endpoint), messages in self._registry.take_waiting():
+                drain.add(workspace_id, write_key, endpoint, messages)
+            self._drain = drain
             self._run_until(deadline)
             return self._finish_shutdown(started)
         finally:
@@ -202,6 +217,10 @@ class DeliveryPool:
             if self._closed:
                 self._new_state()
                 self._closed = False
+
+    def add_observer(self, observer: DeliveryObserver) -> None:
+        """Tell `observer` what becomes of every event from now on (delivered, or lost and why)."""
+        self._reports.add_observer(observer)
 
     @property
     def live_clients(self) -> int:
@@ -268,6 +287,7 @@ class DeliveryPool:
             if self._atexit_registered:
                 return
             install_redaction()  # before any client can log a request body
+            install_causes()  # so a deadline report can name the last failure
             # Every request in flight may want its own keep-alive connection to the host.
             prepare_library_session(self.settings.max_clients + self.settings.max_senders)
             set_gzip_level(self.settings.gzip_level)
@@ -429,24 +449,71 @@ class DeliveryPool:
 
     def _run_until(self, deadline: float) -> None:
         """Do the closer's work from this thread until everything settled or the deadline."""
+        drain = self._drain
         while True:
             self._tick(time.monotonic())
-            if self._registry.settled():
+            if drain is not None:
+                # Drain workers take the slots closing clients free: threads stay within max_clients.
+                with self._registry.lock:
+                    free = self.settings.max_clients - self._registry.owned()
+                drain.top_up(max(1, free))
+            if self._registry.settled() and (drain is None or drain.done()):
                 return
-            remaining = deadline - time.monotonic()
+            cutoff = deadline - self._report_reserve(drain, deadline)
+            if drain is not None:
+                drain.set_cutoff(cutoff)
+            remaining = cutoff - time.monotonic()
             if remaining <= 0:
                 return
             time.sleep(min(POLL_SECONDS, remaining))
 
+    def _report_reserve(self, drain: WaitingRoomDrain | None, deadline: float) -> float:
+        """Time to keep before the deadline for dead-lettering what is still pending by then.
+
+        Reporting is O(events) (a bulk dead-letter write), so waiting until the deadline itself
+        and only then reporting thousands of events would overrun it. Recomputed on every pass:
+        as events are delivered the reserve shrinks and the waiting goes on.
+        """
+        registry = self._registry
+        with registry.lock:
+            pending = registry.waiting_events + sum(client.unfinished for client in registry.closing)
+        if drain is not None:
+            pending += drain.pending_events()
+        share = RESERVE_SHARE * max(0.0, deadline - self._shutdown_started)
+        return min(share, RESERVE_FLOOR + RESERVE_FACTOR * pending * self._reports.seconds_per_event)
+
     def _finish_shutdown(self, started: float) -> ShutdownReport:
         """At the deadline (or once drained): report what is left, stop, and say how it went."""
+        drained_late = self._drain.finish() if self._drain is not None else 0
+        self._drain = None
+        if drained_late:
+            logger.error(
+                "Segment delivery: %d event(s) of workspaces waiting for a delivery thread were not delivered "
+                "before the shutdown deadline; they are dead-lettered (shutdown_deadline)",
+                drained_late,
+                extra={"workspace": None, "count": drained_late, "reason": SHUTDOWN_DEADLINE, "status": None},
+            )
         with self._tick_lock:
             clients, waiting = self._registry.take_everything()
+            abandoned_reports: list[Undeliverable] = []
             for client in clients:
                 if not client.settled:
-                    client.abandon()
-            for key, messages in waiting.items():
-                self._lost(key, messages, SHUTDOWN_DEADLINE)
+                    client.abandon(abandoned_reports)
+            self._log_abandoned(abandoned_reports)
+            self._reports.lost_many(abandoned_reports)
+            self._reports.lost_many(
+                [
+                    Undeliverable(
+                        workspace_id=workspace_id,
+                        write_key_fingerprint=fingerprint(write_key),
+                        endpoint=endpoint,
+                        messages=messages,
+                        reason=SHUTDOWN_DEADLINE,
+                        detail=f"{len(messages)} event(s) were waiting for a delivery thread",
+                    )
+                    for (workspace_id, write_key, endpoint), messages in waiting.items()
+                ]
+            )
         if self._atexit_registered:
             atexit.unregister(self._at_exit)
             self._atexit_registered = False
@@ -474,6 +541,27 @@ class DeliveryPool:
             extra={"workspace": None, "count": report.undelivered, "reason": SHUTDOWN_DEADLINE, "status": None},
         )
         return report
+
+    def _log_abandoned(self, reports: list[Undeliverable]) -> None:
+        """One line for what the deadline took from clients (a line per client cost the deadline)."""
+        if not reports:
+            return
+        count = sum(report.count for report in reports)
+        in_doubt = sum(report.count for report in reports if report.in_doubt)
+        causes = sorted(
+            {report.detail.split("; last attempt: ", 1)[1] for report in reports if "; last attempt: " in report.detail}
+        )
+        logger.error(
+            "Segment delivery: %d event(s) of %d workspace(s) not delivered by the shutdown deadline "
+            "(%d in requests still open, which may have arrived); dead-lettered%s",
+            count,
+            len({report.workspace_id for report in reports}),
+            in_doubt,
+            f"; last attempt: {causes[0]}" + (f" (and {len(causes) - 1} other cause(s))" if len(causes) > 1 else "")
+            if causes
+            else "",
+            extra={"workspace": None, "count": count, "reason": SHUTDOWN_DEADLINE, "status": None},
+        )
 
     def _already_shut_down(self, started: float) -> ShutdownReport:
         previous = self._last_report

@@ -157,6 +157,14 @@ class ClientRegistry:
             self.wakeup.notify_all()
             return list(self.closing)
 
+    def take_waiting(self) -> list[tuple[ClientKey, list[Message]]]:
+        """Shutdown: the waiting room's events (not those of keys starting), for the drain to post."""
+        with self.lock:
+            taken = [(key, list(messages)) for key, messages in self.waiting.items()]
+            self.waiting.clear()
+            self.waiting_events -= sum(len(messages) for _, messages in taken)
+            return taken
+
     def settled(self) -> bool:
         with self.lock:
             return not (self.live or self.starting or self.waiting_events) and all(c.settled for c in self.closing)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..core import MessageError, MessageParts, ResultLog, key_path, set_nested
+from ..core import MessageError, MessageParts, ResultLog, Truth, condition_is_true, key_path, set_nested, truth_of
 from ..options import (
     IDENTITY_FIELDS,
     ITEM_LIST_FIELDS,
@@ -28,9 +28,9 @@ from ..options import (
     to_text,
 )
 from ..templating import CompiledTemplate, TemplateEngine, TemplateError
+from .comparison_hints import explain_comparison
 
 _USER_ID, _ANONYMOUS_ID = IDENTITY_FIELDS
-FALSY_WORDS = frozenset({"", "false", "0", "no", "off", "none", "null"})
 
 
 class RenderFailure(Exception):
@@ -108,7 +108,7 @@ def condition_allows(plan: BlockPlan, variables: Mapping[str, Any], log: ResultL
     if plan.condition is None:
         return True
     value = _render(plan.condition, variables, log, "condition", quiet_missing=True)
-    if _is_truthy(value):
+    if condition_is_true(value):
         return True
     log.info(
         f"Skipped: the condition {plan.condition.source!r} is false for this conversation.",
@@ -127,7 +127,9 @@ def render_parts(plan: BlockPlan, variables: Mapping[str, Any], message_id: str,
         try:
             rendered = field_plan.template.render(variables)
         except TemplateError as error:
-            raise _render_failure(log, field_plan.label, field_plan.name, error) from None
+            raise _render_failure(
+                log, field_plan.label, field_plan.name, error, field_plan.template, variables
+            ) from None
         fields[field_plan.name] = to_text(rendered.value).strip()
         if rendered.missing:
             missing_by_field[field_plan.name] = rendered.missing
@@ -172,10 +174,16 @@ def _render_item(item: ItemPlan, variables: Mapping[str, Any], log: ResultLog) -
     try:
         rendered = item.template.render(variables)
     except TemplateError as error:
-        raise _render_failure(log, f"The {item.label}", path, error) from None
+        raise _render_failure(log, f"The {item.label}", path, error, item.template, variables) from None
     value = rendered.value
     if value is None or (isinstance(value, str) and not value.strip()) or value == []:
         log.warning(f"{_empty_reason(f'The {item.label}', rendered.missing)}; it was not sent.", field=path)
+        return _DROPPED
+    if item.value_type == "boolean" and truth_of(value) is Truth.NO_VALUE:
+        # truth.py: none/null mean "no value", in a boolean item as in a condition.
+        log.warning(
+            f"The {item.label} holds {to_text(value).strip()!r}, which means no value; it was not sent.", field=path
+        )
         return _DROPPED
     if item.value_type is not None:
         try:
@@ -204,7 +212,7 @@ def _render(
     try:
         rendered = plan.template.render(variables)
     except TemplateError as error:
-        raise _render_failure(log, plan.label, path, error) from None
+        raise _render_failure(log, plan.label, path, error, plan.template, variables) from None
     if rendered.missing and not quiet_missing:
         log.warning(_empty_sentence(plan.label, rendered.missing), field=path)
     return rendered.value
@@ -244,13 +252,21 @@ def _wire_fields(action: str, fields: dict[str, Any]) -> dict[str, Any]:
     return wire  # every value is already text: render_parts stores to_text(...).strip()
 
 
-def _render_failure(log: ResultLog, label: str, path: str, error: TemplateError) -> RenderFailure:
+def _render_failure(
+    log: ResultLog,
+    label: str,
+    path: str,
+    error: TemplateError,
+    template: CompiledTemplate,
+    variables: Mapping[str, Any],
+) -> RenderFailure:
     """Log why `label` could not be rendered; the caller raises what this returns.
 
     The render itself stays inline at each caller: a helper around it cost a call per field
     of every conversation.
     """
-    log.error(f"{label} could not be rendered: {error.message}", field=path)
+    hint = explain_comparison(error.message, label, template.variables, variables)
+    log.error(hint or f"{label} could not be rendered: {error.message}", field=path)
     return RenderFailure()
 
 
@@ -264,9 +280,3 @@ def _empty_sentence(label: str, missing: tuple[str, ...]) -> str:
     plural = "s" if len(missing) > 1 else ""
     verb = "are" if len(missing) > 1 else "is"
     return f"{label} is empty because the variable{plural} {names} {verb} not set"
-
-
-def _is_truthy(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() not in FALSY_WORDS
-    return bool(value)

@@ -13,7 +13,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from ..core import parse_truth
+from ..core import FALSE_LIST, TRUE_LIST, Truth, truth_of
 from .models import ValueType
 
 _INTEGER = re.compile(r"[+-]?\d+")
@@ -62,13 +62,13 @@ def to_number(value: Any) -> int | float:
 
 
 def to_boolean(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and (parsed := parse_truth(value)) is not None:
-        return parsed
-    raise ConversionError(f"{excerpt(to_text(value))} is not true/false (use true, false, yes, no, 1 or 0)")
+    """The yes/no table of truth.py; anything else (including none/null) is an error here."""
+    truth = truth_of(value)
+    if truth is Truth.TRUE:
+        return True
+    if truth is Truth.FALSE:
+        return False
+    raise ConversionError(f"{excerpt(to_text(value))} is not a yes/no word (true: {TRUE_LIST}; false: {FALSE_LIST})")
 
 
 def parse_datetime(value: Any) -> datetime:

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
 
+from ..core import FALSE_WORDS, TRUE_WORDS
+
 __all__ = [
     "ConsentDecision",
     "ConsentState",
@@ -36,12 +38,10 @@ __all__ = [
     "read_consent",
 ]
 
-GRANTED_WORDS: Final = frozenset(
-    {"yes", "y", "true", "1", "on", "granted", "accepted", "accept", "agree", "agreed", "opt-in", "optin"}
-)
-DENIED_WORDS: Final = frozenset(
-    {"no", "n", "false", "0", "off", "denied", "declined", "decline", "refused", "opt-out", "optout", "none"}
-)
+# The yes/no words of truth.py, plus the words consent tools use; "none" here means "no
+# category granted" (a consent answer), where elsewhere it means "no value": both send nothing.
+GRANTED_WORDS: Final = TRUE_WORDS | {"granted", "accepted", "accept", "agree", "agreed", "opt-in", "optin"}
+DENIED_WORDS: Final = FALSE_WORDS | {"denied", "declined", "decline", "refused", "opt-out", "optout", "none"}
 MAX_CATEGORIES: Final = 50
 _SPLIT = re.compile(r"[,;\n]+")
 
