@@ -72,7 +72,10 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
             cache_size=0,
         )
         self.globals.clear()  # `range` and `vars` are resolved per render, nothing else exists
-        self.filters = {name: _sandboxed_filter(name, FILTERS[name], rule) for name, rule in _FILTER_RULES.items()}
+        self.filters = {
+            name: _sandboxed_filter(name, rule.implementation or FILTERS[name], rule)
+            for name, rule in _FILTER_RULES.items()
+        }
         self.filters.update(_PRIVATE_FILTERS)
         tests = cast("dict[str, Callable[..., Any]]", dict(TESTS))
         tests["none"] = _test_none
@@ -89,6 +92,7 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
         return False  # every call goes through `call`, which has its own allow-list
 
     def getattr(self, obj: Any, attribute: str) -> Any:
+        _state().tick()
         if isinstance(obj, Undefined):
             if isinstance(obj, _Unavailable) or not isinstance(attribute, str) or attribute.startswith("_"):
                 if isinstance(obj, _Unavailable):
