@@ -25,6 +25,7 @@ from .quality import QualityGate
 from .regions import endpoint_for
 from .results import ResultLog
 from .templating import TemplateEngine
+from .templating.budget import close_execution_budget, open_execution_budget
 from .validation import check_options
 
 if TYPE_CHECKING:
@@ -66,6 +67,7 @@ class Executor:
     def execute(self, options: Any, context: Any) -> dict[str, Any]:
         workspace_id, variables = _host_inputs(context)
         log = ResultLog()
+        budget = open_execution_budget(self.engine.limits)  # shared by every field's render
         try:
             result = self._execute(options, context, workspace_id, variables, log)
         except RenderFailure:
@@ -79,6 +81,8 @@ class Executor:
                 f"The Segment block failed unexpectedly ({type(error).__name__}); the server log has details.",
             )
             result = log.result("failed")
+        finally:
+            close_execution_budget(budget)
         self.counters.inc_each(workspace_id, _COUNTED.get(result["status"], (EXECUTED,)))
         return result
 

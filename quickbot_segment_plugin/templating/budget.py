@@ -9,8 +9,6 @@ the duration of one execution; every render started inside it draws from it.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from .limits import TemplateLimits
 
@@ -30,16 +28,13 @@ _BUDGET: contextvars.ContextVar[ExecutionBudget | None] = contextvars.ContextVar
 )
 
 
-@contextmanager
-def execution_budget(limits: TemplateLimits) -> Iterator[ExecutionBudget]:
-    """Renders inside this block share one budget (nested blocks keep the outer one)."""
-    outer = _BUDGET.get()
-    if outer is not None:
-        yield outer
-        return
-    budget = ExecutionBudget(limits)
-    token = _BUDGET.set(budget)
-    try:
-        yield budget
-    finally:
-        _BUDGET.reset(token)
+def open_execution_budget(limits: TemplateLimits) -> contextvars.Token[ExecutionBudget | None]:
+    """Start the budget of one execution; pass what this returns to `close_execution_budget`.
+
+    Two plain calls rather than a context manager: this runs once per conversation turn.
+    """
+    return _BUDGET.set(ExecutionBudget(limits))
+
+
+def close_execution_budget(token: contextvars.Token[ExecutionBudget | None]) -> None:
+    _BUDGET.reset(token)

@@ -208,3 +208,4 @@ class _JinjaTemplate(CompiledTemplate):
             raise _render_error(error) from None
         finally:
             _ACTIVE.reset(token)
+            state.finish()

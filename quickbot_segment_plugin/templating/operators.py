@@ -18,7 +18,10 @@ from .state import _CHARS_PER_STEP, _RenderState, _state
 from .values import _check_size, _cost, _text_size, _to_data, _to_text, _too_big_number, _too_long, _too_many_items
 
 #: One conversion of `%`-formatting: mapping key, flags, width, precision, length, type.
-_PERCENT_SPEC = re.compile(r"%(?:\((?P<key>[^)]*)\))?(?P<flags>[#0\- +]*)(?P<width>\*|\d+)?(?:\.(?P<precision>\*|\d*))?[hlL]?(?P<type>.?)", re.S)
+_PERCENT_SPEC = re.compile(
+    r"%(?:\((?P<key>[^)]*)\))?(?P<flags>[#0\- +]*)(?P<width>\*|\d+)?(?:\.(?P<precision>\*|\d*))?[hlL]?(?P<type>.?)",
+    re.S,
+)
 
 
 def _format_argument(value: Any, state: _RenderState) -> Any:
@@ -95,7 +98,7 @@ def _percent_format(template: str, args: Any, state: _RenderState) -> str:
         state.charge(len(piece) // _CHARS_PER_STEP)
         if total > cap:
             raise _too_long(limits)
-    result = template % arguments
+    result: str = template % arguments
     if len(result) > cap:
         raise _too_long(limits)
     return result

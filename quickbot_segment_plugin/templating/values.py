@@ -239,7 +239,7 @@ def _to_text(value: Any, state: _RenderState) -> str:
         return ""
     elif type(value) in _SCALAR_TYPES:
         if type(value) is int:
-            _bounded_int(value, state)  # type: ignore[arg-type]
+            _bounded_int(value, state)
         text = str(value)
     elif isinstance(value, str):
         text = str.__str__(value)
