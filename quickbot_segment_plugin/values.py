@@ -23,7 +23,7 @@ _INTEGER = re.compile(r"[+-]?\d+")
 MAX_INTEGER_DIGITS = 1_000
 _MAX_INTEGER_BITS = math.ceil(MAX_INTEGER_DIGITS * math.log2(10))
 #: Levels of nesting of a `json` value: the Segment library and destinations recurse into it.
-MAX_JSON_DEPTH = 64
+MAX_JSON_DEPTH = 32
 
 
 class ConversionError(ValueError):

@@ -28,7 +28,7 @@ from .methods import _allowed_attributes, _call_method, _refused_attribute
 from .names import _normalize_newlines, _positioned, _PositionTracker, _rewrite_names, _TrackedTokenStream
 from .operators import _BINARY_OPERATORS, _binary_operation
 from .state import _CALL_STEPS, _bounded_range, _RenderState, _state, _Unavailable, _Undefined, _VariablesView
-from .values import _describe, _to_text
+from .values import _cost, _describe, _to_text
 
 
 @pass_context
@@ -122,6 +122,9 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
                 obj._refuse()
             return obj
         if isinstance(obj, (str, list, tuple, range, Mapping)):
+            if isinstance(argument, tuple):  # hashed to look it up: pay for its size
+                state = _state()
+                state.charge(_cost(argument, state))
             try:
                 return obj[argument]
             except (TypeError, LookupError):
@@ -156,6 +159,7 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
             return _bounded_range(*args, **kwargs)
         owner = getattr(__obj, "__self__", None)
         if isinstance(owner, LoopContext) and getattr(__obj, "__name__", "") in ("cycle", "changed"):
+            state.charge(sum(_cost(arg, state) for arg in args))  # `changed` compares its arguments
             return __obj(*args, **kwargs)
         if owner is not None and isinstance(__obj, types.BuiltinMethodType):
             return _call_method(__obj, args, kwargs, state)

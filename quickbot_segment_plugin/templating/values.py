@@ -24,6 +24,9 @@ _HOST_DATA_TYPES = (datetime.date, datetime.time, decimal.Decimal, uuid.UUID)
 _LAZY_SEQUENCES = (range, KeysView, ValuesView, ItemsView, set, frozenset)
 
 
+#: Largest deep size of any value, whatever the work budget: comparing, hashing or sorting a
+#: value is one C call that holds the GIL, so its size must stay at a few milliseconds of work.
+_MAX_DEEP_SIZE = 1_000_000
 _CONTAINERS = (list, tuple, dict, set, frozenset, Mapping, KeysView, ValuesView, ItemsView)
 
 
@@ -64,7 +67,7 @@ def _deep_size(value: Any, state: _RenderState) -> int:
     known = sizes.get(id(value))
     if known is not None:
         return known[1]
-    cap = state.max_work
+    cap = min(state.max_work, _MAX_DEEP_SIZE)
     # An explicit stack rather than recursion: host data may nest deeper than Python recurses.
     frames: list[list[Any]] = [[value, iter(_members(value)), 1 + len(value)]]
     open_ids = {id(value)}
@@ -110,7 +113,7 @@ def _too_big(state: _RenderState) -> TemplateLimitError:
     return _limit_error(
         state.limits,
         "max_work",
-        f"A value the template builds or uses is too large (more than {state.max_work:,} items, "
+        f"A value the template builds or uses is too large (more than {min(state.max_work, _MAX_DEEP_SIZE):,} items, "
         "counting each nested item): build smaller lists.",
     )
 
