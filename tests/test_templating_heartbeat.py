@@ -10,6 +10,7 @@ with `tracemalloc`, and tick gaps re-measured before a long gap is blamed on the
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import tracemalloc
@@ -38,7 +39,10 @@ PAYLOADS: list[tuple[str, str]] = [
     ("count of a nested tuple", "{% set t = (((((1,)*100,)*100,)*100,)*100) %}{{ [t, t].count(t) }}"),
     ("% with a mapping value used 3,276 times", "{{ ('%(a)s' * 3276) % {'a': 'x' * 16380} }}"),
     ("format filter with a value used 3,276 times", "{{ ('%(a)s' * 3276)|format(a='x' * 16380) }}"),
-    ("nesting built with +", "{% set a = [1]*5000 %}{% set b = [a] + [a] + [a] %}{% set c = [b] + [b] %}{{ c == c|list }}"),
+    (
+        "nesting built with +",
+        "{% set a = [1]*5000 %}{% set b = [a] + [a] + [a] %}{% set c = [b] + [b] %}{{ c == c|list }}",
+    ),
     (
         "nesting built with list literals",
         "{% set a = [1]*1000 %}{% set b = [a,a,a,a,a,a,a,a,a,a] %}{% set c = [b,b,b,b,b,b,b,b,b,b] %}"
@@ -56,7 +60,10 @@ PAYLOADS: list[tuple[str, str]] = [
         "{% macro b() %}{{ a(10) }}{{ a(10) }}{% endmacro %}{{ b() }}",
     ),
     ("string operations on a large range", "{{ range(10000)|join(',')|replace(',', ',,,,')|length }}"),
-    ("text of a large range, many times", "{% for i in range(10000) %}{{ (range(9000)|list)|string|length }}{% endfor %}"),
+    (
+        "text of a large range, many times",
+        "{% for i in range(10000) %}{{ (range(9000)|list)|string|length }}{% endfor %}",
+    ),
     ("batch of a long sequence", "{% for i in range(1000) %}{{ range(10000)|batch(3)|list|length }}{% endfor %}"),
     ("slice of a long sequence", "{% for i in range(1000) %}{{ range(10000)|slice(9999)|list|length }}{% endfor %}"),
     (
@@ -91,7 +98,7 @@ class Ticker:
 
     def longest_gap(self, since: float, until: float) -> float:
         window = [since, *(tick for tick in self.ticks if since <= tick <= until), until]
-        return max(later - earlier for earlier, later in zip(window, window[1:]))
+        return max(later - earlier for earlier, later in itertools.pairwise(window))
 
     def __enter__(self) -> Ticker:
         self._thread.start()
@@ -176,5 +183,5 @@ def test_deadline_stops_what_the_work_budget_lets_through(
     monkeypatch.setenv("QUICKBOT_TEMPLATE_MAX_EXECUTE_WORK", "1000000000")
     monkeypatch.setattr(engine_module, "_default_engine", None)
     assert default_engine().limits.max_work == 100_000_000
-    gap, cpu, peak, result = measure(block, token, template)
+    gap, cpu, peak, _ = measure(block, token, template)
     assert_harmless(attack, gap, cpu, peak)
