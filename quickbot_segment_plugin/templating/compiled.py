@@ -208,4 +208,5 @@ class _JinjaTemplate(CompiledTemplate):
             raise _render_error(error) from None
         finally:
             _ACTIVE.reset(token)
-            state.finish()
+            if state.budget is not None:
+                state.finish()

@@ -73,6 +73,8 @@ class TemplateLimits:
     max_execute_ms: int = 500
     #: `max_number_digits` in bits, computed once: it is read on the one-variable fast path.
     max_number_bits: int = field(init=False, repr=False, compare=False, default=0)
+    #: `max_render_ms` in seconds, computed once: every render reads it.
+    max_render_seconds: float = field(init=False, repr=False, compare=False, default=0.0)
 
     def __post_init__(self) -> None:
         for name, maximum in _SETTING_MAXIMUMS.items():
@@ -80,6 +82,7 @@ class TemplateLimits:
             if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= maximum:
                 raise ValueError(f"TemplateLimits.{name} must be a whole number from 1 to {maximum}.")
         object.__setattr__(self, "max_number_bits", math.ceil(self.max_number_digits * math.log2(10)))
+        object.__setattr__(self, "max_render_seconds", self.max_render_ms / 1000)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TemplateLimits:

@@ -30,6 +30,9 @@ _NODE_STEPS = 2
 
 #: Wall seconds after which a render first reads its thread's CPU clock.
 _FIRST_CPU_LOOK = 0.005
+#: Charges between two looks at the wall clock: each charge stands for one bounded operation,
+#: and reading the clock at every one would cost more than most of them.
+_CALLS_PER_LOOK = 4
 
 _NOT_SET: Any = object()
 
@@ -47,6 +50,7 @@ class _RenderState:
     """
 
     __slots__ = (
+        "_calls_to_look",
         "_cpu_mark",
         "_deadline",
         "_used_before_mark",
@@ -70,31 +74,37 @@ class _RenderState:
         self.depth = 0
         self.missing: dict[str, None] = {}
         self._view: _VariablesView | None = None
-        #: Deep sizes of the containers seen, by id (the container is kept so its id stays its own).
-        self.sizes: dict[int, tuple[object, int]] = {}
+        #: Deep sizes of the containers seen, by id (the container is kept so its id stays its own);
+        #: made on first use, as most renders never size a container.
+        self.sizes: dict[int, tuple[object, int]] | None = None
         self.max_work = limits.max_work
-        self.seconds = limits.max_render_ms / 1000
-        self.budget = _BUDGET.get()
-        if self.budget is not None:
-            self.max_work = min(self.max_work, self.budget.work_left)
-            self.seconds = min(self.seconds, self.budget.seconds_left)
-        self.started = perf_counter()
+        self.seconds = limits.max_render_seconds
+        self.budget = budget = _BUDGET.get()
+        if budget is not None:
+            if budget.work_left < self.max_work:
+                self.max_work = budget.work_left
+            if budget.seconds_left < self.seconds:
+                self.seconds = budget.seconds_left
+        self.started = started = perf_counter()
         # Reading the thread's CPU clock costs microseconds, so the cheap wall clock decides when
         # to look at it: first after a few milliseconds (short renders never read it), then at the
         # wall time when the CPU budget would be spent if the thread had the CPU all along.
-        self._deadline = self.started + min(self.seconds, _FIRST_CPU_LOOK)
+        self._deadline = started + (self.seconds if self.seconds < _FIRST_CPU_LOOK else _FIRST_CPU_LOOK)
         self._cpu_mark = -1.0
         self._used_before_mark = 0.0
+        self._calls_to_look = _CALLS_PER_LOOK
 
     def charge(self, steps: int) -> None:
         self.work += steps
         if self.work > self.max_work:
             raise self._over_work()
-        if perf_counter() >= self._deadline:
-            self._check_time()
+        self._calls_to_look -= 1
+        if not self._calls_to_look:
+            self.tick()
 
     def tick(self) -> None:
-        """Look at the deadline without charging work (attribute and item access)."""
+        """Look at the deadline (every few charges, and at each attribute access)."""
+        self._calls_to_look = _CALLS_PER_LOOK
         if perf_counter() >= self._deadline:
             self._check_time()
 
@@ -135,7 +145,7 @@ class _RenderState:
         self._deadline = now + (self.seconds - used)
 
     def _over_time(self) -> TemplateLimitError:
-        if self.seconds < self.limits.max_render_ms / 1000:
+        if self.seconds < self.limits.max_render_seconds:
             return _limit_error(
                 self.limits,
                 "max_execute_ms",

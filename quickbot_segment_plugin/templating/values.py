@@ -36,6 +36,11 @@ def _cost(value: Any, state: _RenderState) -> int:
     Comparing, hashing, sorting or printing a nested value touches every item reachable
     from it, so the top-level length alone would let `[[x]*100]*100` cost 100 for 10,000.
     """
+    kind = type(value)
+    if kind is str:
+        return len(value) // _CHARS_PER_STEP
+    if kind is int or kind is float or kind is bool or value is None:
+        return 0  # the common cases first: the container check below consults ABCs
     if isinstance(value, str):
         return len(value) // _CHARS_PER_STEP
     if isinstance(value, range):
@@ -64,6 +69,8 @@ def _deep_size(value: Any, state: _RenderState) -> int:
     if not isinstance(value, _CONTAINERS):
         return _leaf_size(value)
     sizes = state.sizes
+    if sizes is None:
+        sizes = state.sizes = {}
     known = sizes.get(id(value))
     if known is not None:
         return known[1]
