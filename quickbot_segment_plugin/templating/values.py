@@ -85,7 +85,7 @@ def _deep_size(value: Any, state: _RenderState) -> int:
             if isinstance(member, _CONTAINERS):
                 known = sizes.get(id(member))
                 if known is not None:
-                    frame[2] += known[1]
+                    frame[2] += known[1] - 1  # its one step is in the owner's length
                 elif id(member) in open_ids:
                     raise _too_big(state)  # a value that contains itself is endless
                 else:
@@ -116,11 +116,16 @@ def _members(value: Any) -> Iterable[Any]:
     return value  # type: ignore[no-any-return]
 
 
-def _too_big(state: _RenderState) -> TemplateLimitError:
+def _too_big(state: _RenderState) -> TemplateError:
+    if state.max_work >= _MAX_DEEP_SIZE:
+        return TemplateError(
+            f"A value the template builds or uses is too large (more than {_MAX_DEEP_SIZE:,} items, "
+            "counting each nested item): build smaller lists."
+        )
     return _limit_error(
         state.limits,
         "max_work",
-        f"A value the template builds or uses is too large (more than {min(state.max_work, _MAX_DEEP_SIZE):,} items, "
+        f"A value the template builds or uses is too large (more than {state.max_work:,} items, "
         "counting each nested item): build smaller lists.",
     )
 
