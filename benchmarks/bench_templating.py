@@ -23,7 +23,7 @@ import platform
 import statistics
 import sys
 import timeit
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -137,7 +137,7 @@ def main() -> None:
         json.dumps(
             {
                 "benchmark": "templating",
-                "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "when": datetime.now(UTC).isoformat(timespec="seconds"),
                 "python": platform.python_version(),
                 "rounds": rounds,
                 "baseline": "dict lookup (baseline)",

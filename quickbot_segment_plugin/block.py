@@ -10,13 +10,13 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, naming, schemas
-from .counters import COUNTERS, CounterFlusher
+from . import __version__, schemas
+from .core import COUNTERS, CounterFlusher
 from .credentials import KeyRing
 from .deadletters import DeadLetterRecorder, DeadLetterStore
-from .execution import Executor
+from .execution import Executor, check_options
+from .quality import naming
 from .templating import default_engine
-from .validation import check_options
 
 if TYPE_CHECKING:
     from .delivery import DeliveryPool
