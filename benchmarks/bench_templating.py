@@ -1,23 +1,32 @@
 """What rendering one templated field costs, against the plain dictionary look-up it replaces.
 
-    python benchmarks/bench_templating.py [--rounds 200000]
+    python benchmarks/bench_templating.py [--rounds 200000] [--against DIR]
 
 Baseline: `variables["First name"]` (what a block without templates would do). Measured in the
 same run, for a compiled template: static text, one variable (`{{First name}}`), mixed text
 (`Hello {{First name}}!`), a Jinja expression (`{{ Plan | upper }}`), a small loop, the same
 through `engine.render` (cache look-up included), and compiling a new source (cache miss).
 Prints a table and writes benchmarks/results/templating.json; the ratios are the point.
+
+`--against DIR` also loads the package from DIR (for example `git archive <commit>
+quickbot_segment_plugin | tar -x -C DIR`) and times each template with both versions in turn,
+in the same process, taking the fastest of many short runs of each: on a busy machine this
+is the comparison that stays meaningful (the ratio, not the nanoseconds).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import platform
 import statistics
+import sys
 import timeit
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 from quickbot_segment_plugin.templating import TemplateEngine, TemplateLimits
 
@@ -44,11 +53,51 @@ def per_call_ns(statement: str, namespace: dict[str, object], rounds: int, repea
     return statistics.median(timer.repeat(repeat=repeats, number=rounds)) / rounds * 1e9
 
 
+def load_other_version(directory: Path) -> ModuleType:
+    """The package found in `directory`, imported under another name beside this one."""
+    name = "baseline_quickbot_segment_plugin"
+    package = directory / "quickbot_segment_plugin"
+    spec = importlib.util.spec_from_file_location(
+        name, package / "__init__.py", submodule_search_locations=[str(package)]
+    )
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"--against: no quickbot_segment_plugin package in {directory}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return importlib.import_module(f"{name}.templating")
+
+
+def fastest_ns(render: Any, rounds: int, repeats: int) -> float:
+    timer = timeit.Timer("render(variables)", globals={"render": render, "variables": VARIABLES})
+    return min(timer.repeat(repeat=repeats, number=rounds)) / rounds * 1e9
+
+
+def compare(directory: Path, rounds: int) -> None:
+    """Each template rendered by this version and by the one in `directory`, interleaved."""
+    other = load_other_version(directory)
+    engines = {"this": TemplateEngine(), "other": other.TemplateEngine()}
+    print(f"{'template':<66}{'other ns':>10}{'this ns':>10}{'this/other':>12}")
+    for name, source in TEMPLATES.items():
+        renders = {label: engine.compile(source).render for label, engine in engines.items()}
+        scale = 10 if name.startswith(("expression", "loop")) else 1
+        best = {label: float("inf") for label in renders}
+        for _ in range(15):  # interleaved, so both versions see the same load
+            for label, render in renders.items():
+                best[label] = min(best[label], fastest_ns(render, rounds // scale // 10, 3))
+        ratio = best["this"] / best["other"]
+        print(f"{name + ': ' + source:<66}{best['other']:>10.0f}{best['this']:>10.0f}{ratio:>12.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=200_000)
+    parser.add_argument("--against", type=Path, help="directory holding another version's quickbot_segment_plugin")
     args = parser.parse_args()
     rounds = args.rounds
+    if args.against is not None:
+        compare(args.against, rounds)
+        return
 
     engine = TemplateEngine()
     results: dict[str, float] = {

@@ -85,7 +85,10 @@ class DeliverySettings(Settings):
     # A workspace quiet for 5 minutes is likely between conversations; closing its client
     # frees the thread, and re-creating one later costs well under a millisecond.
     client_idle_seconds: float = Field(
-        300.0, ge=0.01, le=86_400, description="An unused workspace client is flushed and closed after this many seconds."
+        300.0,
+        ge=0.01,
+        le=86_400,
+        description="An unused workspace client is flushed and closed after this many seconds.",
     )
     # An evicted client still counts towards max_clients until it has flushed; longer than
     # one HTTP timeout so an in-flight request can finish, short enough not to stall others.

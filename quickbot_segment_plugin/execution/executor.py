@@ -28,7 +28,7 @@ from ..core import (
 from ..credentials import CredentialsError, KeyRing
 from ..privacy import PrivacyGate
 from ..quality import QualityGate
-from ..templating import TemplateEngine
+from ..templating import TemplateEngine, close_execution_budget, open_execution_budget
 from .consent import consent_decision
 from .plan import BlockPlan, RenderFailure, compile_plan, condition_allows, render_parts
 from .ports import DeadLetterSink, EventSink
@@ -71,6 +71,7 @@ class Executor:
     def execute(self, options: Any, context: Any) -> dict[str, Any]:
         workspace_id, variables = _host_inputs(context)
         log = ResultLog()
+        budget = open_execution_budget(self.engine.limits)  # shared by every field's render
         try:
             result = self._execute(options, context, workspace_id, variables, log)
         except RenderFailure:
@@ -84,6 +85,8 @@ class Executor:
                 f"The Segment block failed unexpectedly ({type(error).__name__}); the server log has details.",
             )
             result = log.result("failed")
+        finally:
+            close_execution_budget(budget)
         self.counters.inc_each(workspace_id, _COUNTED.get(result["status"], (EXECUTED,)))
         return result
 

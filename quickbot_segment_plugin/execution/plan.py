@@ -22,6 +22,7 @@ from ..options import (
     ConversionError,
     ValueType,
     convert,
+    excerpt,
     field_title,
     parse_datetime,
     templated_fields,
@@ -107,7 +108,7 @@ def compile_plan(options: ActionOptions, engine: TemplateEngine, *, legacy: bool
 def condition_allows(plan: BlockPlan, variables: Mapping[str, Any], log: ResultLog) -> bool:
     if plan.condition is None:
         return True
-    value = _render(plan.condition, variables, log, "condition", quiet_missing=True)
+    value = _render(plan.condition, variables, log, "condition", condition=True)
     if condition_is_true(value):
         return True
     log.info(
@@ -126,18 +127,21 @@ def render_parts(plan: BlockPlan, variables: Mapping[str, Any], message_id: str,
     for field_plan in plan.fields:
         try:
             rendered = field_plan.template.render(variables)
+            fields[field_plan.name] = to_text(rendered.value).strip()
         except TemplateError as error:
             raise _render_failure(
                 log, field_plan.label, field_plan.name, error, field_plan.template, variables
             ) from None
-        fields[field_plan.name] = to_text(rendered.value).strip()
+        except (ValueError, RecursionError, MemoryError) as error:
+            raise _unusable_value(log, field_plan.label, field_plan.name, error) from None
         if rendered.missing:
             missing_by_field[field_plan.name] = rendered.missing
     required_present = _check_required(plan, fields, missing_by_field, log)
-    if required_present:
-        for name, missing in missing_by_field.items():
-            if fields[name] == "":
-                log.warning(f"{_empty_sentence(field_title(action, name), missing)}.", field=name)
+    for name, missing in missing_by_field.items():
+        if fields[name] != "":
+            log.warning(f"{_unset_sentence(field_title(action, name), missing)}.", field=name)
+        elif required_present:
+            log.warning(f"{_empty_sentence(field_title(action, name), missing)}.", field=name)
     # Items are rendered even when a required field is missing, so one test run shows every problem.
     objects: dict[str, dict[str, Any]] = {}
     context: dict[str, Any] = {}
@@ -179,6 +183,8 @@ def _render_item(item: ItemPlan, variables: Mapping[str, Any], log: ResultLog) -
     if value is None or (isinstance(value, str) and not value.strip()) or value == []:
         log.warning(f"{_empty_reason(f'The {item.label}', rendered.missing)}; it was not sent.", field=path)
         return _DROPPED
+    if rendered.missing:
+        log.warning(f"{_unset_sentence(f'The {item.label}', rendered.missing)}.", field=path)
     if item.value_type == "boolean" and truth_of(value) is Truth.NO_VALUE:
         # truth.py: none/null mean "no value", in a boolean item as in a condition.
         log.warning(
@@ -191,6 +197,8 @@ def _render_item(item: ItemPlan, variables: Mapping[str, Any], log: ResultLog) -
         except ConversionError as error:
             log.error(f"The {item.label} must be a {item.value_type}: {error}.", field=path)
             raise RenderFailure from None
+        except (ValueError, RecursionError, MemoryError) as error:
+            raise _unusable_value(log, f"The {item.label}", path, error) from None
     return value
 
 
@@ -206,15 +214,17 @@ def _render_timestamp(plan: FieldPlan, variables: Mapping[str, Any], log: Result
         raise RenderFailure from None
 
 
-def _render(
-    plan: FieldPlan, variables: Mapping[str, Any], log: ResultLog, path: str, quiet_missing: bool = False
-) -> Any:
+def _render(plan: FieldPlan, variables: Mapping[str, Any], log: ResultLog, path: str, condition: bool = False) -> Any:
     try:
         rendered = plan.template.render(variables)
     except TemplateError as error:
         raise _render_failure(log, plan.label, path, error, plan.template, variables) from None
-    if rendered.missing and not quiet_missing:
-        log.warning(_empty_sentence(plan.label, rendered.missing), field=path)
+    if rendered.missing:
+        value = rendered.value
+        if condition or (value is not None and to_text(value).strip() != ""):
+            log.warning(f"{_unset_sentence(plan.label, rendered.missing)}.", field=path)
+        else:
+            log.warning(_empty_sentence(plan.label, rendered.missing), field=path)
     return rendered.value
 
 
@@ -268,6 +278,26 @@ def _render_failure(
     hint = explain_comparison(error.message, label, template.variables, variables)
     log.error(hint or f"{label} could not be rendered: {error.message}", field=path)
     return RenderFailure()
+
+
+def _unusable_value(log: ResultLog, label: str, path: str, error: BaseException) -> RenderFailure:
+    """A value Python cannot handle (a 5,000-digit number, nesting past the recursion limit)."""
+    if isinstance(error, RecursionError):
+        reason = "its value nests too deeply"
+    elif isinstance(error, MemoryError):
+        reason = "its value needs too much memory"
+    else:
+        reason = f"its value cannot be used ({excerpt(str(error), 120)})"
+    log.error(f"{label} could not be rendered: {reason}.", field=path)
+    return RenderFailure()
+
+
+def _unset_sentence(label: str, missing: tuple[str, ...]) -> str:
+    """An unset variable in a field that is not empty (`Colour: {{Favourite colour}}`)."""
+    names = ", ".join(f"'{name}'" for name in missing)
+    if len(missing) > 1:
+        return f"{label} uses the variables {names}, which are not set, so they were treated as empty"
+    return f"{label} uses the variable {names}, which is not set, so it was treated as empty"
 
 
 def _empty_reason(label: str, missing: tuple[str, ...]) -> str:

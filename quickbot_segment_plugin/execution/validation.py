@@ -56,6 +56,16 @@ class CheckedOptions:
 
 
 def check_options(raw: object, engine: TemplateEngine | None = None) -> CheckedOptions:
+    """Every problem of `raw`, never an exception: the editor calls this with anything typed."""
+    try:
+        return _check_options(raw, engine)
+    except RecursionError:
+        return CheckedOptions(None, [Problem("", "The options nest too deeply to be read; simplify them.")])
+    except MemoryError:
+        return CheckedOptions(None, [Problem("", "The options are too large to be read; make them smaller.")])
+
+
+def _check_options(raw: object, engine: TemplateEngine | None) -> CheckedOptions:
     if not isinstance(raw, Mapping):
         return CheckedOptions(None, [Problem("", f"Options must be an object, got {_json_type(raw)}.")])
     upgraded = upgrade(raw)

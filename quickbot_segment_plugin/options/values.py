@@ -17,6 +17,12 @@ from ..core import FALSE_LIST, TRUE_LIST, Truth, truth_of
 from .models import ValueType
 
 _INTEGER = re.compile(r"[+-]?\d+")
+#: Digits of the longest whole number a value may have (Python refuses to read or print more
+#: than 4,300; no analytics destination keeps more than about 20).
+MAX_INTEGER_DIGITS = 1_000
+_MAX_INTEGER_BITS = math.ceil(MAX_INTEGER_DIGITS * math.log2(10))
+#: Levels of nesting of a `json` value: the Segment library and destinations recurse into it.
+MAX_JSON_DEPTH = 32
 
 
 class ConversionError(ValueError):
@@ -37,17 +43,26 @@ def to_text(value: Any) -> str:
         return ""
     if isinstance(value, (list, dict)):
         return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, int) and value.bit_length() > _MAX_INTEGER_BITS:
+        raise ConversionError(f"a number can have at most {MAX_INTEGER_DIGITS:,} digits")
     return str(value)
 
 
 def to_number(value: Any) -> int | float:
     if isinstance(value, bool):
         raise ConversionError(f"{to_text(value)} is a yes/no value, not a number")
+    if isinstance(value, int) and value.bit_length() > _MAX_INTEGER_BITS:
+        raise ConversionError(f"a number can have at most {MAX_INTEGER_DIGITS:,} digits")
     if isinstance(value, (int, float)):
         number: int | float = value
     elif isinstance(value, str):
         text = value.strip().replace("_", "")
         if _INTEGER.fullmatch(text):
+            if len(text.lstrip("+-")) > MAX_INTEGER_DIGITS:
+                raise ConversionError(
+                    f"{excerpt(value)} has {len(text.lstrip('+-')):,} digits; a number can have at most "
+                    f"{MAX_INTEGER_DIGITS:,}"
+                )
             number = int(text)
         else:
             try:
@@ -100,9 +115,28 @@ def to_json(value: Any) -> Any:
     if not isinstance(value, str):
         return value
     try:
-        return json.loads(value)
+        parsed = json.loads(value)
     except json.JSONDecodeError as error:
         raise ConversionError(f"{excerpt(value)} is not valid JSON ({error.msg} at character {error.pos})") from None
+    except RecursionError:
+        raise ConversionError(f"{excerpt(value)} nests too deeply (at most {MAX_JSON_DEPTH} levels)") from None
+    except ValueError:  # a number past Python's digit limit
+        raise ConversionError(f"{excerpt(value)} holds a number with too many digits") from None
+    if _depth_over(parsed, MAX_JSON_DEPTH):
+        raise ConversionError(f"{excerpt(value)} nests too deeply (at most {MAX_JSON_DEPTH} levels)")
+    return parsed
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    """Whether JSON data nests deeper than `limit` (iterative: the data may nest past Python's stack)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            if depth > limit:
+                return True
+            stack.extend((member, depth + 1) for member in (item.values() if isinstance(item, dict) else item))
+    return False
 
 
 def excerpt(value: Any, limit: int = 40) -> str:

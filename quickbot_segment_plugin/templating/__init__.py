@@ -36,6 +36,7 @@ per-render budget), `values`, `operators`, `methods` and `filters` (the bounded 
 
 from __future__ import annotations
 
+from .budget import close_execution_budget, open_execution_budget
 from .compiled import CompiledTemplate, Rendered
 from .engine import TemplateEngine, default_engine, is_template
 from .errors import TemplateError, TemplateLimitError
@@ -52,6 +53,8 @@ __all__ = [
     "TemplateError",
     "TemplateLimitError",
     "TemplateLimits",
+    "close_execution_budget",
     "default_engine",
     "is_template",
+    "open_execution_budget",
 ]

@@ -95,7 +95,7 @@ class _VariableTemplate(CompiledTemplate):
                 return _new_tuple(Rendered, (value, ()))
             if isinstance(value, str) and kind is str and len(value) <= limits.max_output_chars:
                 return _new_tuple(Rendered, (value, ()))
-            if isinstance(value, int) and kind is int and value.bit_length() <= 3 * limits.max_output_chars:
+            if isinstance(value, int) and kind is int and value.bit_length() <= limits.max_number_bits:
                 return _new_tuple(Rendered, (value, ()))
             state = _RenderState(limits, variables)
             token = _ACTIVE.set(state)
@@ -208,3 +208,5 @@ class _JinjaTemplate(CompiledTemplate):
             raise _render_error(error) from None
         finally:
             _ACTIVE.reset(token)
+            if state.budget is not None:
+                state.finish()

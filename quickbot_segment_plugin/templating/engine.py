@@ -159,8 +159,11 @@ class TemplateEngine:
             raise TemplateError("The template nests too deeply to be read.") from None
         except Exception as error:
             raise TemplateError(f"The template cannot be read: {_excerpt(str(error))}") from None
-        self._refuse_statements(ast, normalized)
-        variables = _referenced_names(ast)
+        try:
+            self._refuse_statements(ast, normalized)
+            variables = _referenced_names(ast)
+        except RecursionError:
+            raise TemplateError("The template nests too deeply to be read.") from None
         line = ast.body[0].lineno if ast.body else 1
         typed = (
             source.startswith("{{")
@@ -200,6 +203,11 @@ class TemplateEngine:
                 raise TemplateError(f"'{name_node.name}' is a reserved name and cannot be assigned.").located(
                     name_node.lineno
                 )
+            if name_node.ctx != "load" and name_node.name.startswith("_"):
+                raise TemplateError(
+                    f"'{_excerpt(name_node.name)}' starts with '_': names starting with '_' are not available "
+                    "in templates; choose a name that starts with a letter."
+                ).located(name_node.lineno)
 
     def _syntax_error(self, error: TemplateSyntaxError, source: str, parser: Parser | None) -> TemplateError:
         message = error.message or "The template cannot be read."

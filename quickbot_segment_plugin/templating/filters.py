@@ -18,7 +18,7 @@ from jinja2.tests import TESTS
 from jinja2.utils import _PassArg, pass_context
 
 from .methods import _joined_items, _replaced_size
-from .operators import _check_percent_format
+from .operators import _percent_format
 from .state import _CALL_STEPS, _RenderState, _state, _Undefined
 from .values import _check_size, _cost, _counted, _text_size, _to_data, _to_text, _too_long, _too_many_items
 
@@ -44,9 +44,17 @@ def _check_indent(
     return value
 
 
-def _check_format(context: Context, state: _RenderState, value: Any, *args: Any, **kwargs: Any) -> Any:
-    _check_percent_format(_as_text(value, state), kwargs or args, state)
-    return value
+def _format_filter(value: Any, *args: Any, **kwargs: Any) -> str:
+    """`'%s and %s'|format(a, b)`: Jinja's `format`, sized exactly and printing data only."""
+    if args and kwargs:
+        raise TypeError("format() takes either positional or keyword arguments, not both")
+    state = _state()
+    return _percent_format(_as_text(value, state), kwargs or args, state)
+
+
+def _string_filter(value: Any) -> str:
+    """`x|string`: the text `{{ x }}` would print; functions and other non-data are refused."""
+    return _as_text(value, _state())
 
 
 def _check_replace_filter(
@@ -63,7 +71,20 @@ def _check_join(context: Context, state: _RenderState, value: Any, d: Any = "", 
     if attribute is not None:
         getter = make_attrgetter(context.environment, attribute)
         value = [getter(item) for item in _counted(value, state, 4)]
-    return _joined_items(separator, value, state)
+    return [_as_text(item, state) for item in _joined_items(separator, value, state)]
+
+
+def _check_urlencode(context: Context, state: _RenderState, value: Any) -> Any:
+    """`urlencode` encodes a dictionary or list as a query string: give it plain data only."""
+    if isinstance(value, (str, Undefined)):
+        return _as_text(value, state)
+    data = _to_data(value, state)
+    if isinstance(data, (dict, list)):
+        cap = state.limits.max_output_chars
+        if _text_size(data, cap) * 3 > cap:  # percent-encoding at most triples the text
+            raise _too_long(state.limits)
+        return data
+    return _as_text(data, state)
 
 
 def _check_item_count(count: Any, state: _RenderState) -> None:
@@ -100,8 +121,11 @@ def _check_tojson(context: Context, state: _RenderState, value: Any, indent: Any
 @dataclass(frozen=True)
 class _FilterRule:
     check: Callable[..., Any] | None = None
-    #: The filter turns its input into text, so a huge non-text input must be sized first.
+    #: The filter turns its input into text: a non-text input is first turned into the text
+    #: `{{ }}` would print (sized, and refused when it is not data, e.g. a function).
     makes_text: bool = False
+    #: QuickBot's own version of the filter, used instead of Jinja's.
+    implementation: Callable[..., Any] | None = None
     #: Extra steps per input item (filters that look up an attribute of every item).
     per_item: int = 1
 
@@ -120,7 +144,7 @@ _FILTER_RULES: Mapping[str, _FilterRule] = {
     "filesizeformat": _FilterRule(),
     "first": _FilterRule(),
     "float": _FilterRule(),
-    "format": _FilterRule(check=_check_format, makes_text=True),
+    "format": _FilterRule(makes_text=True, implementation=_format_filter),
     "groupby": _FilterRule(per_item=16),
     "indent": _FilterRule(check=_check_indent, makes_text=True),
     "int": _FilterRule(),
@@ -142,7 +166,7 @@ _FILTER_RULES: Mapping[str, _FilterRule] = {
     "selectattr": _FilterRule(per_item=8),
     "slice": _FilterRule(check=_check_slice),
     "sort": _FilterRule(per_item=8),
-    "string": _FilterRule(makes_text=True, per_item=2),
+    "string": _FilterRule(makes_text=True, per_item=2, implementation=_string_filter),
     "sum": _FilterRule(check=_check_sum, per_item=4),
     "title": _FilterRule(makes_text=True, per_item=16),
     "tojson": _FilterRule(check=_check_tojson, per_item=4),
@@ -150,7 +174,7 @@ _FILTER_RULES: Mapping[str, _FilterRule] = {
     "truncate": _FilterRule(makes_text=True),
     "unique": _FilterRule(per_item=4),
     "upper": _FilterRule(makes_text=True),
-    "urlencode": _FilterRule(makes_text=True, per_item=16),
+    "urlencode": _FilterRule(check=_check_urlencode, per_item=16),
     "wordcount": _FilterRule(makes_text=True, per_item=16),
 }
 
@@ -183,12 +207,11 @@ def _sandboxed_filter(name: str, func: Callable[..., Any], rule: _FilterRule) ->
     @pass_context
     def run_filter(context: Context, value: Any, *args: Any, **kwargs: Any) -> Any:
         state = _state()
-        state.charge(_CALL_STEPS + _cost(value) * rule.per_item)
+        state.charge(_CALL_STEPS + _cost(value, state) * rule.per_item)
         if handles_unset and isinstance(value, _Undefined):
             value.forget()
-        cap = state.limits.max_output_chars
-        if rule.makes_text and not isinstance(value, str) and _text_size(value, cap) > cap:
-            raise _too_long(state.limits)
+        if rule.makes_text and not isinstance(value, str):
+            value = _to_text(value, state)
         if rule.check is not None:
             value = rule.check(context, state, value, *args, **kwargs)
         return _check_size(call(context, value, *args, **kwargs), state)
@@ -209,7 +232,7 @@ def _sandboxed_test(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     @pass_context
     def run_test(context: Context, value: Any, *args: Any, **kwargs: Any) -> Any:
         state = _state()
-        state.charge(_CALL_STEPS + _cost(value) + sum(_cost(arg) for arg in args))
+        state.charge(_CALL_STEPS + _cost(value, state) + sum(_cost(arg, state) for arg in args))
         if handles_unset and isinstance(value, _Undefined):
             value.forget()
         return call(context, value, *args, **kwargs)

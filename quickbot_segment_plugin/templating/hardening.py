@@ -20,7 +20,7 @@ from jinja2.utils import pass_context
 from jinja2.visitor import NodeTransformer
 
 from .state import _NODE_STEPS, _state
-from .values import _check_size, _cost, _counted, _to_text, _too_long
+from .values import _charge_built, _check_size, _cost, _counted, _to_text, _too_long
 
 _REFUSED_STATEMENTS: Mapping[type[nodes.Node], tuple[str, str]] = {
     nodes.Extends: ("extends", "templates cannot extend other templates"),
@@ -86,6 +86,23 @@ class _Hardener(NodeTransformer):
         if isinstance(node.arg, nodes.Slice) and node.ctx == "load":
             return _private_filter(node, "qb:sized", lineno=node.lineno)
         return node
+
+    def visit_List(self, node: nodes.List) -> nodes.Node:
+        self.generic_visit(node)
+        return _private_filter(node, "qb:built", lineno=node.lineno)
+
+    def visit_Tuple(self, node: nodes.Tuple) -> nodes.Node:
+        self.generic_visit(node)
+        if node.ctx != "load":
+            return node  # `{% for a, b in ... %}` unpacks; it builds nothing
+        return _private_filter(node, "qb:built", lineno=node.lineno)
+
+    def visit_Dict(self, node: nodes.Dict) -> nodes.Node:
+        self.generic_visit(node)
+        for pair in node.items:
+            # Python hashes each key while it builds the dictionary: pay for that first.
+            pair.key = _private_filter(pair.key, "qb:key", lineno=pair.lineno)
+        return _private_filter(node, "qb:built", lineno=node.lineno)
 
     def visit_Name(self, node: nodes.Name) -> nodes.Node:
         if node.name == "self" and node.ctx == "load":  # Jinja's `self` is the template object
@@ -163,9 +180,9 @@ def _compare_filter(context: Context, left: Any, *pairs: Any) -> Any:
     for index in range(0, len(pairs) - 1, 2):
         operator_name, right = pairs[index], pairs[index + 1]
         if operator_name in ("in", "notin"):
-            state.charge(2 + _cost(right))
+            state.charge(2 + _cost(right, state) + _cost(left, state))
         else:
-            state.charge(2 + min(_cost(left), _cost(right)))
+            state.charge(2 + min(_cost(left, state), _cost(right, state)))
         result = _COMPARISONS[operator_name](left, right)
         if not result:
             return result
@@ -187,7 +204,23 @@ def _sized_filter(context: Context, value: Any) -> Any:
     return _check_size(value, _state())
 
 
+@pass_context
+def _built_filter(context: Context, value: Any) -> Any:
+    """A list, tuple or dictionary literal: charged by its deep size once built."""
+    return _charge_built(value, _state())
+
+
+@pass_context
+def _key_filter(context: Context, key: Any) -> Any:
+    """A dictionary key, charged by its deep size before Python hashes it."""
+    state = _state()
+    state.charge(1 + _cost(key, state))
+    return key
+
+
 _PRIVATE_FILTERS: Mapping[str, Callable[..., Any]] = {
+    "qb:built": _built_filter,
+    "qb:key": _key_filter,
     "qb:charge": _charge_filter,
     "qb:loop": _loop_filter,
     "qb:compare": _compare_filter,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..core import env_int
 
@@ -22,6 +22,9 @@ LIMIT_SETTINGS: Mapping[str, str] = {
     "max_nesting": "QUICKBOT_TEMPLATE_MAX_NESTING",
     "max_number_digits": "QUICKBOT_TEMPLATE_MAX_NUMBER_DIGITS",
     "cache_size": "QUICKBOT_TEMPLATE_CACHE_SIZE",
+    "max_render_ms": "QUICKBOT_TEMPLATE_MAX_RENDER_MS",
+    "max_execute_work": "QUICKBOT_TEMPLATE_MAX_EXECUTE_WORK",
+    "max_execute_ms": "QUICKBOT_TEMPLATE_MAX_EXECUTE_MS",
 }
 
 #: Upper bounds an operator may set; beyond them one field could stall the shared server.
@@ -33,6 +36,9 @@ _SETTING_MAXIMUMS: Mapping[str, int] = {
     "max_nesting": 100,
     "max_number_digits": 4_000,
     "cache_size": 1_000_000,
+    "max_render_ms": 10_000,
+    "max_execute_work": 1_000_000_000,
+    "max_execute_ms": 60_000,
 }
 
 
@@ -58,12 +64,25 @@ class TemplateLimits:
     max_number_digits: int = 1_000
     #: Compiled templates kept in memory (least recently used are dropped).
     cache_size: int = 512
+    #: Milliseconds of CPU one render may use before it is stopped: the backstop for any
+    #: costly template the work budget does not foresee, so other conversations keep running.
+    max_render_ms: int = 50
+    #: Steps of work all the templated fields of one `execute` may spend together.
+    max_execute_work: int = 500_000
+    #: Milliseconds of CPU all the templated fields of one `execute` may use together.
+    max_execute_ms: int = 500
+    #: `max_number_digits` in bits, computed once: it is read on the one-variable fast path.
+    max_number_bits: int = field(init=False, repr=False, compare=False, default=0)
+    #: `max_render_ms` in seconds, computed once: every render reads it.
+    max_render_seconds: float = field(init=False, repr=False, compare=False, default=0.0)
 
     def __post_init__(self) -> None:
         for name, maximum in _SETTING_MAXIMUMS.items():
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= maximum:
                 raise ValueError(f"TemplateLimits.{name} must be a whole number from 1 to {maximum}.")
+        object.__setattr__(self, "max_number_bits", math.ceil(self.max_number_digits * math.log2(10)))
+        object.__setattr__(self, "max_render_seconds", self.max_render_ms / 1000)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TemplateLimits:
@@ -80,7 +99,3 @@ class TemplateLimits:
             for name, setting in LIMIT_SETTINGS.items()
         }
         return cls(**values)
-
-    @property
-    def max_number_bits(self) -> int:
-        return math.ceil(self.max_number_digits * math.log2(10))

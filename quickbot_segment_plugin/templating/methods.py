@@ -128,7 +128,7 @@ def _call_method(method: Any, args: tuple[Any, ...], kwargs: dict[str, Any], sta
     owner = method.__self__
     name = method.__name__
     if isinstance(owner, str) and name in _STRING_METHODS:
-        state.charge(_cost(owner))
+        state.charge(_cost(owner, state))
         check = _STRING_METHOD_CHECKS.get(name)
         if check is not None:
             check(owner, *args, **kwargs)
@@ -136,7 +136,8 @@ def _call_method(method: Any, args: tuple[Any, ...], kwargs: dict[str, Any], sta
             args = (_joined_items(owner, args[0], state), *args[1:])
         return _check_size(method(*args, **kwargs), state)
     if isinstance(owner, (list, tuple)) and name in _SEQUENCE_METHODS:
-        state.charge(len(owner))
+        # `count` and `index` compare every item with the argument: both deep sizes matter.
+        state.charge(_cost(owner, state) + sum(_cost(arg, state) for arg in args))
         return method(*args, **kwargs)
     if isinstance(owner, Mapping) and name in _MAPPING_METHODS:
         return method(*args, **kwargs)

@@ -9,41 +9,99 @@ from __future__ import annotations
 import math
 import operator
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from .state import _RenderState, _state
-from .values import _check_size, _cost, _text_size, _too_big_number, _too_long, _too_many_items
+from jinja2.runtime import Undefined
 
-_PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?")
+from .state import _CHARS_PER_STEP, _RenderState, _state
+from .values import _check_size, _cost, _text_size, _to_data, _to_text, _too_big_number, _too_long, _too_many_items
+
+#: One conversion of `%`-formatting: mapping key, flags, width, precision, length, type.
+_PERCENT_SPEC = re.compile(
+    r"%(?:\((?P<key>[^)]*)\))?(?P<flags>[#0\- +]*)(?P<width>\*|\d+)?(?:\.(?P<precision>\*|\d*))?[hlL]?(?P<type>.?)",
+    re.S,
+)
 
 
-def _check_percent_format(template: str, args: Any, state: _RenderState) -> None:
-    """Bound `'%05d' % x` and the `format` filter: widths and precisions pad without limit."""
+def _format_argument(value: Any, state: _RenderState) -> Any:
+    """A value `%` or `format` may print: plain data only, never an object's address.
+
+    An unset variable prints as nothing, as it does in `{{ }}`; lists and dictionaries are
+    copied into plain data; functions, methods, macros and the like are refused.
+    """
+    if isinstance(value, Undefined):
+        return _to_text(value, state)
+    return _to_data(value, state)
+
+
+def _format_arguments(args: Any, state: _RenderState) -> Any:
+    if isinstance(args, Mapping):
+        return {key: _format_argument(value, state) for key, value in args.items()}
+    if isinstance(args, tuple):
+        return tuple(_format_argument(value, state) for value in args)
+    return _format_argument(args, state)
+
+
+def _percent_format(template: str, args: Any, state: _RenderState) -> str:
+    """`template % args`, sized exactly before it runs and refused when it would be too long.
+
+    Each conversion is formatted on its own, stopping as soon as the total passes the limit,
+    so sizing costs at most the limit: a value used by many conversions (`'%(a)s%(a)s' % d`)
+    is counted each time it is used, and nothing larger than the limit is ever built.
+    """
     limits = state.limits
     cap = limits.max_output_chars
+    arguments = _format_arguments(args, state)
+    positional = list(arguments) if isinstance(arguments, tuple) else [arguments]
+    mapping = arguments if isinstance(arguments, Mapping) else None
     total = len(template)
-    uses_star = False
+    position = 0
     for match in _PERCENT_SPEC.finditer(template):
-        for part in match.groups():
+        state.charge(1)
+        total -= len(match.group(0))
+        kind = match.group("type")
+        if kind == "%" or not kind:
+            total += 1 if kind else 0
+            continue
+        spec = "%" + match.group("flags")
+        for part_name in ("width", "precision"):
+            part = match.group(part_name)
             if part == "*":
-                uses_star = True
-            elif part:
-                if len(part) > 9 or int(part) > cap:
+                if position >= len(positional):
+                    raise TypeError("not enough arguments for format string")
+                number = positional[position]
+                position += 1
+                if not isinstance(number, int) or abs(number) > cap:
                     raise _too_long(limits)
-                total += int(part)
-    if isinstance(args, Mapping):
-        values: Iterable[Any] = args.values()
-    elif isinstance(args, tuple):
-        values = args
-    else:
-        values = (args,)
-    for value in values:
-        if uses_star and isinstance(value, int) and abs(value) > cap:
+                part = str(number)
+            elif part and (len(part) > 9 or int(part) > cap):
+                raise _too_long(limits)
+            if part_name == "precision" and part is not None:
+                spec += "."
+            spec += part or ""
+        spec += kind
+        key = match.group("key")
+        if key is not None:
+            if mapping is None:
+                raise TypeError("format requires a mapping")
+            value = mapping[key]
+        else:
+            if position >= len(positional):
+                raise TypeError("not enough arguments for format string")
+            value = positional[position]
+            position += 1
+        if _text_size(value, cap) > cap * 10:  # repr (`%r`) escapes at most ten characters per one
             raise _too_long(limits)
-        total += _text_size(value, cap)
+        piece = spec % (value,)
+        total += len(piece)
+        state.charge(len(piece) // _CHARS_PER_STEP)
         if total > cap:
             raise _too_long(limits)
+    result: str = template % arguments
+    if len(result) > cap:
+        raise _too_long(limits)
+    return result
 
 
 def _check_repeat(left: Any, right: Any, state: _RenderState) -> None:
@@ -104,13 +162,13 @@ _BINARY_OPERATORS: Mapping[str, Callable[[Any, Any], Any]] = {
 
 def _binary_operation(operator_name: str, left: Any, right: Any) -> Any:
     state = _state()
-    state.charge(2 + max(_cost(left), _cost(right)))
+    state.charge(2 + max(_cost(left, state), _cost(right, state)))
+    if operator_name == "%" and isinstance(left, str):
+        return _percent_format(left, right, state)
     if operator_name == "+":
         _check_add(left, right, state)
     elif operator_name == "*":
         _check_repeat(left, right, state)
     elif operator_name == "**":
         _check_power(left, right, state)
-    elif operator_name == "%" and isinstance(left, str):
-        _check_percent_format(left, right, state)
     return _check_size(_BINARY_OPERATORS[operator_name](left, right), state)

@@ -28,7 +28,7 @@ from .methods import _allowed_attributes, _call_method, _refused_attribute
 from .names import _normalize_newlines, _positioned, _PositionTracker, _rewrite_names, _TrackedTokenStream
 from .operators import _BINARY_OPERATORS, _binary_operation
 from .state import _CALL_STEPS, _bounded_range, _RenderState, _state, _Unavailable, _Undefined, _VariablesView
-from .values import _describe, _to_text
+from .values import _cost, _describe, _to_text
 
 
 @pass_context
@@ -72,7 +72,10 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
             cache_size=0,
         )
         self.globals.clear()  # `range` and `vars` are resolved per render, nothing else exists
-        self.filters = {name: _sandboxed_filter(name, FILTERS[name], rule) for name, rule in _FILTER_RULES.items()}
+        self.filters = {
+            name: _sandboxed_filter(name, rule.implementation or FILTERS[name], rule)
+            for name, rule in _FILTER_RULES.items()
+        }
         self.filters.update(_PRIVATE_FILTERS)
         tests = cast("dict[str, Callable[..., Any]]", dict(TESTS))
         tests["none"] = _test_none
@@ -89,6 +92,7 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
         return False  # every call goes through `call`, which has its own allow-list
 
     def getattr(self, obj: Any, attribute: str) -> Any:
+        _state().tick()
         if isinstance(obj, Undefined):
             if isinstance(obj, _Unavailable) or not isinstance(attribute, str) or attribute.startswith("_"):
                 if isinstance(obj, _Unavailable):
@@ -118,6 +122,9 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
                 obj._refuse()
             return obj
         if isinstance(obj, (str, list, tuple, range, Mapping)):
+            if isinstance(argument, tuple):  # hashed to look it up: pay for its size
+                state = _state()
+                state.charge(_cost(argument, state))
             try:
                 return obj[argument]
             except (TypeError, LookupError):
@@ -152,6 +159,7 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
             return _bounded_range(*args, **kwargs)
         owner = getattr(__obj, "__self__", None)
         if isinstance(owner, LoopContext) and getattr(__obj, "__name__", "") in ("cycle", "changed"):
+            state.charge(sum(_cost(arg, state) for arg in args))  # `changed` compares its arguments
             return __obj(*args, **kwargs)
         if owner is not None and isinstance(__obj, types.BuiltinMethodType):
             return _call_method(__obj, args, kwargs, state)

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Iterator, Mapping
+from time import perf_counter, thread_time
 from typing import Any, NoReturn
 
 from jinja2.exceptions import SecurityError, TemplateRuntimeError, UndefinedError
 from jinja2.runtime import ChainableUndefined
 from jinja2.utils import missing
 
-from .errors import _limit_error
+from .budget import _BUDGET
+from .errors import TemplateLimitError, _limit_error
 from .limits import TemplateLimits
 
 #: Characters of text that cost one step of work (C-speed string work is cheap per character).
@@ -26,6 +28,12 @@ _CALL_STEPS = 3
 #: Steps charged per node of a loop or macro body each time it runs.
 _NODE_STEPS = 2
 
+#: Wall seconds after which a render first reads its thread's CPU clock.
+_FIRST_CPU_LOOK = 0.005
+#: Charges between two looks at the wall clock: each charge stands for one bounded operation,
+#: and reading the clock at every one would cost more than most of them.
+_CALLS_PER_LOOK = 4
+
 _NOT_SET: Any = object()
 
 
@@ -34,9 +42,30 @@ class _RenderState:
 
     It lives in a context variable while a template runs, because several sandbox hooks
     (attribute access, the Undefined type) are called by Jinja without a context argument.
+
+    Two budgets bound a render: work steps (what the operations say they cost) and a deadline
+    in CPU time of the rendering thread, the backstop for a cost nobody foresaw. The clock is
+    read in `charge`, which every loop pass, call, filter and operator goes through, so a
+    render that runs past its deadline is stopped at its next step.
     """
 
-    __slots__ = ("_view", "depth", "limits", "missing", "variables", "work")
+    __slots__ = (
+        "_calls_to_look",
+        "_cpu_mark",
+        "_deadline",
+        "_used_before_mark",
+        "_view",
+        "budget",
+        "depth",
+        "limits",
+        "max_work",
+        "missing",
+        "seconds",
+        "sizes",
+        "started",
+        "variables",
+        "work",
+    )
 
     def __init__(self, limits: TemplateLimits, variables: Mapping[str, object]) -> None:
         self.limits = limits
@@ -45,16 +74,97 @@ class _RenderState:
         self.depth = 0
         self.missing: dict[str, None] = {}
         self._view: _VariablesView | None = None
+        #: Deep sizes of the containers seen, by id (the container is kept so its id stays its own);
+        #: made on first use, as most renders never size a container.
+        self.sizes: dict[int, tuple[object, int]] | None = None
+        self.max_work = limits.max_work
+        self.seconds = limits.max_render_seconds
+        self.budget = budget = _BUDGET.get()
+        if budget is not None:
+            if budget.work_left < self.max_work:
+                self.max_work = budget.work_left
+            if budget.seconds_left < self.seconds:
+                self.seconds = budget.seconds_left
+        self.started = started = perf_counter()
+        # Reading the thread's CPU clock costs microseconds, so the cheap wall clock decides when
+        # to look at it: first after a few milliseconds (short renders never read it), then at the
+        # wall time when the CPU budget would be spent if the thread had the CPU all along.
+        self._deadline = started + (self.seconds if self.seconds < _FIRST_CPU_LOOK else _FIRST_CPU_LOOK)
+        self._cpu_mark = -1.0
+        self._used_before_mark = 0.0
+        self._calls_to_look = _CALLS_PER_LOOK
 
     def charge(self, steps: int) -> None:
         self.work += steps
-        if self.work > self.limits.max_work:
-            raise _limit_error(
+        if self.work > self.max_work:
+            raise self._over_work()
+        self._calls_to_look -= 1
+        if not self._calls_to_look:
+            self.tick()
+
+    def tick(self) -> None:
+        """Look at the deadline (every few charges, and at each attribute access)."""
+        self._calls_to_look = _CALLS_PER_LOOK
+        if perf_counter() >= self._deadline:
+            self._check_time()
+
+    def _over_work(self) -> TemplateLimitError:
+        if self.max_work < self.limits.max_work:
+            return _limit_error(
                 self.limits,
-                "max_work",
-                f"The template does too much work (more than {self.limits.max_work:,} steps): "
-                "simplify its loops, macros or large lists.",
+                "max_execute_work",
+                f"The block's templates together do too much work (more than "
+                f"{self.limits.max_execute_work:,} steps in one run): simplify their loops, macros or large lists.",
             )
+        return _limit_error(
+            self.limits,
+            "max_work",
+            f"The template does too much work (more than {self.limits.max_work:,} steps): "
+            "simplify its loops, macros or large lists.",
+        )
+
+    def cpu_used(self) -> float:
+        """CPU seconds spent so far (the part before the first look is bounded by wall time)."""
+        now = perf_counter()
+        if self._cpu_mark < 0:
+            return now - self.started
+        return self._used_before_mark + (thread_time() - self._cpu_mark)
+
+    def _check_time(self) -> None:
+        now = perf_counter()
+        if self._cpu_mark < 0:
+            # CPU before this first look is at most the wall time, but a thread the OS paused
+            # for long is not charged for the pause beyond twice the first look's delay.
+            self._used_before_mark = min(now - self.started, 2 * _FIRST_CPU_LOOK)
+            self._cpu_mark = thread_time()
+            used = self._used_before_mark
+        else:
+            used = self._used_before_mark + (thread_time() - self._cpu_mark)
+        if used >= self.seconds:
+            raise self._over_time()
+        self._deadline = now + (self.seconds - used)
+
+    def _over_time(self) -> TemplateLimitError:
+        if self.seconds < self.limits.max_render_seconds:
+            return _limit_error(
+                self.limits,
+                "max_execute_ms",
+                f"The block's templates together take too long (more than {self.limits.max_execute_ms:,} ms "
+                "of CPU in one run): simplify their loops, macros or large lists.",
+            )
+        return _limit_error(
+            self.limits,
+            "max_render_ms",
+            f"The template takes too long (more than {self.limits.max_render_ms:,} ms of CPU): "
+            "simplify its loops, macros or large lists.",
+        )
+
+    def finish(self) -> None:
+        """Hand what this render spent to the execution's budget, if there is one."""
+        budget = self.budget
+        if budget is not None:
+            budget.work_left -= self.work
+            budget.seconds_left -= self.cpu_used()
 
     def note_missing(self, name: str) -> bool:
         if name in self.missing:

@@ -24,13 +24,116 @@ _HOST_DATA_TYPES = (datetime.date, datetime.time, decimal.Decimal, uuid.UUID)
 _LAZY_SEQUENCES = (range, KeysView, ValuesView, ItemsView, set, frozenset)
 
 
-def _cost(value: Any) -> int:
-    """Steps of work an operation over `value` is charged, proportional to its size."""
+#: Largest deep size of any value, whatever the work budget: comparing, hashing or sorting a
+#: value is one C call that holds the GIL, so its size must stay at a few milliseconds of work.
+_MAX_DEEP_SIZE = 1_000_000
+_CONTAINERS = (list, tuple, dict, set, frozenset, Mapping, KeysView, ValuesView, ItemsView)
+
+
+def _cost(value: Any, state: _RenderState) -> int:
+    """Steps of work an operation over `value` is charged: its deep size (see `_deep_size`).
+
+    Comparing, hashing, sorting or printing a nested value touches every item reachable
+    from it, so the top-level length alone would let `[[x]*100]*100` cost 100 for 10,000.
+    """
+    kind = type(value)
+    if kind is str:
+        return len(value) // _CHARS_PER_STEP
+    if kind is int or kind is float or kind is bool or value is None:
+        return 0  # the common cases first: the container check below consults ABCs
     if isinstance(value, str):
         return len(value) // _CHARS_PER_STEP
-    if isinstance(value, (list, tuple, dict, set, frozenset, range)):
+    if isinstance(value, range):
         return len(value)
+    if isinstance(value, _CONTAINERS):
+        return _deep_size(value, state)
     return 0
+
+
+def _leaf_size(value: Any) -> int:
+    if isinstance(value, str):
+        return 1 + len(value) // _CHARS_PER_STEP
+    if isinstance(value, range):
+        return 1 + len(value)
+    return 1
+
+
+def _deep_size(value: Any, state: _RenderState) -> int:
+    """Items reachable from `value`, a shared reference counted every time it is reachable.
+
+    `[[x]*100]*100` is 10,101: a list of 100 references to one list of 100 items. Sizes are
+    remembered per render, so sizing a value built from known parts costs its own length
+    only, and counting stops as soon as the work budget is exceeded, so sizing never costs
+    more than the budget it protects. Refuses (a limit error) a value over the budget.
+    """
+    if not isinstance(value, _CONTAINERS):
+        return _leaf_size(value)
+    sizes = state.sizes
+    if sizes is None:
+        sizes = state.sizes = {}
+    known = sizes.get(id(value))
+    if known is not None:
+        return known[1]
+    cap = min(state.max_work, _MAX_DEEP_SIZE)
+    # An explicit stack rather than recursion: host data may nest deeper than Python recurses.
+    frames: list[list[Any]] = [[value, iter(_members(value)), 1 + len(value)]]
+    open_ids = {id(value)}
+    while frames:
+        frame = frames[-1]
+        descended = False
+        for member in frame[1]:
+            if isinstance(member, _CONTAINERS):
+                known = sizes.get(id(member))
+                if known is not None:
+                    frame[2] += known[1] - 1  # its one step is in the owner's length
+                elif id(member) in open_ids:
+                    raise _too_big(state)  # a value that contains itself is endless
+                else:
+                    frames.append([member, iter(_members(member)), 1 + len(member)])
+                    open_ids.add(id(member))
+                    descended = True
+                    break
+            else:
+                frame[2] += _leaf_size(member) - 1  # its one step is in the owner's length
+            if frame[2] > cap:
+                raise _too_big(state)
+        if descended:
+            continue
+        frames.pop()
+        container, _, size = frame
+        open_ids.discard(id(container))
+        sizes[id(container)] = (container, size)
+        if frames:
+            frames[-1][2] += size - 1
+            if frames[-1][2] > cap:
+                raise _too_big(state)
+    return sizes[id(value)][1]
+
+
+def _members(value: Any) -> Iterable[Any]:
+    if isinstance(value, Mapping):
+        return (part for pair in value.items() for part in pair)
+    return value  # type: ignore[no-any-return]
+
+
+def _too_big(state: _RenderState) -> TemplateError:
+    if state.max_work >= _MAX_DEEP_SIZE:
+        return TemplateError(
+            f"A value the template builds or uses is too large (more than {_MAX_DEEP_SIZE:,} items, "
+            "counting each nested item): build smaller lists."
+        )
+    return _limit_error(
+        state.limits,
+        "max_work",
+        f"A value the template builds or uses is too large (more than {state.max_work:,} items, "
+        "counting each nested item): build smaller lists.",
+    )
+
+
+def _charge_built(value: Any, state: _RenderState) -> Any:
+    """Charge a container the template has just built by its deep size (refused when over budget)."""
+    state.charge(_deep_size(value, state))
+    return value
 
 
 def _text_size(value: Any, cap: int) -> int:
@@ -86,15 +189,20 @@ def _to_data(value: Any, state: _RenderState, depth: int = 0) -> Any:
     because printing them leaks memory addresses and handing them to the host leaks objects.
     Lazy sequences (generators from `map`, `range`) are materialized, with each item charged.
     """
-    if value is None or type(value) in _SCALAR_TYPES:
+    kind = type(value)
+    if value is None or kind is str or kind is float or kind is bool:
         return value
+    if kind is int:
+        return _bounded_int(value, state)
     if isinstance(value, Undefined):
         if isinstance(value, _Unavailable):
             value._refuse()
         return None
     if isinstance(value, str):
         return str.__str__(value)
-    if isinstance(value, (bool, int, float, *_HOST_DATA_TYPES)):
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _bounded_int(int(value), state)
+    if isinstance(value, (bool, float, *_HOST_DATA_TYPES)):
         return value
     if depth >= state.limits.max_nesting:
         raise _limit_error(
@@ -119,6 +227,14 @@ def _to_data(value: Any, state: _RenderState, depth: int = 0) -> Any:
     raise TemplateError(f"This expression gives {_describe(value)}, not a value a field can hold.")
 
 
+def _bounded_int(value: int, state: _RenderState) -> int:
+    """A whole number a field may hold: at most `max_number_digits` digits (an end user's
+    5,000-digit answer would otherwise fail later, where Python refuses to print it)."""
+    if value.bit_length() > state.limits.max_number_bits:
+        raise _too_big_number(state.limits)
+    return value
+
+
 def _to_key(key: Any, state: _RenderState) -> Any:
     if key is None or type(key) in _SCALAR_TYPES:
         return key
@@ -137,6 +253,8 @@ def _to_text(value: Any, state: _RenderState) -> str:
             value._refuse()
         return ""
     elif type(value) in _SCALAR_TYPES:
+        if type(value) is int:
+            _bounded_int(value, state)
         text = str(value)
     elif isinstance(value, str):
         text = str.__str__(value)
@@ -171,7 +289,9 @@ def _check_size(value: Any, state: _RenderState) -> Any:
     elif isinstance(value, (list, tuple)):
         if len(value) > limits.max_items:
             raise _too_many_items(limits)
-        state.charge(len(value))
+        state.charge(_deep_size(value, state))
+    elif isinstance(value, Mapping):
+        state.charge(_deep_size(value, state))
     elif isinstance(value, int) and not isinstance(value, bool):
         if value.bit_length() > limits.max_number_bits:
             raise _too_big_number(limits)
