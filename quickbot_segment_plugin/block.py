@@ -75,9 +75,19 @@ class SegmentBlock:
                     # Imported here: the library pulls in requests, which probes the network
                     # stack on import; the host contract forbids that when the plugin loads.
                     from .delivery import DeliveryPool, DeliverySettings
+                    from .delivery_recovery import Recovery, start_recovery
+                    from .delivery_spool import Spool
+                    from .delivery_spool_settings import Durability, SpoolSettings
 
+                    settings = DeliverySettings.from_env()
+                    spool_settings = SpoolSettings.from_env()
+                    spool = Spool(spool_settings) if spool_settings.durability is not Durability.OFF else None
                     recorder = self.dead_letters()
-                    self._pool = DeliveryPool(DeliverySettings.from_env(), recorder, self.counters)
+                    pool = DeliveryPool(settings, recorder, self.counters, spool=spool)
+                    if spool is not None:
+                        # What stopped processes left in the spool is delivered in the background.
+                        start_recovery(Recovery(pool, self.keyring, recorder.remember_token))
+                    self._pool = pool
                     if self._flusher is None:
                         self._flusher = recorder.store.start_counter_flusher(self.counters)
         return self._pool

@@ -481,7 +481,7 @@ class ManagedClient:
                 with work_queue.mutex:
                     batch = self._held.pop(consumer_thread, None)
                 if succeeded and batch:
-                    self._reporter.delivered(self.workspace_id, len(batch))
+                    self._reporter.delivered(self.workspace_id, batch)
 
         def requeue(batch: list[dict[str, Any]]) -> None:
             if self._finalized:

@@ -13,23 +13,31 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .counters import Counters
 from .delivery_calls import without_nulls
 from .delivery_types import QUEUE_FULL, SHUTDOWN_DEADLINE, Undeliverable
 
+if TYPE_CHECKING:
+    from .delivery_spool import Spool
+
 logger = logging.getLogger("quickbot_segment_plugin.delivery")
 
-OnUndeliverable = Callable[[Undeliverable], None]
+# May return how many events it kept: 0 (a failed dead-letter write) leaves them in the spool,
+# so the next process delivers them rather than nobody.
+OnUndeliverable = Callable[[Undeliverable], "int | None"]
 
 
 class Reporter:
-    """Counts and forwards `Undeliverable`s; thread-safe."""
+    """Counts and forwards `Undeliverable`s, and tells the spool what left it; thread-safe."""
 
-    def __init__(self, on_undeliverable: OnUndeliverable | None, counters: Counters | None = None) -> None:
+    def __init__(
+        self, on_undeliverable: OnUndeliverable | None, counters: Counters | None = None, spool: Spool | None = None
+    ) -> None:
         self._callback = on_undeliverable
         self._counters = counters
+        self.spool = spool
         self._lock = threading.Lock()
         self.by_reason: Counter[str] = Counter()
         self._shutdown_lost: Counter[str] = Counter()
@@ -85,10 +93,21 @@ class Reporter:
             )
         )
 
-    def delivered(self, workspace_id: str, count: int) -> None:
-        """Segment acknowledged `count` events of this workspace (consumer thread)."""
+    def delivered(self, workspace_id: str, batch: list[dict[str, Any]]) -> None:
+        """Segment acknowledged this batch of this workspace's events (consumer thread)."""
         if self._counters is not None:
-            self._counters.delivered(workspace_id, count)
+            self._counters.delivered(workspace_id, len(batch))
+        if self.spool is not None:
+            self._leave_spool(workspace_id, batch)
+
+    def _leave_spool(self, workspace_id: str, messages: list[dict[str, Any]]) -> None:
+        spool = self.spool
+        if spool is None:
+            return
+        try:
+            spool.ack(workspace_id, [str(message.get("messageId")) for message in messages])
+        except Exception:  # never kill a consumer thread; the worst case is a copy after a restart
+            logger.exception("Could not acknowledge %d event(s) in the Segment spool", len(messages))
 
     def queue_full_warning(self, workspace_id: str, detail: str) -> None:
         """`detail` is the one the dead letters get: "delivery queue full (10000000 bytes)" ..."""
@@ -104,16 +123,20 @@ class Reporter:
             self.by_reason[undeliverable.reason] += undeliverable.count
             if undeliverable.reason == SHUTDOWN_DEADLINE:
                 self._shutdown_lost[undeliverable.workspace_id] += undeliverable.count
-        if self._callback is None:
-            return
-        try:
-            self._callback(undeliverable)
-        except Exception:
-            logger.exception(
-                "on_undeliverable failed for %d event(s) of workspace %s",
-                undeliverable.count,
-                undeliverable.workspace_id,
-            )
+        kept: int | None = None
+        if self._callback is not None:
+            try:
+                kept = self._callback(undeliverable)
+            except Exception:
+                kept = 0
+                logger.exception(
+                    "on_undeliverable failed for %d event(s) of workspace %s",
+                    undeliverable.count,
+                    undeliverable.workspace_id,
+                )
+        # Kept by the dead-letter store (or nobody was asked to keep them): they leave the spool.
+        if not (isinstance(kept, int) and kept == 0 and undeliverable.count):
+            self._leave_spool(undeliverable.workspace_id, undeliverable.messages)
 
     def take_shutdown_losses(self) -> Counter[str]:
         """Events reported as "shutdown_deadline" since the last call, per workspace."""

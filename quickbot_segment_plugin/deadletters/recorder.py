@@ -31,6 +31,7 @@ class DeadLetterRecorder:
     def token_for(self, workspace_id: str, write_key_fingerprint: str) -> str | None:
         return self._tokens.get((workspace_id, write_key_fingerprint))
 
-    def __call__(self, undeliverable: Undeliverable) -> None:
+    def __call__(self, undeliverable: Undeliverable) -> int:
+        """How many events the store kept: 0 when the write failed (the pool then keeps them spooled)."""
         token = self.token_for(undeliverable.workspace_id, undeliverable.write_key_fingerprint)
-        self.store.add_undeliverable(undeliverable, token)
+        return self.store.add_undeliverable(undeliverable, token)
