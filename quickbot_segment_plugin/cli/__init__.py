@@ -14,9 +14,9 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import PluginError
-from . import collector, credentials, flows, operations, plugins, privacy, schema
+from . import collector, credentials, flows, operations, plugins, privacy, schema, spool
 
-COMMAND_MODULES = (plugins, schema, flows, credentials, collector, operations, privacy)
+COMMAND_MODULES = (plugins, schema, flows, credentials, collector, operations, privacy, spool)
 
 
 def build_parser() -> argparse.ArgumentParser:
