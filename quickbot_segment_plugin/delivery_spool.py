@@ -104,6 +104,10 @@ class Spool:
             )
         self.settings = settings
         self.directory = settings.directory
+        # Read on every append: plain attributes, not enum and dataclass lookups.
+        self._machine = settings.durability is Durability.MACHINE
+        self._segment_bytes = settings.segment_bytes
+        self._max_bytes = settings.max_bytes
         prepare_directory(self.directory)
         self._new_state()
         _SPOOLS.add(self)
@@ -145,7 +149,7 @@ class Spool:
         key: CredentialKey = (workspace_id, write_key, endpoint, token)
         with self._lock:
             segment = self._current
-            if segment is None or segment.size >= self.settings.segment_bytes:
+            if segment is None or segment.size >= self._segment_bytes:
                 segment = self._rotate()
             ref = segment.refs.get(key)
             header = b""
@@ -156,8 +160,10 @@ class Spool:
                     ref = len(segment.record_refs) + 1
                     header = credential_record(ref, workspace_id, record_key[1], endpoint, token)
             seq = self._next_seq
-            data = header + event_record(seq, ref, message_json)
-            if self._bytes + len(data) > self.settings.max_bytes:
+            data = event_record(seq, ref, message_json)
+            if header:
+                data = header + data
+            if self._bytes + len(data) > self._max_bytes:
                 self.full_refusals += 1
                 return False
             self._write(segment, data)
@@ -275,7 +281,9 @@ class Spool:
 
     def _write(self, segment: _Segment, data: bytes) -> None:
         try:
-            _write_all(segment.fd, data)
+            written = os.write(segment.fd, data)
+            if written != len(data):  # short only when the disk filled up mid-write
+                _write_all(segment.fd, data, start=written)
         except OSError:
             self.write_failures += 1
             try:
@@ -286,7 +294,7 @@ class Spool:
             raise
         segment.size += len(data)
         self._bytes += len(data)
-        if self.settings.durability is Durability.MACHINE and segment not in self._dirty:
+        if self._machine and segment not in self._dirty:
             self._dirty.add(segment)
             self._ensure_worker()
             self._wake.set()
@@ -500,8 +508,8 @@ def prepare_directory(directory: Path) -> None:
         )
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
+def _write_all(fd: int, data: bytes, start: int = 0) -> None:
+    view = memoryview(data)[start:]
     while view:
         written = os.write(fd, view)
         view = view[written:]
