@@ -318,3 +318,55 @@ def test_spool_status_and_drain(
     assert {row["message_id"] for row in local_segment.events(limit=100)} >= set(ids)
     assert cli_main(["spool", "status", "--dir", str(directory), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["orphan_events"] == 0
+
+
+# --- a disk that refuses writes ------------------------------------------------------------------
+
+DISK_FULL = r"""
+import json, resource, signal, sys
+from pathlib import Path
+from quickbot_segment_plugin.delivery import DeliveryPool, DeliverySettings
+from quickbot_segment_plugin.delivery_spool import Spool
+from quickbot_segment_plugin.delivery_spool_format import parse
+from quickbot_segment_plugin.delivery_spool_settings import SpoolSettings
+directory, url = Path(sys.argv[1]), sys.argv[2]
+lost = []
+pool = DeliveryPool(DeliverySettings(), lost.append, spool=Spool(SpoolSettings(directory)))
+def send(n):
+    message = {"type": "track", "event": "E", "userId": "u", "messageId": f"m{n}", "properties": {"pad": "x" * 300}}
+    return pool.enqueue("ws", "diskTestWriteKey0123", url, message, token="sealed")
+assert send(0).accepted
+(path,) = directory.glob("*.qbspool")
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing us
+limit = path.stat().st_size + 2500  # room for a few more events, then the "disk" is full
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+outcomes = [send(n) for n in range(1, 20)]
+contents = parse(path.read_bytes())  # before exit: shutdown dead-letters the rest and deletes the file
+print(json.dumps({
+    "spooled": len(contents.events),
+    "problem": contents.problem,
+    "accepted": 1 + sum(o.accepted for o in outcomes),
+    "reasons": sorted({o.reason for o in outcomes if not o.accepted}),
+    "lost": [(u.reason, u.count, u.detail) for u in lost],
+}), flush=True)
+"""
+
+
+def test_a_failing_disk_refuses_the_event_and_leaves_a_readable_spool(collector: Any, tmp_path: Path) -> None:
+    collector.latency = 5.0  # nothing is delivered (and acknowledged) while the child writes
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    run = subprocess.run(
+        [sys.executable, "-c", DISK_FULL, str(tmp_path / "spool"), collector.url],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert run.returncode in (0, -9, 137) or run.stdout, run.stderr
+    report = json.loads(run.stdout.splitlines()[0])
+    assert 1 < report["accepted"] < 20
+    assert report["reasons"] == ["spool_failed"]
+    assert {reason for reason, _, _ in report["lost"]} == {"spool_failed"}
+    assert all("could not be written" in detail for _, _, detail in report["lost"])
+    assert report["problem"] == "", "a failed write left a torn record behind"
+    assert report["spooled"] == report["accepted"]
