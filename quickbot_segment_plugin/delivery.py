@@ -153,7 +153,7 @@ class DeliveryPool:
             raise DeliveryError("The Segment write key is empty.", field="write_key")
         call = submission_for(message)
         key: ClientKey = (workspace_id, write_key, endpoint)
-        if self.spool is not None:
+        if self.spool is not None and not self._closed:  # a closed pool refuses it below, unspooled
             call, refusal = self._spool_first(self.spool, key, call, token)
             if refusal is not None:
                 return refusal

@@ -370,3 +370,38 @@ def test_a_failing_disk_refuses_the_event_and_leaves_a_readable_spool(collector:
     assert all("could not be written" in detail for _, _, detail in report["lost"])
     assert report["problem"] == "", "a failed write left a torn record behind"
     assert report["spooled"] == report["accepted"]
+
+
+# --- fork ----------------------------------------------------------------------------------------
+
+FORKING_PARENT = r"""
+import os, sys, time
+from pathlib import Path
+from quickbot_segment_plugin.delivery_spool import Spool
+from quickbot_segment_plugin.delivery_spool_settings import SpoolSettings
+spool = Spool(SpoolSettings(Path(sys.argv[1])))
+assert spool.append("ws", "forkTestWriteKey0123", "e", "sealed", "m1", '{"messageId": "m1"}')
+if os.fork() == 0:  # a preforking server's worker: lives on after its parent
+    quiet = os.open(os.devnull, os.O_RDWR)
+    os.dup2(quiet, 1)  # so the test does not wait for the child's end of the pipes
+    os.dup2(quiet, 2)
+    time.sleep(3)
+    os._exit(0)
+print("forked", flush=True)
+os._exit(0)  # the parent dies without closing anything, as under kill -9
+"""
+
+
+def test_a_forked_child_does_not_keep_its_dead_parents_files_locked(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    run = subprocess.run(
+        [sys.executable, "-c", FORKING_PARENT, str(tmp_path)], capture_output=True, text=True, env=env, timeout=30
+    )
+    assert run.stdout.strip() == "forked", run.stderr
+    claimed = list(claim_orphans(tmp_path))  # while the child still runs
+    try:
+        assert len(claimed) == 1, "the parent's spool file is still locked by its forked child"
+        assert [event.seq for event in claimed[0].read().live()] == [1]
+    finally:
+        for orphan in claimed:
+            orphan.release()
