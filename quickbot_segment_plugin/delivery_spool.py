@@ -152,28 +152,51 @@ class Spool:
             if segment is None or segment.size >= self._segment_bytes:
                 segment = self._rotate()
             ref = segment.refs.get(key)
-            header = b""
             if ref is None:
-                record_key = (workspace_id, fingerprint(write_key), endpoint, token)
-                ref = segment.record_refs.get(record_key)
-                if ref is None:
-                    ref = len(segment.record_refs) + 1
-                    header = credential_record(ref, workspace_id, record_key[1], endpoint, token)
+                return self._append_with_credentials(segment, key, message_id, message_json)
             seq = self._next_seq
             data = event_record(seq, ref, message_json)
-            if header:
-                data = header + data
             if self._bytes + len(data) > self._max_bytes:
                 self.full_refusals += 1
                 return False
             self._write(segment, data)
-            if header:
-                segment.record_refs[(workspace_id, fingerprint(write_key), endpoint, token)] = ref
-            segment.refs[key] = ref
             self._next_seq = seq + 1
             segment.events += 1
             segment.live += 1
-            self._remember(workspace_id, message_id, seq)
+            pending_key = (workspace_id, message_id)
+            if pending_key in self._pending:
+                self._extra.setdefault(pending_key, []).append(seq)
+            else:
+                self._pending[pending_key] = seq
+        return True
+
+    def _append_with_credentials(
+        self, segment: _Segment, key: CredentialKey, message_id: str, message_json: str
+    ) -> bool:
+        """`append` of the first event of these credentials in this file: their record goes first.
+
+        The ref is registered only once the write succeeded, so no event in the file ever
+        points at credentials the file does not hold.
+        """
+        workspace_id, write_key, endpoint, token = key
+        record_key = (workspace_id, fingerprint(write_key), endpoint, token)
+        ref = segment.record_refs.get(record_key)
+        header = b""
+        if ref is None:
+            ref = len(segment.record_refs) + 1
+            header = credential_record(ref, workspace_id, record_key[1], endpoint, token)
+        seq = self._next_seq
+        data = header + event_record(seq, ref, message_json)
+        if self._bytes + len(data) > self._max_bytes:
+            self.full_refusals += 1
+            return False
+        self._write(segment, data)
+        segment.record_refs[record_key] = ref
+        segment.refs[key] = ref
+        self._next_seq = seq + 1
+        segment.events += 1
+        segment.live += 1
+        self._remember(workspace_id, message_id, seq)
         return True
 
     def ack(self, workspace_id: str, message_ids: Iterable[str]) -> None:
