@@ -291,6 +291,10 @@ class Recovery:
 
     def _recover(self, orphan: ClaimedFile, report: RecoveryReport) -> bool:
         contents = orphan.read()
+        if contents.size and not contents.readable_bytes:  # another format version, or not ours at all
+            report.problems.append(f"{orphan.path.name}: {contents.problem}; left as it is")
+            logger.warning("spool file %s: %s; it was left as it is", orphan.path, contents.problem)
+            return False
         if contents.problem and contents.problem != "empty file":
             report.torn_bytes += contents.unread_bytes
             if contents.unread_bytes:

@@ -405,3 +405,17 @@ def test_a_forked_child_does_not_keep_its_dead_parents_files_locked(tmp_path: Pa
     finally:
         for orphan in claimed:
             orphan.release()
+
+
+def test_a_file_that_is_not_a_spool_file_is_left_alone(block: Any, token: str, tmp_path: Path) -> None:
+    directory = tmp_path / "spool"
+    directory.mkdir(mode=0o700)
+    stranger = directory / f"9-stranger-000001{FILE_SUFFIX}"
+    stranger.write_bytes(b"QBSPOOL9 a later format, or somebody else's file")
+    stranger.chmod(0o600)
+    assert block.execute(OPTIONS, _context(token, 0))["status"] == "queued"
+    assert block.pool().flush(10)
+    time.sleep(0.5)  # recovery has looked at it by now
+    assert stranger.read_bytes().startswith(b"QBSPOOL9")
+    shown = {entry.name: entry.problem for entry in status(directory)}
+    assert shown[stranger.name] == "not a spool segment file (wrong header)"
