@@ -66,7 +66,7 @@ class FileStatus:
     """One spool file as `quickbot-segment spool status` shows it."""
 
     name: str
-    owner: str  # "running" (its process holds the lock) or "orphan"
+    owner: str  # "running" (its process holds the lock), "orphan", or "unreadable"
     size: int
     events: int
     live: int
@@ -145,8 +145,11 @@ def spool_files(directory: Path) -> list[Path]:
 def claim(path: Path) -> ClaimedFile | None:
     """Lock `path` if nobody holds it (its owner died); None if it is someone's or gone."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_APPEND)
-    except (FileNotFoundError, IsADirectoryError):
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW)  # a planted symlink is not followed
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        logger.warning("spool file %s cannot be opened (%s); it was not recovered", path, error.strerror or error)
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -203,8 +206,12 @@ def status(directory: Path) -> list[FileStatus]:
     found: list[FileStatus] = []
     for path in spool_files(directory):
         try:
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
+            continue
+        except OSError as error:
+            problem = f"cannot be opened: {error.strerror or error}"
+            found.append(FileStatus(path.name, "unreadable", 0, 0, 0, [], None, problem))
             continue
         try:
             try:

@@ -419,3 +419,14 @@ def test_a_file_that_is_not_a_spool_file_is_left_alone(block: Any, token: str, t
     assert stranger.read_bytes().startswith(b"QBSPOOL9")
     shown = {entry.name: entry.problem for entry in status(directory)}
     assert shown[stranger.name] == "not a spool segment file (wrong header)"
+
+
+def test_a_planted_symlink_is_never_followed(tmp_path: Path) -> None:
+    directory = tmp_path / "spool"
+    directory.mkdir(mode=0o700)
+    target = tmp_path / "precious.txt"
+    target.write_text("not a spool file")
+    (directory / f"1-planted-000001{FILE_SUFFIX}").symlink_to(target)
+    assert list(claim_orphans(directory)) == []
+    assert [entry.owner for entry in status(directory)] == ["unreadable"]
+    assert target.read_text() == "not a spool file"
