@@ -1,6 +1,6 @@
 """What the spool costs: `execute` with the spool on and off, and delivery throughput, same run.
 
-    python benchmarks/bench_spool.py [--events 20000] [--burst 20000] [--repeat 3]
+    python benchmarks/bench_spool.py [--events 10000] [--burst 10000] [--repeat 2]
 
 (a) `execute` latency: three blocks in one process, spool `process` (the default), `machine`
     and `off`, timed in interleaved rounds against a local receiver answering at once (common.py,
@@ -146,9 +146,9 @@ def measure_throughput(events: int, repeat: int, latency_ms: float) -> dict[str,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--events", type=int, default=20_000, help="execute calls timed per side")
-    parser.add_argument("--burst", type=int, default=20_000, help="events per throughput run")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--events", type=int, default=10_000, help="execute calls timed per side")
+    parser.add_argument("--burst", type=int, default=10_000, help="events per throughput run")
+    parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--latency-ms", type=float, default=50.0)
     args = parser.parse_args()
     execute = measure_execute(args.events)
