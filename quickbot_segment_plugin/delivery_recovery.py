@@ -251,10 +251,11 @@ class Recovery:
         remember_token: Callable[[str, str, str], None] | None = None,
         directory: Path | None = None,
     ) -> None:
-        if pool.spool is None and directory is None:
+        spool_directory = directory if directory is not None else (pool.spool.directory if pool.spool else None)
+        if spool_directory is None:
             raise ValueError("Recovery needs a pool with a spool, or the spool directory to read.")
         self.pool = pool
-        self.directory = directory if directory is not None else pool.spool.directory  # type: ignore[union-attr]
+        self.directory = spool_directory
         self._keyring_factory = keyring
         self._keyring: KeyRing | None = None
         self._remember_token = remember_token
