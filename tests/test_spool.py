@@ -430,3 +430,23 @@ def test_a_planted_symlink_is_never_followed(tmp_path: Path) -> None:
     assert list(claim_orphans(directory)) == []
     assert [entry.owner for entry in status(directory)] == ["unreadable"]
     assert target.read_text() == "not a spool file"
+
+
+def test_an_event_the_dead_letter_store_could_not_keep_stays_spooled(collector: Any, tmp_path: Path) -> None:
+    from quickbot_segment_plugin.collector_faults import Fault
+
+    collector.inject_faults([Fault(status=400)])  # Segment rejects the batch: it goes to the dead letters
+    kept: list[int] = []
+
+    def store_that_fails(undeliverable: Any) -> int:
+        kept.append(undeliverable.count)
+        return 0  # what DeadLetterRecorder returns when its write failed
+
+    spool = Spool(SpoolSettings(tmp_path / "spool"))
+    pool = DeliveryPool(DeliverySettings(flush_interval=0.05), store_that_fails, spool=spool)
+    message = {"type": "track", "event": "E", "userId": "u", "messageId": "m1"}
+    assert pool.enqueue(WORKSPACE, WRITE_KEY, collector.url, message, token="sealed").accepted
+    assert _wait(lambda: kept == [1])
+    pool.shutdown(5)
+    # Not delivered, not kept: still in the spool for the next process, not lost.
+    assert [entry.live for entry in status(tmp_path / "spool")] == [1]
