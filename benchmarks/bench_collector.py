@@ -29,7 +29,7 @@ from typing import Any
 from segment.analytics import Client
 from segment.analytics.request import post
 
-from quickbot_segment_plugin.collector import Collector
+from quickbot_segment_plugin.collector.service import Collector
 
 WRITE_KEY = "wk_bench_collector_01"
 RESULTS = Path(__file__).parent / "results" / "collector.json"

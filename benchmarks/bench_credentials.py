@@ -15,14 +15,14 @@ import json
 import platform
 import sys
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import per_call_us
 
-from quickbot_segment_plugin.credentials import ENCRYPTION_KEYS_ENV, Credentials, KeyRing, generate_key
+from quickbot_segment_plugin.credentials.keyring import ENCRYPTION_KEYS_ENV, Credentials, KeyRing, generate_key
 
 WRITE_KEY = "benchmarkWriteKey0123456789abcdef"
 WORKSPACE = "bench-workspace"
@@ -60,7 +60,7 @@ def main() -> None:
         json.dumps(
             {
                 "benchmark": "credentials",
-                "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "when": datetime.now(UTC).isoformat(timespec="seconds"),
                 "python": platform.python_version(),
                 "rounds": args.rounds,
                 "baseline": "validate form (baseline)",

@@ -21,7 +21,7 @@ import sqlite3
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import per_call_us
 
-from quickbot_segment_plugin.counters import EXECUTED, QUEUED, Counters
+from quickbot_segment_plugin.core.counters import EXECUTED, QUEUED, Counters
 from quickbot_segment_plugin.deadletters import DeadLetterStore
 
 
@@ -130,7 +130,7 @@ def main() -> None:
 
     results = {
         "benchmark": "deadletters",
-        "measured_at": datetime.now(timezone.utc).isoformat(),
+        "measured_at": datetime.now(UTC).isoformat(),
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
         "machine": platform.machine(),

@@ -31,7 +31,7 @@ import statistics
 import sys
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from receiver import ReceiverProcess
 from segment.analytics import Client
 
-from quickbot_segment_plugin.delivery import DeliveryPool, DeliverySettings
-from quickbot_segment_plugin.messages import library_context
+from quickbot_segment_plugin.core.message import library_context
+from quickbot_segment_plugin.delivery.pool import DeliveryPool, DeliverySettings
 
 HERE = Path(__file__).resolve().parent
 WRITE_KEY = "benchmarkWriteKey0123456789"
@@ -74,7 +74,7 @@ def raw_arguments(message: dict[str, Any]) -> dict[str, Any]:
         "event": message["event"],
         "properties": message["properties"],
         "context": dict(message["context"]),
-        "timestamp": datetime(2024, 5, 1, 12, 34, 56, 789000, tzinfo=timezone.utc),
+        "timestamp": datetime(2024, 5, 1, 12, 34, 56, 789000, tzinfo=UTC),
         "message_id": message["messageId"],
         "integrations": {},
     }

@@ -23,7 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,7 @@ def _raw_track(client: Any, payload: dict[str, Any]) -> None:
         event=payload["event"],
         properties=payload["properties"],
         context=dict(payload["context"]),
-        timestamp=datetime.now(timezone.utc),
+        timestamp=datetime.now(UTC),
         integrations={},
         message_id=None,
     )

@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import WORKSPACE, block_under, execute_rounds, p99, timed_us, use_local_segment
 from receiver import ReceiverProcess
 
-from quickbot_segment_plugin.privacy import PrivacyGate
-from quickbot_segment_plugin.results import ResultLog
+from quickbot_segment_plugin.core.results import ResultLog
+from quickbot_segment_plugin.privacy.gate import PrivacyGate
 
 OPTIONS = {
     "action": "track",

@@ -16,7 +16,7 @@ import json
 import platform
 import statistics
 import timeit
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from quickbot_segment_plugin.templating import TemplateEngine, TemplateLimits
@@ -88,7 +88,7 @@ def main() -> None:
         json.dumps(
             {
                 "benchmark": "templating",
-                "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "when": datetime.now(UTC).isoformat(timespec="seconds"),
                 "python": platform.python_version(),
                 "rounds": rounds,
                 "baseline": "dict lookup (baseline)",

@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import WORKSPACE, block_under, execute_rounds, p99, timed_us, use_local_segment
 from receiver import ReceiverProcess
 
-from quickbot_segment_plugin.counters import Counters
-from quickbot_segment_plugin.quality import QualityGate
-from quickbot_segment_plugin.results import ResultLog
-from quickbot_segment_plugin.tracking_plans import enforce, load_plan
+from quickbot_segment_plugin.core.counters import Counters
+from quickbot_segment_plugin.core.results import ResultLog
+from quickbot_segment_plugin.quality.gate import QualityGate
+from quickbot_segment_plugin.quality.plans import enforce, load_plan
 
 OPTIONS = {
     "action": "track",

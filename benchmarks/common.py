@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from quickbot_segment_plugin.block import SegmentBlock
-from quickbot_segment_plugin.credentials import ENCRYPTION_KEYS_ENV, generate_key
+from quickbot_segment_plugin.credentials.keyring import ENCRYPTION_KEYS_ENV, generate_key
 
 WRITE_KEY = "benchmarkWriteKey0123456789"
 WORKSPACE = "bench"

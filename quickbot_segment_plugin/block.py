@@ -10,13 +10,13 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, naming, schemas
-from .counters import COUNTERS, CounterFlusher
+from . import __version__, schemas
+from .core import COUNTERS, CounterFlusher
 from .credentials import KeyRing
 from .deadletters import DeadLetterRecorder, DeadLetterStore
-from .execution import Executor
+from .execution import Executor, check_options
+from .quality import naming
 from .templating import default_engine
-from .validation import check_options
 
 if TYPE_CHECKING:
     from .delivery import DeliveryPool
@@ -74,10 +74,15 @@ class SegmentBlock:
                 if self._pool is None:
                     # Imported here: the library pulls in requests, which probes the network
                     # stack on import; the host contract forbids that when the plugin loads.
-                    from .delivery import DeliveryPool, DeliverySettings
-                    from .delivery_recovery import Recovery, start_recovery
-                    from .delivery_spool import Spool
-                    from .delivery_spool_settings import Durability, SpoolSettings
+                    from .delivery import (
+                        DeliveryPool,
+                        DeliverySettings,
+                        Durability,
+                        Recovery,
+                        Spool,
+                        SpoolSettings,
+                        start_recovery,
+                    )
 
                     settings = DeliverySettings.from_env()
                     spool_settings = SpoolSettings.from_env()

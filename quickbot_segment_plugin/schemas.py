@@ -19,9 +19,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from .core import REGION_HOSTS, REGION_TITLES
 from .credentials import WRITE_KEY_CHARS, WRITE_KEY_MAX_CHARS, WRITE_KEY_MIN_CHARS
 from .options import OPTIONS_ADAPTER, OPTIONS_VERSION
-from .regions import REGION_HOSTS, REGION_TITLES
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 OPTIONS_SCHEMA_ID = f"urn:quickbot:block:segment:options:v{OPTIONS_VERSION}"

@@ -32,7 +32,7 @@ def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Ite
 
 @pytest.fixture
 def encryption_key(monkeypatch: pytest.MonkeyPatch) -> str:
-    from quickbot_segment_plugin.credentials import ENCRYPTION_KEYS_ENV, generate_key
+    from quickbot_segment_plugin.credentials.keyring import ENCRYPTION_KEYS_ENV, generate_key
 
     key = generate_key()
     monkeypatch.setenv(ENCRYPTION_KEYS_ENV, key)
@@ -41,7 +41,7 @@ def encryption_key(monkeypatch: pytest.MonkeyPatch) -> str:
 
 @pytest.fixture
 def collector() -> Iterator[Any]:
-    from quickbot_segment_plugin.collector import Collector
+    from quickbot_segment_plugin.collector.service import Collector
 
     with Collector() as running:
         yield running

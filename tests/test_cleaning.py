@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from support import WORKSPACE
 
 from quickbot_segment_plugin.block import SegmentBlock
-from quickbot_segment_plugin.cleaning import clean_message, first_refusal
+from quickbot_segment_plugin.quality.cleaning import clean_message, first_refusal
 
 LIBRARY = {"library": {"name": "analytics-python", "version": "2.4.0"}}
 REFUSED = object()

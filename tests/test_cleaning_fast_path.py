@@ -16,7 +16,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quickbot_segment_plugin.cleaning import MAX_DEPTH, _untouched_members, _Walker, clean_message
+from quickbot_segment_plugin.quality.cleaning import MAX_DEPTH, _untouched_members, _Walker, clean_message
 
 
 class Text(str):

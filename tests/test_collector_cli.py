@@ -15,7 +15,7 @@ import requests
 from segment.analytics import Client
 
 from quickbot_segment_plugin.cli import main
-from quickbot_segment_plugin.collector import Collector
+from quickbot_segment_plugin.collector.service import Collector
 
 WRITE_KEY = "wk_test_cli_P3m7"
 

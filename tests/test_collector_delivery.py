@@ -11,15 +11,15 @@ import base64
 import gzip
 import json
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import requests
 from segment.analytics import Client
 
-from quickbot_segment_plugin.collector import Collector
-from quickbot_segment_plugin.redaction import fingerprint
+from quickbot_segment_plugin.collector.service import Collector
+from quickbot_segment_plugin.core.redaction import fingerprint
 
 WRITE_KEY = "wk_test_delivery_7Hq2"
 
@@ -73,7 +73,7 @@ def test_every_call_type_arrives_as_sent_with_segments_timestamps(
     collector: Collector, make_client: Callable[..., Client]
 ) -> None:
     client = make_client()
-    long_ago = datetime(2024, 5, 1, 12, 0, 0, 123000, tzinfo=timezone.utc)
+    long_ago = datetime(2024, 5, 1, 12, 0, 0, 123000, tzinfo=UTC)
     sent = [
         client.identify(
             "user-1",
@@ -301,7 +301,7 @@ def test_read_api_filters_and_pages_newest_first(collector: Collector) -> None:
     assert bad.status_code == 400
     assert "since" in bad.json()["message"]
     assert [row["message_id"] for row in collector.events(event="E3")] == ["m3"]
-    assert collector.events(since=datetime.now(timezone.utc) + timedelta(hours=1)) == []
+    assert collector.events(since=datetime.now(UTC) + timedelta(hours=1)) == []
 
 
 def test_keep_alive_reuses_one_connection_for_many_requests(

@@ -20,12 +20,12 @@ from segment.analytics import Client
 from segment.analytics.request import APIError
 from segment.analytics.request import post as library_post
 
-from quickbot_segment_plugin.collector import Collector, Fault, FaultError
-from quickbot_segment_plugin.collector_faults import FaultScript
-from quickbot_segment_plugin.collector_http import Request, is_loopback
-from quickbot_segment_plugin.collector_ingest import MAX_BATCH_BYTES, MAX_EVENT_BYTES
-from quickbot_segment_plugin.collector_routes import CollectorApp
-from quickbot_segment_plugin.collector_store import EventStore
+from quickbot_segment_plugin.collector.faults import FaultScript
+from quickbot_segment_plugin.collector.http import Request, is_loopback
+from quickbot_segment_plugin.collector.ingest import MAX_BATCH_BYTES, MAX_EVENT_BYTES
+from quickbot_segment_plugin.collector.routes import CollectorApp
+from quickbot_segment_plugin.collector.service import Collector, Fault, FaultError
+from quickbot_segment_plugin.collector.store import EventStore
 
 WRITE_KEY = "wk_test_faults_91Zc"
 

@@ -8,7 +8,7 @@ from collections import Counter
 
 from segment.analytics import Client
 
-from quickbot_segment_plugin.collector import Collector
+from quickbot_segment_plugin.collector.service import Collector
 
 CLIENTS = 4
 EVENTS_PER_CLIENT = 5_000

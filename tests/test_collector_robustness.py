@@ -15,7 +15,7 @@ import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -23,8 +23,8 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from quickbot_segment_plugin.collector import Collector, CollectorError, Fault
-from quickbot_segment_plugin.collector_ingest import Accepted, Rejected, ingest
+from quickbot_segment_plugin.collector.ingest import Accepted, Rejected, ingest
+from quickbot_segment_plugin.collector.service import Collector, CollectorError, Fault
 
 WRITE_KEY = "wk_test_robust_Q8v1"
 VALID = json.dumps({"writeKey": WRITE_KEY, "userId": "u", "event": "Still alive"}).encode()
@@ -285,7 +285,7 @@ def test_ingest_either_accepts_or_rejects_any_json(
     raw = json.dumps(body).encode()
     try:
         accepted = ingest(
-            endpoint, raw, content_encoding=None, authorization=authorization, received_at=datetime.now(timezone.utc)
+            endpoint, raw, content_encoding=None, authorization=authorization, received_at=datetime.now(UTC)
         )
     except Rejected as rejected:
         assert rejected.status == 400

@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from quickbot_segment_plugin.collector_spec import apply_timestamps, check_message, format_iso8601, parse_iso8601
+from quickbot_segment_plugin.collector.spec import apply_timestamps, check_message, format_iso8601, parse_iso8601
 
-RECEIVED = datetime(2024, 6, 1, 12, 0, 0, 500000, tzinfo=timezone.utc)
+RECEIVED = datetime(2024, 6, 1, 12, 0, 0, 500000, tzinfo=UTC)
 
 
 @given(
     st.datetimes(
         min_value=datetime(1900, 1, 1),
         max_value=datetime(2200, 1, 1),
-        timezones=st.sampled_from(
-            [timezone.utc, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=8))]
-        ),
+        timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=8))]),
     )
 )
 def test_iso_dates_round_trip_to_the_millisecond(moment: datetime) -> None:
@@ -28,20 +26,20 @@ def test_iso_dates_round_trip_to_the_millisecond(moment: datetime) -> None:
     assert text.endswith("Z")
     parsed = parse_iso8601(text)
     assert parsed is not None
-    assert parsed == moment.astimezone(timezone.utc).replace(microsecond=moment.microsecond // 1000 * 1000)
+    assert parsed == moment.astimezone(UTC).replace(microsecond=moment.microsecond // 1000 * 1000)
     assert parse_iso8601(moment.isoformat()) == moment  # Python's own format, any offset
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("2024-01-02", datetime(2024, 1, 2, tzinfo=timezone.utc)),
-        ("2024-01-02T03:04:05Z", datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc)),
-        ("2024-01-02T03:04:05.1Z", datetime(2024, 1, 2, 3, 4, 5, 100000, tzinfo=timezone.utc)),
-        ("2024-01-02T03:04:05.123456789Z", datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=timezone.utc)),
-        ("2024-01-02T05:04:05+02:00", datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc)),
-        ("2024-01-02T05:04:05+0200", datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc)),
-        ("2024-01-02T03:04:05", datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc)),  # no offset: UTC
+        ("2024-01-02", datetime(2024, 1, 2, tzinfo=UTC)),
+        ("2024-01-02T03:04:05Z", datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        ("2024-01-02T03:04:05.1Z", datetime(2024, 1, 2, 3, 4, 5, 100000, tzinfo=UTC)),
+        ("2024-01-02T03:04:05.123456789Z", datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)),
+        ("2024-01-02T05:04:05+02:00", datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        ("2024-01-02T05:04:05+0200", datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        ("2024-01-02T03:04:05", datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)),  # no offset: UTC
     ],
 )
 def test_iso_dates_segment_payloads_use(text: str, expected: datetime) -> None:

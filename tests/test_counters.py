@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quickbot_segment_plugin.counters import (
+from quickbot_segment_plugin.core.counters import (
     COUNTERS,
     OTHER_WORKSPACES,
     STANDARD_COUNTERS,

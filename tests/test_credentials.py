@@ -17,8 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from quickbot_segment_plugin import redaction
-from quickbot_segment_plugin.credentials import (
+from quickbot_segment_plugin.core import redaction
+from quickbot_segment_plugin.core.errors import ConfigurationError, PluginError
+from quickbot_segment_plugin.credentials.keyring import (
     CACHE_SIZE_ENV,
     CORRUPTED,
     ENCRYPTION_KEYS_ENV,
@@ -30,7 +31,6 @@ from quickbot_segment_plugin.credentials import (
     generate_key,
     shared_keyring,
 )
-from quickbot_segment_plugin.errors import ConfigurationError, PluginError
 
 WRITE_KEY = "9bX3kzT1QvLr5mWcYp2Ah7NdEo4Ug6Js"
 KEY_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.:+/="

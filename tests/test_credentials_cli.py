@@ -19,8 +19,8 @@ from support import receiver
 
 from quickbot_segment_plugin.cli import credentials as credentials_cli
 from quickbot_segment_plugin.cli import main
-from quickbot_segment_plugin.credentials import ENCRYPTION_KEYS_ENV, KeyRing, generate_key
-from quickbot_segment_plugin.regions import ENDPOINT_ENV
+from quickbot_segment_plugin.core.regions import ENDPOINT_ENV
+from quickbot_segment_plugin.credentials.keyring import ENCRYPTION_KEYS_ENV, KeyRing, generate_key
 
 WRITE_KEY = "cliTestKey7Hq2Zr9Lm4Xv8Wb1Nc5Td3"
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")

@@ -21,16 +21,16 @@ import pytest
 from pydantic import BaseModel, TypeAdapter
 from support import receiver
 
-from quickbot_segment_plugin import redaction
 from quickbot_segment_plugin.cli import main
-from quickbot_segment_plugin.credentials import (
+from quickbot_segment_plugin.core import redaction
+from quickbot_segment_plugin.core.regions import ENDPOINT_ENV
+from quickbot_segment_plugin.credentials.keyring import (
     ENCRYPTION_KEYS_ENV,
     Credentials,
     KeyRing,
     WriteKey,
     generate_key,
 )
-from quickbot_segment_plugin.regions import ENDPOINT_ENV
 
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
 

@@ -8,25 +8,21 @@ import logging
 import os
 import re
 import stat
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from quickbot_segment_plugin.core.undeliverable import Undeliverable
 from support import WORKSPACE, WRITE_KEY
 
-from quickbot_segment_plugin.counters import Counters
-from quickbot_segment_plugin.credentials import KeyRing, generate_key, parse_encryption_keys
-from quickbot_segment_plugin.deadletters import (
-    DeadLetterRecorder,
-    DeadLetterStore,
-    default_path,
-)
-from quickbot_segment_plugin.delivery_types import Undeliverable
-from quickbot_segment_plugin.errors import ConfigurationError
-from quickbot_segment_plugin.redaction import fingerprint, redact
+from quickbot_segment_plugin.core.counters import Counters
+from quickbot_segment_plugin.core.errors import ConfigurationError
+from quickbot_segment_plugin.core.redaction import fingerprint, redact
+from quickbot_segment_plugin.credentials.keyring import KeyRing, generate_key, parse_encryption_keys
+from quickbot_segment_plugin.deadletters import DeadLetterRecorder, DeadLetterStore, default_path
 
 FINGERPRINT = fingerprint(WRITE_KEY)
 ENDPOINT = "https://api.segment.io"
@@ -36,7 +32,7 @@ class Clock:
     """The store's notion of now, moved by the test (retention is about days)."""
 
     def __init__(self) -> None:
-        self.now = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+        self.now = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
     def __call__(self) -> datetime:
         return self.now
@@ -469,7 +465,7 @@ def test_writing_works_again_after_the_disk_comes_back_and_says_how_much_was_los
 def test_garbage_from_a_buggy_caller_is_stored_or_counted_never_raised(
     store: DeadLetterStore, counters: Counters
 ) -> None:
-    weird: list[Any] = ["not a dict", {"messageId": 7, "type": None, "when": datetime(2024, 1, 1, tzinfo=timezone.utc)}]
+    weird: list[Any] = ["not a dict", {"messageId": 7, "type": None, "when": datetime(2024, 1, 1, tzinfo=UTC)}]
     assert store.add(WORKSPACE, weird, "queue_full", None, "500", None, None, None) == 2  # type: ignore[arg-type]
     assert store.add(WORKSPACE, None, "queue_full") == 0  # type: ignore[arg-type]
     assert {row.message_id for row in store.list()} >= {"7"}

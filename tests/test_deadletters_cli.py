@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 
 from quickbot_segment_plugin.cli import main
 from quickbot_segment_plugin.cli.operations import parse_age
-from quickbot_segment_plugin.counters import Counters
+from quickbot_segment_plugin.core.counters import Counters
 from quickbot_segment_plugin.deadletters import DeadLetterStore
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 
 
 @pytest.fixture
@@ -221,9 +221,9 @@ def test_ages_read_as_an_operator_writes_them(text: str, expected: timedelta) ->
 
 
 def test_a_date_is_a_cutoff_in_utc_unless_it_says_otherwise() -> None:
-    assert parse_age("2024-05-01T12:00") == datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
-    assert parse_age("2024-05-01T12:00Z") == datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
-    assert parse_age("2024-05-01T14:00+02:00") == datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+    assert parse_age("2024-05-01T12:00") == datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    assert parse_age("2024-05-01T12:00Z") == datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    assert parse_age("2024-05-01T14:00+02:00") == datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
 @given(st.text(max_size=12).filter(lambda text: not any(char.isdigit() for char in text)))

@@ -15,7 +15,7 @@ import pytest
 # repository root) is on its sys.path when the suite runs against the installed wheel.
 from support import add_from_another_process, message
 
-from quickbot_segment_plugin.counters import Counters
+from quickbot_segment_plugin.core.counters import Counters
 from quickbot_segment_plugin.deadletters import DeadLetterStore
 
 THREADS = 8

@@ -14,11 +14,11 @@ import pytest
 from support import WORKSPACE, WRITE_KEY
 
 from quickbot_segment_plugin.cli import main
-from quickbot_segment_plugin.collector import Collector, Fault
-from quickbot_segment_plugin.credentials import KeyRing
+from quickbot_segment_plugin.collector.service import Collector, Fault
+from quickbot_segment_plugin.core.redaction import fingerprint
+from quickbot_segment_plugin.credentials.keyring import KeyRing
 from quickbot_segment_plugin.deadletters import DeadLetterRecorder, DeadLetterStore
-from quickbot_segment_plugin.delivery import DeliveryPool, DeliverySettings
-from quickbot_segment_plugin.redaction import fingerprint
+from quickbot_segment_plugin.delivery.pool import DeliveryPool, DeliverySettings
 
 EVENTS = 6
 

@@ -12,7 +12,7 @@ import socket
 import sqlite3
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 from segment.analytics.request import post as library_post
 from support import WRITE_KEY
 
-from quickbot_segment_plugin.collector import Collector, CollectorError
-from quickbot_segment_plugin.collector_spec import format_iso8601
-from quickbot_segment_plugin.collector_store import EventStore
+from quickbot_segment_plugin.collector.service import Collector, CollectorError
+from quickbot_segment_plugin.collector.spec import format_iso8601
+from quickbot_segment_plugin.collector.store import EventStore
 
 BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 ASSETS = {
@@ -364,7 +364,7 @@ def test_the_running_counts_always_match_a_recount_of_the_file(
 ) -> None:
     """The summary is kept up to date as rows arrive (a page polls it); across hour, day, month
     and year boundaries it must say what counting the stored rows again says."""
-    now = now.replace(tzinfo=timezone.utc)
+    now = now.replace(tzinfo=UTC)
     path = tmp_path_factory.mktemp("summary") / "events.sqlite3"
     store = EventStore(path)
     try:
@@ -428,7 +428,7 @@ def test_violations_stored_with_a_message_reach_the_read_api_and_the_summary(tmp
     store.add(
         [message(event="Lead Qualifed"), message()],
         [[], []],
-        received_at=_at(datetime.now(timezone.utc)),
+        received_at=_at(datetime.now(UTC)),
         batch_id="b1",
         write_key_fingerprint="sha256:x",
         violations=[["event 'Lead Qualifed' is not in the tracking plan"], []],

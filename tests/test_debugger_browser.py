@@ -14,7 +14,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,9 @@ from segment.analytics.request import post as library_post
 from support import WORKSPACE, WRITE_KEY
 
 from quickbot_segment_plugin.block import SegmentBlock
-from quickbot_segment_plugin.collector import Collector
-from quickbot_segment_plugin.collector_spec import format_iso8601
-from quickbot_segment_plugin.collector_store import EventStore
+from quickbot_segment_plugin.collector.service import Collector
+from quickbot_segment_plugin.collector.spec import format_iso8601
+from quickbot_segment_plugin.collector.store import EventStore
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -326,7 +326,7 @@ def test_a_tracking_plan_violation_gets_its_badge_and_a_stopped_collector_is_rep
     store.add(
         [{"type": "track", "event": "Lead Qualifed", "userId": "user-1042", "messageId": str(uuid.uuid4())}],
         [[]],
-        received_at=format_iso8601(datetime.now(timezone.utc)),
+        received_at=format_iso8601(datetime.now(UTC)),
         batch_id="seeded",
         write_key_fingerprint="sha256:000000000000",
         violations=[["event 'Lead Qualifed' is not in the tracking plan (did you mean 'Lead Qualified'?)"]],

@@ -17,15 +17,15 @@ from typing import Any
 
 import pytest
 
-from quickbot_segment_plugin.collector import Collector, Fault
-from quickbot_segment_plugin.delivery import (
+from quickbot_segment_plugin.collector.service import Collector, Fault
+from quickbot_segment_plugin.core.redaction import fingerprint
+from quickbot_segment_plugin.delivery.pool import (
     DeliveryError,
     DeliveryPool,
     DeliverySettings,
     EnqueueOutcome,
     Undeliverable,
 )
-from quickbot_segment_plugin.redaction import fingerprint
 
 WRITE_KEY = "LEAKCANARYdlv7Hn2Kx9Pw4Rt6Vz"
 # Generous timeouts: a loaded CI machine must not turn a slow answer into a retry or a dead letter.

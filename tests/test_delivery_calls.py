@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -16,14 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from segment.analytics import Client
 
-from quickbot_segment_plugin.delivery import DeliveryError, DeliverySettings
-from quickbot_segment_plugin.delivery_calls import (
-    CALL_FIELDS,
-    parse_timestamp,
-    python310_iso,
-    to_library_call,
-)
-from quickbot_segment_plugin.errors import ConfigurationError
+from quickbot_segment_plugin.core.errors import ConfigurationError
+from quickbot_segment_plugin.delivery.calls import CALL_FIELDS, parse_timestamp, python310_iso, to_library_call
+from quickbot_segment_plugin.delivery.pool import DeliveryError, DeliverySettings
 
 OFFLINE = Client(write_key="offline-validator", send=False)  # validates and builds; no thread, no network
 
@@ -139,7 +134,7 @@ def test_spellings_python_310_refuses_are_rewritten_to_the_same_instant(spelling
 
 
 def test_a_timestamp_without_offset_is_utc_and_garbage_is_refused() -> None:
-    assert parse_timestamp("2024-01-02T03:04:05") == datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    assert parse_timestamp("2024-01-02T03:04:05") == datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
     assert parse_timestamp(None) is None
     for bad in ("soon", "2024-13-01T00:00:00Z", 12345):
         with pytest.raises(DeliveryError) as raised:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -20,11 +20,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_delivery_calls import OFFLINE, wire_messages
 
-from quickbot_segment_plugin.collector import Collector
-from quickbot_segment_plugin.delivery import DeliveryError, DeliveryPool, DeliverySettings
-from quickbot_segment_plugin.delivery_calls import LibraryCall, to_library_call, without_nulls
-from quickbot_segment_plugin.delivery_final import FinalMessage, final_message, submission_for
-from quickbot_segment_plugin.messages import library_context
+from quickbot_segment_plugin.collector.service import Collector
+from quickbot_segment_plugin.core.message import library_context
+from quickbot_segment_plugin.delivery.calls import LibraryCall, to_library_call, without_nulls
+from quickbot_segment_plugin.delivery.final import FinalMessage, final_message, submission_for
+from quickbot_segment_plugin.delivery.pool import DeliveryError, DeliveryPool, DeliverySettings
 
 WRITE_KEY = "finalFormWriteKey0123456789"
 FAST = DeliverySettings().with_overrides(flush_interval=0.05, timeout=30.0, max_retries=2, close_timeout=30.0)
@@ -99,7 +99,7 @@ def test_a_host_variable_that_changes_after_execute_does_not_change_the_queued_e
         ("a timestamp without milliseconds", {"timestamp": "2024-05-01T12:34:56+02:00"}),
         ("a timestamp with Z", {"timestamp": "2024-05-01T12:34:56.789Z"}),
         ("a timestamp without offset", {"timestamp": "2024-05-01T12:34:56.789"}),
-        ("a datetime timestamp", {"timestamp": datetime(2024, 5, 1, tzinfo=timezone.utc)}),
+        ("a datetime timestamp", {"timestamp": datetime(2024, 5, 1, tzinfo=UTC)}),
         ("no messageId", {"messageId": None}),
         ("a Decimal the library makes a float", {"properties": {"price": Decimal("9.99")}}),
         ("a date the library formats", {"properties": {"day": date(2024, 5, 1)}}),

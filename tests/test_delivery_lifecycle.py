@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from quickbot_segment_plugin.collector import Collector, Fault
-from quickbot_segment_plugin.delivery import DeliveryPool, DeliverySettings, Undeliverable
+from quickbot_segment_plugin.collector.service import Collector, Fault
+from quickbot_segment_plugin.delivery.pool import DeliveryPool, DeliverySettings, Undeliverable
 
 WRITE_KEY = "LEAKCANARYlfc7Hn2Kx9Pw4Rt6Vz"
 # Generous timeouts: a loaded CI machine must not turn a slow answer into a retry or a dead letter.

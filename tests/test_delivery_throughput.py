@@ -16,19 +16,19 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
-from quickbot_segment_plugin.delivery import DeliveryPool, DeliverySettings, Undeliverable
-from quickbot_segment_plugin.errors import ConfigurationError
+from quickbot_segment_plugin.core.errors import ConfigurationError
+from quickbot_segment_plugin.delivery.pool import DeliveryPool, DeliverySettings, Undeliverable
 
 WRITE_KEY = "LEAKCANARYthr4Qm8Ws2Ev6Yb1Nc"
 SETTLE = 30.0
 FAST = DeliverySettings().with_overrides(flush_interval=0.05, timeout=30.0, max_retries=2, close_timeout=30.0)
-BASE_TIME = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
+BASE_TIME = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
 
 class SlowSegment:

@@ -40,9 +40,9 @@ from support import WRITE_KEY
 
 from quickbot_segment_plugin.block import SegmentBlock
 from quickbot_segment_plugin.cli import main
-from quickbot_segment_plugin.collector import Collector, Fault
+from quickbot_segment_plugin.collector.service import Collector, Fault
 from quickbot_segment_plugin.deadletters import PATH_ENV, DeadLetter
-from quickbot_segment_plugin.delivery_settings import DeliverySettings
+from quickbot_segment_plugin.delivery.settings import DeliverySettings
 
 EVENTS = 5
 DEFAULT_SETTINGS = DeliverySettings()

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from quickbot_segment_plugin.lru import LruCache
+from quickbot_segment_plugin.core.lru import LruCache
 
 
 def test_the_least_recently_put_entry_is_evicted_first() -> None:

@@ -9,14 +9,14 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from quickbot_segment_plugin import messages
-from quickbot_segment_plugin.messages import message_id_for, utc_now_text
+from quickbot_segment_plugin.core import message as messages
+from quickbot_segment_plugin.core.message import message_id_for, utc_now_text
 
 
 @given(st.integers(min_value=0, max_value=2**128 - 1))
@@ -58,9 +58,9 @@ def test_a_forked_child_does_not_repeat_the_parents_ids() -> None:
 
 def test_the_current_time_is_isoformat_with_milliseconds_in_utc() -> None:
     for _ in range(2_000):
-        before = datetime.now(timezone.utc).replace(microsecond=0)
+        before = datetime.now(UTC).replace(microsecond=0)
         text = utc_now_text()
-        after = datetime.now(timezone.utc)
+        after = datetime.now(UTC)
         assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}\+00:00", text)
         parsed = datetime.fromisoformat(text)
         assert before <= parsed <= after

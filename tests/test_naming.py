@@ -10,8 +10,8 @@ import pytest
 
 from quickbot_segment_plugin.block import SegmentBlock
 from quickbot_segment_plugin.cli import main
-from quickbot_segment_plugin.errors import ConfigurationError
-from quickbot_segment_plugin.naming import lint, lint_across_blocks
+from quickbot_segment_plugin.core.errors import ConfigurationError
+from quickbot_segment_plugin.quality.naming import lint, lint_across_blocks
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -18,7 +18,7 @@ from support import WORKSPACE, WRITE_KEY
 
 from quickbot_segment_plugin.block import SegmentBlock
 from quickbot_segment_plugin.cli import main
-from quickbot_segment_plugin.collector import Fault
+from quickbot_segment_plugin.collector.service import Fault
 
 TRACK = {"action": "track", "event": "Signed Up", "userId": "{{User ID}}"}
 

@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from support import WORKSPACE
 
 from quickbot_segment_plugin.block import SegmentBlock
-from quickbot_segment_plugin.collector import Collector
-from quickbot_segment_plugin.privacy_policy import PolicyResolver
+from quickbot_segment_plugin.collector.service import Collector
+from quickbot_segment_plugin.privacy.policy import PolicyResolver
 
 CARD = "4111 1111 1111 1111"
 IBAN = "DE89 3704 0044 0532 0130 00"

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quickbot_segment_plugin.privacy_detectors import DETECTORS, find_spans, iban_valid, luhn_valid, mask_span
+from quickbot_segment_plugin.privacy.detectors import DETECTORS, find_spans, iban_valid, luhn_valid, mask_span
 
 
 def spans(name: str, text: str) -> list[tuple[int, int]]:

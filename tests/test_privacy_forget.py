@@ -17,9 +17,9 @@ from support import WORKSPACE
 
 from quickbot_segment_plugin.block import SegmentBlock
 from quickbot_segment_plugin.cli import main
-from quickbot_segment_plugin.collector import Collector
-from quickbot_segment_plugin.collector_faults import Fault
-from quickbot_segment_plugin.collector_store import EventStore
+from quickbot_segment_plugin.collector.faults import Fault
+from quickbot_segment_plugin.collector.service import Collector
+from quickbot_segment_plugin.collector.store import EventStore
 from quickbot_segment_plugin.deadletters import DeadLetterStore
 
 FORGET = "user-forget-me-7c41"

@@ -23,10 +23,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from quickbot_segment_plugin.privacy import PrivacyGate
-from quickbot_segment_plugin.privacy_detectors import DETECTORS, find_spans
-from quickbot_segment_plugin.privacy_policy import DEFAULT_DENY_KEYS, PrivacyPolicy, normal_key, parse_policy
-from quickbot_segment_plugin.results import ResultLog
+from quickbot_segment_plugin.core.results import ResultLog
+from quickbot_segment_plugin.privacy.detectors import DETECTORS, find_spans
+from quickbot_segment_plugin.privacy.gate import PrivacyGate
+from quickbot_segment_plugin.privacy.policy import DEFAULT_DENY_KEYS, PrivacyPolicy, normal_key, parse_policy
 
 OBJECTS = {
     "identify": ("traits", "context"),

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quickbot_segment_plugin.redaction import FEW_SECRETS, _KnownSecrets, fingerprint
+from quickbot_segment_plugin.core.redaction import FEW_SECRETS, _KnownSecrets, fingerprint
 
 KEY_CHARS = string.ascii_letters + string.digits + "_-.:+/="
 keys = st.text(alphabet=KEY_CHARS, min_size=8, max_size=48)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from quickbot_segment_plugin import schemas
-from quickbot_segment_plugin.options import MODELS_BY_ACTION, OPTIONS_ADAPTER
+from quickbot_segment_plugin.options.models import MODELS_BY_ACTION, OPTIONS_ADAPTER
 from quickbot_segment_plugin.schemas import CredentialsForm
 
 REPO = Path(__file__).resolve().parent.parent

@@ -24,12 +24,13 @@ from hypothesis import strategies as st
 from support import WORKSPACE, WRITE_KEY
 
 from quickbot_segment_plugin.cli import main as cli_main
-from quickbot_segment_plugin.credentials import KeyRing
+from quickbot_segment_plugin.core.errors import ConfigurationError
+from quickbot_segment_plugin.credentials.keyring import KeyRing
 from quickbot_segment_plugin.deadletters import DeadLetterRecorder, DeadLetterStore
-from quickbot_segment_plugin.delivery import DeliveryPool, DeliverySettings
-from quickbot_segment_plugin.delivery_recovery import claim_orphans, status
-from quickbot_segment_plugin.delivery_spool import Spool
-from quickbot_segment_plugin.delivery_spool_format import (
+from quickbot_segment_plugin.delivery.pool import DeliveryPool, DeliverySettings
+from quickbot_segment_plugin.delivery.recovery import claim_orphans, status
+from quickbot_segment_plugin.delivery.spool import Spool
+from quickbot_segment_plugin.delivery.spool_format import (
     FILE_SUFFIX,
     MAGIC,
     credential_record,
@@ -37,8 +38,7 @@ from quickbot_segment_plugin.delivery_spool_format import (
     owner_record,
     parse,
 )
-from quickbot_segment_plugin.delivery_spool_settings import Durability, SpoolSettings
-from quickbot_segment_plugin.errors import ConfigurationError
+from quickbot_segment_plugin.delivery.spool_settings import Durability, SpoolSettings
 
 OPTIONS = {"action": "track", "event": "Spooled", "userId": "{{user}}"}
 
@@ -178,7 +178,7 @@ def test_recovery_needs_the_operators_keys_and_leaves_the_file_without_them(tmp_
     keyring = KeyRing.from_env({"QUICKBOT_ENCRYPTION_KEYS": _key()})
     _leave_orphan(directory, keyring.seal({"writeKey": WRITE_KEY}, WORKSPACE), 3)
     pool = DeliveryPool(DeliverySettings(), spool=Spool(SpoolSettings(directory)))
-    from quickbot_segment_plugin.delivery_recovery import Recovery
+    from quickbot_segment_plugin.delivery.recovery import Recovery
 
     def no_keys() -> KeyRing:
         raise ConfigurationError("QUICKBOT_ENCRYPTION_KEYS is not set.", field="QUICKBOT_ENCRYPTION_KEYS")
@@ -190,7 +190,7 @@ def test_recovery_needs_the_operators_keys_and_leaves_the_file_without_them(tmp_
 
 
 def _key() -> str:
-    from quickbot_segment_plugin.credentials import generate_key
+    from quickbot_segment_plugin.credentials.keyring import generate_key
 
     return generate_key()
 
@@ -433,7 +433,7 @@ def test_a_planted_symlink_is_never_followed(tmp_path: Path) -> None:
 
 
 def test_an_event_the_dead_letter_store_could_not_keep_stays_spooled(collector: Any, tmp_path: Path) -> None:
-    from quickbot_segment_plugin.collector_faults import Fault
+    from quickbot_segment_plugin.collector.faults import Fault
 
     collector.inject_faults([Fault(status=400)])  # Segment rejects the batch: it goes to the dead letters
     kept: list[int] = []

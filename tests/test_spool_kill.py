@@ -28,11 +28,11 @@ from typing import Any
 
 import pytest
 
-from quickbot_segment_plugin.collector_faults import Fault
-from quickbot_segment_plugin.credentials import ENCRYPTION_KEYS_ENV, KeyRing
+from quickbot_segment_plugin.collector.faults import Fault
+from quickbot_segment_plugin.credentials.keyring import ENCRYPTION_KEYS_ENV, KeyRing
 from quickbot_segment_plugin.deadletters import DeadLetterStore
-from quickbot_segment_plugin.delivery_recovery import CHUNK, status
-from quickbot_segment_plugin.delivery_spool_format import FILE_SUFFIX
+from quickbot_segment_plugin.delivery.recovery import CHUNK, status
+from quickbot_segment_plugin.delivery.spool_format import FILE_SUFFIX
 
 pytestmark = pytest.mark.slow
 

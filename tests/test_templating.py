@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from quickbot_segment_plugin.errors import ConfigurationError, PluginError
+from quickbot_segment_plugin.core.errors import ConfigurationError, PluginError
 from quickbot_segment_plugin.templating import (
     ALLOWED_FILTERS,
     LIMIT_SETTINGS,

@@ -13,8 +13,8 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from ..errors import PluginError
-from . import collector, credentials, flows, operations, plugins, privacy, schema, spool
+from ..cli import collector, credentials, flows, operations, plugins, privacy, schema, spool
+from ..core import PluginError
 
 COMMAND_MODULES = (plugins, schema, flows, credentials, collector, operations, privacy, spool)
 

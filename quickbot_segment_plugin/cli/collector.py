@@ -19,8 +19,7 @@ from types import FrameType
 from typing import Any
 
 from ..collector import DEFAULT_MAX_CONNECTIONS, Collector, CollectorError
-from ..errors import PluginError
-from ..settings import env_int, env_str
+from ..core import PluginError, env_int, env_str
 
 PORT_ENV = "QUICKBOT_SEGMENT_COLLECTOR_PORT"
 DB_ENV = "QUICKBOT_SEGMENT_COLLECTOR_DB"

@@ -25,16 +25,8 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from .. import __version__
-from ..credentials import (
-    ENCRYPTION_KEYS_ENV,
-    CredentialsError,
-    KeyRing,
-    WriteKey,
-    generate_key,
-)
-from ..redaction import redact
-from ..regions import ENDPOINT_ENV, endpoint_for
-from ..settings import env_str
+from ..core import ENDPOINT_ENV, endpoint_for, env_str, redact
+from ..credentials import ENCRYPTION_KEYS_ENV, CredentialsError, KeyRing, WriteKey, generate_key
 
 DEFAULT_CHECK_TIMEOUT = 10.0
 # Segment's own answer; repeated wherever a check succeeds so nobody mistakes 200 for "key valid".

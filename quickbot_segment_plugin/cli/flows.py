@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..flows import load_flow, parse_variable
+from ..core import ENDPOINT_ENV
 from ..host import ReferenceHost
-from ..naming import lint, lint_across_blocks
-from ..regions import ENDPOINT_ENV
+from ..quality import lint, lint_across_blocks
+from .flow_files import load_flow, parse_variable
 
 LOCAL_WRITE_KEY = "localDemoWriteKey0123456789"
 

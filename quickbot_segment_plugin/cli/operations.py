@@ -31,15 +31,12 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final, TextIO
 
-from ..collector_spec import parse_iso8601
+from ..collector import parse_iso8601
+from ..core import REASONS, REJECTED, DeliveryError, Undeliverable, endpoint_for, redact
 from ..credentials import CredentialsError, KeyRing
 from ..deadletters import STATES, DeadLetter, DeadLetterFilter, DeadLetterStore, ReplayReport
-from ..delivery import DeliveryPool
-from ..delivery_settings import DeliverySettings
-from ..delivery_types import REASONS, REJECTED, DeliveryError, Undeliverable
+from ..delivery import DeliveryPool, DeliverySettings
 from ..quality import split_quality_counters
-from ..redaction import redact
-from ..regions import endpoint_for
 
 DEFAULT_REPLAY_TIMEOUT: Final = 60.0
 # Rows enqueued before waiting for the pool to drain: keeps a replay of a large store inside the

@@ -18,13 +18,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..collector_store import EventStore
-from ..errors import PluginError
-from ..privacy import HASH_KEY_ENV
-from ..privacy_detectors import DETECTORS
-from ..privacy_policy import DEFAULT_POLICY, PolicyResolver, PrivacyPolicy, load_policy
-from ..redaction import redact
-from ..settings import env_str
+from ..collector import EventStore
+from ..core import PluginError, env_str, redact
+from ..privacy import DEFAULT_POLICY, DETECTORS, HASH_KEY_ENV, PolicyResolver, PrivacyPolicy, load_policy
 from .collector import DB_ENV
 from .operations import add_store_option, open_store
 

@@ -19,11 +19,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from ..counters import COUNTERS
+from ..core import COUNTERS, Undeliverable, redact
 from ..credentials import KeyRing
 from ..deadletters import DeadLetterRecorder, DeadLetterStore
-from ..delivery_types import Undeliverable
-from ..redaction import redact
 
 DEFAULT_DRAIN_TIMEOUT: Final = 60.0
 
@@ -86,7 +84,7 @@ def _seconds(text: str) -> float:
 
 
 def _directory(args: argparse.Namespace) -> Path:
-    from ..delivery_spool_settings import SpoolSettings
+    from ..delivery import SpoolSettings
 
     if args.dir:
         return Path(args.dir).expanduser()
@@ -98,7 +96,7 @@ def _print(text: str, stream: TextIO | None = None) -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from ..delivery_recovery import status
+    from ..delivery import status
 
     directory = _directory(args)
     files = status(directory)
@@ -157,10 +155,7 @@ class _Outcomes:
 
 
 def _drain(args: argparse.Namespace) -> int:
-    from ..delivery import DeliveryPool, DeliverySettings
-    from ..delivery_recovery import Recovery
-    from ..delivery_spool import Spool
-    from ..delivery_spool_settings import Durability, SpoolSettings
+    from ..delivery import DeliveryPool, DeliverySettings, Durability, Recovery, Spool, SpoolSettings
 
     settings = SpoolSettings.from_env()
     directory = _directory(args)

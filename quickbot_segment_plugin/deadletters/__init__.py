@@ -45,7 +45,7 @@ written), `database` (opening the file), `store` (`DeadLetterStore`) and `record
 from __future__ import annotations
 
 from .config import COUNTER_FLUSH_ENV, MAX_ROWS_ENV, PATH_ENV, RETENTION_DAYS_ENV, default_path
-from .filters import STATES as STATES  # STATES and State: importable as before, though not in `__all__`
+from .filters import STATES as STATES
 from .filters import DeadLetterFilter
 from .filters import State as State
 from .models import DeadLetter, PruneReport, ReplayReport

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
-from ..settings import env_str
+from ..core import env_str
 
 PATH_ENV: Final = "QUICKBOT_SEGMENT_DEAD_LETTER_PATH"
 RETENTION_DAYS_ENV: Final = "QUICKBOT_SEGMENT_DEAD_LETTER_RETENTION_DAYS"

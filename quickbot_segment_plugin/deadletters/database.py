@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import ConfigurationError
+from ..core import ConfigurationError
 from .config import PATH_ENV
 from .schema import _SCHEMA, SCHEMA_VERSION
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
-from ..errors import ConfigurationError
+from ..core import ConfigurationError
 from .schema import _timestamp
 
 State = Literal["pending", "replayed", "all"]
@@ -66,4 +66,4 @@ class DeadLetterFilter:
 def _cutoff(moment: timedelta | datetime, now: datetime) -> datetime:
     if isinstance(moment, timedelta):
         return now - moment
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -6,8 +6,7 @@ is known to the block. The recorder remembers one for the other.
 
 from __future__ import annotations
 
-from ..delivery_types import Undeliverable
-from ..lru import LruCache
+from ..core import LruCache, Undeliverable
 from .store import DeadLetterStore
 
 

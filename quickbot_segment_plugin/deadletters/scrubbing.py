@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from ..redaction import REDACTED, fingerprint, redact
+from ..core import REDACTED, fingerprint, redact
 
 TOKEN_PREFIX: Final = "qbseg."
 _FINGERPRINT = re.compile(r"sha256:[0-9a-f]{12}")

@@ -15,16 +15,24 @@ import uuid
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ..counters import COUNTERS, DEAD_LETTER_WRITE_FAILED, DEAD_LETTERS_PRUNED, CounterFlusher, Counters
-from ..delivery_types import Undeliverable
-from ..erasure import truncate_write_ahead_log, user_condition
-from ..errors import ConfigurationError
-from ..redaction import redact
-from ..settings import env_float, env_int
+from ..core import (
+    COUNTERS,
+    DEAD_LETTER_WRITE_FAILED,
+    DEAD_LETTERS_PRUNED,
+    ConfigurationError,
+    CounterFlusher,
+    Counters,
+    Undeliverable,
+    env_float,
+    env_int,
+    redact,
+    truncate_write_ahead_log,
+    user_condition,
+)
 from .config import (
     COUNTER_FLUSH_ENV,
     DEFAULT_BUSY_TIMEOUT,
@@ -101,7 +109,7 @@ class DeadLetterStore:
         self._busy_timeout = busy_timeout
         self._prune_every = max(1, prune_every)
         self._prune_interval = prune_interval
-        self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self._clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.RLock()
         self._db: sqlite3.Connection | None = None
         self._pid = os.getpid()

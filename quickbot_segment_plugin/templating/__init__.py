@@ -40,7 +40,7 @@ from .compiled import CompiledTemplate, Rendered
 from .engine import TemplateEngine, default_engine, is_template
 from .errors import TemplateError, TemplateLimitError
 from .filters import ALLOWED_FILTERS, ALLOWED_TESTS
-from .limits import LIMIT_SETTINGS as LIMIT_SETTINGS  # importable as before, though not in `__all__`
+from .limits import LIMIT_SETTINGS as LIMIT_SETTINGS
 from .limits import TemplateLimits
 
 __all__ = [

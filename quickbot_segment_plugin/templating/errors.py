@@ -7,7 +7,7 @@ names the setting, so the message can say what to raise.
 
 from __future__ import annotations
 
-from ..errors import PluginError
+from ..core import PluginError
 from .limits import LIMIT_SETTINGS, TemplateLimits
 
 _EXCERPT_CHARS = 120

@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..settings import env_int
+from ..core import env_int
 
 #: Environment variable of each limit, so an error can tell an operator what to raise.
 LIMIT_SETTINGS: Mapping[str, str] = {

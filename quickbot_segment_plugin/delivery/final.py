@@ -1,0 +1,165 @@
+"""A message already in the library's final form goes onto the client's queue as it is.
+
+`Client.track()` and its siblings rebuild every message before queueing it: keyword checks,
+a new dict, `clean()` walking every value, ids stringified, `context.library` stamped, and a
+`json.dumps` for the 32 KB check. For a message the block built, every one of those steps
+has already been done (`messages.build_message` writes the library's final form), and the
+rebuild cost as much as everything else in `execute` (bench_execute.py).
+
+So the pool checks whether a message is provably in that form and, when it is, queues it on
+the client's queue (the pool's own `DeliveryQueue`) without the rebuild; the consumer, the
+request, the retries and Retry-After are the library's as before. "Provably" means:
+
+- the library's own `require` rules for the call, restated (`CALL_RULES` below), with ids
+  that are already non-empty strings (the library would stringify an int);
+- the timestamp exactly as the library writes it (`isoformat(timespec="milliseconds")` of an
+  aware datetime) and `context.library` exactly its stamp;
+- `json.dumps` succeeds: it refuses precisely the values `clean()` would convert or drop
+  (Decimal, datetime, date, set, Enum, bytes, other objects). Tuples dump as lists, which is
+  also what `clean()` makes of them.
+
+Anything else (a replayed message with an int id, an offset-less timestamp, a Decimal) takes
+the library's call, so the library still decides every case in which it would change the
+message. tests/test_delivery_final.py checks both paths queue the same event.
+
+What is queued is the parse of the measured JSON text: a copy that shares nothing with the
+caller's message, so a host that edits the payload a result returned cannot change, or break
+the serialisation of, an event already queued. Its size is the length of that text, which is
+the figure the library's 32 KB check would compute, less the nulls the library adds for
+absent fields (they are never sent: the consumer drops them).
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import re
+from collections.abc import Mapping
+from functools import cache
+from typing import Any, Final
+
+from ..core import MAX_MESSAGE_BYTES, PAYLOAD_OBJECTS, library_context
+from .calls import CALL_FIELDS, LibraryCall, message_too_large, to_library_call
+
+Message = dict[str, Any]
+
+# `datetime.isoformat(timespec="milliseconds")` of an aware datetime whose offset is whole minutes.
+_LIBRARY_TIMESTAMP: Final = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}[+-]\d{2}:\d{2}")
+
+
+class FinalMessage:
+    """A message to put on a client's queue as it is; the counterpart of `LibraryCall`."""
+
+    __slots__ = ("message", "method", "size", "text")
+
+    def __init__(self, method: str, message: Message, size: int, text: str = "") -> None:
+        self.method = method
+        self.message = message
+        self.size = size
+        self.text = text  # the JSON `size` was measured on: what the spool writes
+
+    def __repr__(self) -> str:
+        return f"FinalMessage({self.method!r}, {self.size} bytes)"
+
+    def apply(self, client: Any) -> tuple[bool, Message]:
+        """Queue on the library client's queue: `(queued, message)`, as the library's calls return."""
+        try:
+            client.queue.put_measured(self.message, self.size)
+        except queue.Full:
+            return False, self.message
+        return True, self.message
+
+    def final_form(self) -> Message:
+        return self.message
+
+
+# Per call: (id fields of which at least one must be a non-empty string, fields that must be
+# non-empty strings, fields that must be dicts: the traits/properties the library always
+# sends, fields that may be absent or a string).
+_SUBJECT: Final = ("userId", "anonymousId")
+CALL_RULES: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]]] = {
+    "track": (_SUBJECT, ("event",), PAYLOAD_OBJECTS["track"], ()),
+    "identify": (_SUBJECT, (), PAYLOAD_OBJECTS["identify"], ()),
+    "page": (_SUBJECT, (), PAYLOAD_OBJECTS["page"], ("name", "category")),
+    "screen": (_SUBJECT, (), PAYLOAD_OBJECTS["screen"], ("name", "category")),
+    "group": (_SUBJECT, ("groupId",), PAYLOAD_OBJECTS["group"], ()),
+    "alias": ((), ("userId", "previousId"), PAYLOAD_OBJECTS["alias"], ()),
+}
+
+
+def submission_for(message: Mapping[str, Any]) -> FinalMessage | LibraryCall:
+    """The cheapest way to queue `message` with the library's meaning: as it is, or by its call.
+
+    Raises `DeliveryError` for a message the library would refuse (see `to_library_call`),
+    including one over 32 KB.
+    """
+    final = final_message(message)
+    return final if final is not None else to_library_call(message)
+
+
+def final_message(message: Mapping[str, Any]) -> FinalMessage | None:
+    """`message` ready to queue as it is, or None when it is not provably in final form."""
+    if type(message) is not dict:
+        return None
+    method = message.get("type")
+    if not isinstance(method, str):
+        return None
+    rules = CALL_RULES.get(method)
+    if rules is None or not _in_final_form(message, method, rules):
+        return None
+    try:
+        text = json.dumps(message)
+    except (TypeError, ValueError):  # a value the library's clean() would convert or drop
+        return None
+    if len(text) > MAX_MESSAGE_BYTES:
+        raise message_too_large(method, len(text), message)
+    copy: Message = json.loads(text)
+    return FinalMessage(method, copy, len(text), text)
+
+
+def _in_final_form(
+    message: Message,
+    method: str,
+    rules: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]],
+) -> bool:
+    if not message.keys() <= _FIELDS_WITH_TYPE[method]:
+        return False
+    message_id = message.get("messageId")
+    timestamp = message.get("timestamp")
+    context = message.get("context")
+    if not (
+        type(message_id) is str
+        and message_id
+        and type(timestamp) is str
+        and _LIBRARY_TIMESTAMP.fullmatch(timestamp)
+        and type(context) is dict
+        and context.get("library") == _library_stamp()
+        and type(message.get("integrations")) is dict
+    ):
+        return False
+    subject, required, objects, optional = rules
+    if subject:
+        user_id, anonymous_id = message.get("userId"), message.get("anonymousId")
+        if not (user_id or anonymous_id) or not (_none_or_text(user_id) and _none_or_text(anonymous_id)):
+            return False
+    for name in required:
+        value = message.get(name)
+        if type(value) is not str or not value:
+            return False
+    for name in objects:
+        if type(message.get(name)) is not dict:
+            return False
+    return all(_none_or_text(message.get(name)) for name in optional)
+
+
+def _none_or_text(value: object) -> bool:
+    return value is None or type(value) is str
+
+
+@cache
+def _library_stamp() -> dict[str, str]:
+    """`context.library` as the library writes it; compared against, never handed out."""
+    return library_context()
+
+
+_FIELDS_WITH_TYPE: Final = {method: frozenset(fields) | {"type"} for method, fields in CALL_FIELDS.items()}
