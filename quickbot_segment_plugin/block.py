@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from . import __version__, schemas
 from .core import COUNTERS
 from .credentials import KeyRing
-from .deadletters import DeadLetterRecorder, DeadLetterStore
+from .deadletters import DeadLetterRecorder, DeadLetterStore, beside_store
 from .execution import Executor, check_options
 from .quality import lint
 from .templating import default_engine
@@ -73,12 +73,27 @@ class SegmentBlock:
                 if self._pool is None:
                     # Imported here: the library pulls in requests, which probes the network
                     # stack on import; the host contract forbids that when the plugin loads.
-                    from .delivery import DeliveryPool, DeliverySettings
+                    from .delivery import (
+                        DeliveryPool,
+                        DeliverySettings,
+                        Durability,
+                        Recovery,
+                        Spool,
+                        SpoolSettings,
+                        start_recovery,
+                    )
 
+                    settings = DeliverySettings.from_env()
+                    spool_settings = SpoolSettings.from_env(default_directory=beside_store("spool"))
+                    spool = Spool(spool_settings) if spool_settings.durability is not Durability.OFF else None
                     recorder = self.dead_letters()
+                    pool = DeliveryPool(settings, recorder, self.counters, spool=spool)
+                    if spool is not None:
+                        # What stopped processes left in the spool is delivered in the background.
+                        start_recovery(Recovery(pool, self.keyring, recorder.remember_token))
                     # No counter flusher here: a server that wants counters in the store calls
                     # `start_counter_flusher()` itself; a CLI demo run must not write them.
-                    self._pool = DeliveryPool(DeliverySettings.from_env(), recorder, self.counters)
+                    self._pool = pool
         return self._pool
 
     def dead_letters(self) -> DeadLetterRecorder:

@@ -201,7 +201,7 @@ def test_settings_defaults_and_every_variable() -> None:
         ("QUICKBOT_SEGMENT_TIMEOUT", "-1"),
         ("QUICKBOT_SEGMENT_GZIP", "maybe"),
         ("QUICKBOT_SEGMENT_MAX_CLIENTS", "0"),
-        ("QUICKBOT_SEGMENT_CLIENT_IDLE_SECONDS", "0.5"),
+        ("QUICKBOT_SEGMENT_CLIENT_IDLE_SECONDS", "0.001"),
     ],
 )
 def test_a_malformed_variable_is_an_error_naming_it(name: str, value: str) -> None:

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..core import PluginError
-from . import collector, credentials, flows, operations, plugins, privacy, schema, settings
+from . import collector, credentials, flows, operations, plugins, privacy, schema, settings, spool
 
-COMMAND_MODULES = (plugins, schema, settings, flows, credentials, collector, operations, privacy)
+COMMAND_MODULES = (plugins, schema, settings, flows, credentials, collector, operations, privacy, spool)
 
 
 def build_parser() -> argparse.ArgumentParser:

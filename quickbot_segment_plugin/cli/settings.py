@@ -18,7 +18,7 @@ from pydantic.fields import FieldInfo
 from ..core import Settings, env_name
 from ..credentials import CredentialsSettings
 from ..deadletters import DeadLetterSettings
-from ..delivery import DeliverySettings
+from ..delivery import DeliverySettings, SpoolVariables
 from ..privacy import PrivacyVariables
 from ..quality import QualityVariables
 
@@ -26,6 +26,7 @@ from ..quality import QualityVariables
 SETTINGS_MODELS: tuple[type[Settings], ...] = (
     CredentialsSettings,
     DeliverySettings,
+    SpoolVariables,
     DeadLetterSettings,
     PrivacyVariables,
     QualityVariables,

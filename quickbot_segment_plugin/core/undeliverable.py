@@ -20,8 +20,19 @@ REJECTED: Final = "rejected"  # Segment answered with a status the library does 
 SHUTDOWN_DEADLINE: Final = "shutdown_deadline"  # still queued or in flight when shutdown's time ran out
 CLIENT_CLOSED: Final = "client_closed"  # still queued when an evicted client's flush deadline passed
 SHUTTING_DOWN: Final = "shutting_down"  # offered after shutdown began; never queued
+SPOOL_FAILED: Final = "spool_failed"  # the disk refused the spool write, so `queued` could not be promised
+RECOVERY_FAILED: Final = "recovery_failed"  # recovered from a dead process's spool, but its credentials do not open
 
-REASONS: Final = (QUEUE_FULL, RETRIES_EXHAUSTED, REJECTED, SHUTDOWN_DEADLINE, CLIENT_CLOSED, SHUTTING_DOWN)
+REASONS: Final = (
+    QUEUE_FULL,
+    RETRIES_EXHAUSTED,
+    REJECTED,
+    SHUTDOWN_DEADLINE,
+    CLIENT_CLOSED,
+    SHUTTING_DOWN,
+    SPOOL_FAILED,
+    RECOVERY_FAILED,
+)
 
 
 class DeliveryError(PluginError):

@@ -57,6 +57,7 @@ from .config import (
     RETENTION_DAYS_ENV,
     SEGMENT_DEDUP_WINDOW,
     DeadLetterSettings,
+    beside_store,
     default_path,
 )
 from .database_url import scrub_database_secrets
@@ -86,6 +87,7 @@ __all__ = [
     "PruneReport",
     "ReplayInProgress",
     "ReplayReport",
+    "beside_store",
     "default_path",
     "replay_lock",
     "replica_id",

@@ -76,3 +76,8 @@ def default_path(environ: Mapping[str, str] | None = None) -> Path:
     state_home = env_str("XDG_STATE_HOME", "", env)
     base = Path(state_home).expanduser() if state_home else Path.home() / ".local" / "state"
     return base / "quickbot-segment" / "dead-letters.sqlite3"
+
+
+def beside_store(name: str, environ: Mapping[str, str] | None = None) -> Path:
+    """A directory of the plugin's own state next to the dead-letter store (the spool's default)."""
+    return default_path(environ).parent / name

@@ -30,14 +30,16 @@ class DeadLetterRecorder:
     def token_for(self, workspace_id: str, write_key_fingerprint: str) -> str | None:
         return self._tokens.get((workspace_id, write_key_fingerprint))
 
-    def __call__(self, undeliverable: Undeliverable) -> None:
+    def __call__(self, undeliverable: Undeliverable) -> int:
+        """How many events the store kept: 0 when the write failed (the pool then keeps them spooled)."""
         token = self.token_for(undeliverable.workspace_id, undeliverable.write_key_fingerprint)
-        self.store.add_undeliverable(undeliverable, token)
+        return self.store.add_undeliverable(undeliverable, token)
 
-    def record_many(self, undeliverables: list[Undeliverable]) -> None:
-        """Many reports in one transaction (a shutdown deadline giving up on many workspaces)."""
+    def record_many(self, undeliverables: list[Undeliverable]) -> int:
+        """Many reports in one transaction (a shutdown deadline giving up on many workspaces);
+        returns how many events were kept (0 when the write failed)."""
         entries = [
             (undeliverable, self.token_for(undeliverable.workspace_id, undeliverable.write_key_fingerprint))
             for undeliverable in undeliverables
         ]
-        self.store.add_undeliverables(entries)
+        return self.store.add_undeliverables(entries)

@@ -5,11 +5,21 @@ the dead-letter store. Every touchpoint with the library's internals is in `deli
 
 from .outcomes import Outcome, OutcomeLedger
 from .pool import DeliveryPool
+from .recovery import Recovery, start_recovery, status
 from .settings import DeliverySettings
+from .spool import Spool
+from .spool_settings import Durability, SpoolSettings, SpoolVariables
 
 __all__ = [
     "DeliveryPool",
     "DeliverySettings",
+    "Durability",
     "Outcome",
     "OutcomeLedger",
+    "Recovery",
+    "Spool",
+    "SpoolSettings",
+    "SpoolVariables",
+    "start_recovery",
+    "status",
 ]

@@ -50,12 +50,13 @@ _LIBRARY_TIMESTAMP: Final = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d
 class FinalMessage:
     """A message to put on a client's queue as it is; the counterpart of `LibraryCall`."""
 
-    __slots__ = ("message", "method", "size")
+    __slots__ = ("message", "method", "size", "text")
 
-    def __init__(self, method: str, message: Message, size: int) -> None:
+    def __init__(self, method: str, message: Message, size: int, text: str = "") -> None:
         self.method = method
         self.message = message
         self.size = size
+        self.text = text  # the JSON `size` was measured on: what the spool writes
 
     def __repr__(self) -> str:
         return f"FinalMessage({self.method!r}, {self.size} bytes)"
@@ -113,7 +114,7 @@ def final_message(message: Mapping[str, Any]) -> FinalMessage | None:
     if len(text) > MAX_MESSAGE_BYTES:
         raise message_too_large(method, len(text), message)
     copy: Message = json.loads(text)
-    return FinalMessage(method, copy, len(text))
+    return FinalMessage(method, copy, len(text), text)
 
 
 def _in_final_form(

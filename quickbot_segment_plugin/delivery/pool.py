@@ -18,6 +18,9 @@ What the pool promises, and how (see architecture.md, "Facts about segment-analy
 - Nothing accepted is lost silently: a full queue, a batch Segment rejects or that outlasts
   its retries, and whatever is still queued when a deadline passes all go to
   `on_undeliverable` (a dead-letter store), with the reason.
+- Nothing accepted is lost with the process, given a `Spool`: each event is appended to it
+  before `enqueue` accepts it, and leaves it once delivered or dead-lettered
+  (delivery_spool.py; recovery of a dead process's spool is delivery_recovery.py).
 - Shutdown and interpreter exit flush every client in parallel within a deadline (the
   library's own atexit hook sends one more batch and its `flush()` can hang forever).
 - Fork safety: after `os.fork()` (gunicorn preload, celery prefork) the library's calls
@@ -29,6 +32,7 @@ What the pool promises, and how (see architecture.md, "Facts about segment-analy
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import threading
@@ -43,6 +47,7 @@ from ..core import (
     REJECTED,
     SHUTDOWN_DEADLINE,
     SHUTTING_DOWN,
+    SPOOL_FAILED,
     Counters,
     DeliveryError,
     Undeliverable,
@@ -59,6 +64,7 @@ from .library import prepare_library_session, reset_library_session_after_fork, 
 from .registry import ClientKey, ClientRegistry, Message, Route
 from .reports import DeliveryObserver, OnUndeliverable, Reporter
 from .settings import DeliverySettings
+from .spool import Spool
 from .types import ACCEPTED, EnqueueOutcome, ShutdownReport
 
 __all__ = [
@@ -95,9 +101,12 @@ class DeliveryPool:
         settings: DeliverySettings,
         on_undeliverable: OnUndeliverable | None = None,
         counters: Counters | None = None,
+        spool: Spool | None = None,
     ) -> None:
         self.settings = settings
-        self._reports = Reporter(on_undeliverable, counters)
+        self.spool = spool
+        self._spool_full_warned = False
+        self._reports = Reporter(on_undeliverable, counters, spool)
         self._pid = os.getpid()
         self._closed = False
         self._last_report: ShutdownReport | None = None
@@ -125,13 +134,23 @@ class DeliveryPool:
 
     # --- public API -------------------------------------------------------------------
 
-    def enqueue(self, workspace_id: str, write_key: str, endpoint: str, message: Mapping[str, Any]) -> EnqueueOutcome:
+    def enqueue(
+        self,
+        workspace_id: str,
+        write_key: str,
+        endpoint: str,
+        message: Mapping[str, Any],
+        *,
+        token: str | None = None,
+    ) -> EnqueueOutcome:
         """Queue one wire-form message for background delivery; never waits on the network.
 
         Raises `DeliveryError` only for a message the library refuses outright (no user id,
         over 32 KB, unknown type). A full queue is not an exception: the outcome says
         `queue_full` and the message has gone to `on_undeliverable`, as has every message
-        refused with `accepted=False`.
+        refused with `accepted=False`. With a spool, the message is written to it first;
+        `token` (the sealed credentials it came with) is written beside it so that another
+        process can deliver it if this one dies.
         """
         if self._pid != os.getpid():
             self._after_fork()
@@ -139,6 +158,10 @@ class DeliveryPool:
             raise DeliveryError("The Segment write key is empty.", field="write_key")
         call = submission_for(message)
         key: ClientKey = (workspace_id, write_key, endpoint)
+        if self.spool is not None and not self._closed:  # a closed pool refuses it below, unspooled
+            call, refusal = self._spool_first(self.spool, key, call, token)
+            if refusal is not None:
+                return refusal
         for _ in range(3):  # a client evicted between lookup and submit: look again
             route, client = self._registry.route(key)
             if route is Route.REFUSE:
@@ -260,9 +283,48 @@ class DeliveryPool:
             "forks_detected": self._forks,
             "undeliverable": undeliverable,
             "undeliverable_total": sum(undeliverable.values()),
+            "spool": self.spool.stats() if self.spool is not None else None,
         }
 
+    def report_undeliverable(
+        self, workspace_id: str, key_fingerprint: str, endpoint: str, messages: list[Message], reason: str, detail: str
+    ) -> None:
+        """Hand events to `on_undeliverable` as the pool's own losses are (recovery uses it)."""
+        self._reports.lost(workspace_id, key_fingerprint, endpoint, messages, reason, detail)
+
+    @property
+    def accepting(self) -> bool:
+        return not self._closed and self._registry.accepting
+
     # --- enqueue internals ------------------------------------------------------------
+
+    def _spool_first(
+        self, spool: Spool, key: ClientKey, call: FinalMessage | LibraryCall, token: str | None
+    ) -> tuple[FinalMessage | LibraryCall, EnqueueOutcome | None]:
+        """Write the event to the spool before it is queued: the call to queue, or the refusal."""
+        if isinstance(call, FinalMessage):
+            message, text = call.message, call.text or json.dumps(call.message)
+        else:
+            call = call.pinned()  # the id and time the spool keeps are the ones that will be sent
+            message = call.final_form()
+            text = json.dumps(message, default=str)
+        workspace_id, write_key, endpoint = key
+        try:
+            written = spool.append(workspace_id, write_key, endpoint, token, str(message.get("messageId")), text)
+        except OSError as error:
+            detail = f"the spool in {spool.directory} could not be written ({error.strerror or error})"
+            self._reports.lost(workspace_id, fingerprint(write_key), endpoint, [message], SPOOL_FAILED, detail)
+            return call, EnqueueOutcome(False, SPOOL_FAILED)
+        if not written:
+            detail = f"delivery spool full ({spool.settings.max_bytes} bytes)"
+            if not self._spool_full_warned:  # once per episode, as for a full queue
+                self._reports.queue_full_warning(workspace_id, detail)
+                self._spool_full_warned = True
+            self._reports.lost(workspace_id, fingerprint(write_key), endpoint, [message], QUEUE_FULL, detail, log=False)
+            return call, EnqueueOutcome(False, QUEUE_FULL)
+        if self._spool_full_warned:
+            self._spool_full_warned = False
+        return call, None
 
     def _start(self, key: ClientKey) -> tuple[ManagedClient, list[Message]] | None:
         """Build the client of a reserved key, outside the registry lock; None if impossible."""
@@ -533,6 +595,8 @@ class DeliveryPool:
         self._shutdown_deadline = None
         self._shutdown_clients = []
         self._last_report = report
+        if self.spool is not None:
+            self.spool.close()  # everything left the spool but events whose dead-letter write failed
         logger.info(
             "Segment delivery pool shut down in %.2fs: %d client(s), %d event(s) undelivered",
             report.elapsed_seconds,

@@ -14,14 +14,19 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ..core import QUEUE_FULL, SHUTDOWN_DEADLINE, Counters, Undeliverable
 from .calls import without_nulls
 
+if TYPE_CHECKING:
+    from .spool import Spool
+
 logger = logging.getLogger("quickbot_segment_plugin.delivery")
 
-OnUndeliverable = Callable[[Undeliverable], None]
+# May return how many events it kept: 0 (a failed dead-letter write) leaves them in the spool,
+# so the next process delivers them rather than nobody.
+OnUndeliverable = Callable[[Undeliverable], "int | None"]
 # What reporting one event costs until measured: the dead-letter store scrubs every string of
 # every event for secrets before its bulk write (135-260 us an event on a busy 2-core machine);
 # a plain callback (a list, a queue) costs next to nothing.
@@ -39,11 +44,14 @@ class DeliveryObserver(Protocol):
 
 
 class Reporter:
-    """Counts and forwards `Undeliverable`s; thread-safe."""
+    """Counts and forwards `Undeliverable`s, and tells the spool what left it; thread-safe."""
 
-    def __init__(self, on_undeliverable: OnUndeliverable | None, counters: Counters | None = None) -> None:
+    def __init__(
+        self, on_undeliverable: OnUndeliverable | None, counters: Counters | None = None, spool: Spool | None = None
+    ) -> None:
         self._callback = on_undeliverable
         self._counters = counters
+        self.spool = spool
         self._lock = threading.Lock()
         self.by_reason: Counter[str] = Counter()
         self._shutdown_lost: Counter[str] = Counter()
@@ -129,18 +137,27 @@ class Reporter:
                 except Exception:
                     logger.exception("A delivery observer failed")
         if self._callback is None:
+            for undeliverable in undeliverables:  # nobody was asked to keep them: they leave the spool
+                self._leave_spool(undeliverable.workspace_id, undeliverable.messages)
             return
         record_many = getattr(self._callback, "record_many", None)
         started = time.perf_counter()
+        events = sum(undeliverable.count for undeliverable in undeliverables)
+        kept: int | None = None
         try:
             if callable(record_many):
-                record_many(undeliverables)
+                kept = record_many(undeliverables)
             else:
                 for undeliverable in undeliverables:
                     self._callback(undeliverable)
         except Exception:
+            kept = 0
             logger.exception("on_undeliverable failed for %d report(s)", len(undeliverables))
-        events = sum(undeliverable.count for undeliverable in undeliverables)
+        # Kept (or nobody said otherwise): they leave the spool. Not kept: they stay in it, for
+        # the next process to deliver.
+        if not (isinstance(kept, int) and kept == 0 and events):
+            for undeliverable in undeliverables:
+                self._leave_spool(undeliverable.workspace_id, undeliverable.messages)
         if events >= BULK_SAMPLE_MIN:
             measured = (time.perf_counter() - started) / events
             self.seconds_per_event = max(
@@ -156,6 +173,17 @@ class Reporter:
                 observer.delivered(workspace_id, messages)
             except Exception:
                 logger.exception("A delivery observer failed")
+        if self.spool is not None:
+            self._leave_spool(workspace_id, messages)
+
+    def _leave_spool(self, workspace_id: str, messages: list[dict[str, Any]]) -> None:
+        spool = self.spool
+        if spool is None:
+            return
+        try:
+            spool.ack(workspace_id, [str(message.get("messageId")) for message in messages])
+        except Exception:  # never kill a consumer thread; the worst case is a copy after a restart
+            logger.exception("Could not acknowledge %d event(s) in the Segment spool", len(messages))
 
     def queue_full_warning(self, workspace_id: str, detail: str) -> None:
         """`detail` is the one the dead letters get: "delivery queue full (10000000 bytes)" ..."""
@@ -176,16 +204,20 @@ class Reporter:
                 observer.lost(undeliverable)
             except Exception:
                 logger.exception("A delivery observer failed")
-        if self._callback is None:
-            return
-        try:
-            self._callback(undeliverable)
-        except Exception:
-            logger.exception(
-                "on_undeliverable failed for %d event(s) of workspace %s",
-                undeliverable.count,
-                undeliverable.workspace_id,
-            )
+        kept: int | None = None
+        if self._callback is not None:
+            try:
+                kept = self._callback(undeliverable)
+            except Exception:
+                kept = 0
+                logger.exception(
+                    "on_undeliverable failed for %d event(s) of workspace %s",
+                    undeliverable.count,
+                    undeliverable.workspace_id,
+                )
+        # Kept by the dead-letter store (or nobody was asked to keep them): they leave the spool.
+        if not (isinstance(kept, int) and kept == 0 and undeliverable.count):
+            self._leave_spool(undeliverable.workspace_id, undeliverable.messages)
 
     def take_shutdown_losses(self) -> Counter[str]:
         """Events reported as "shutdown_deadline" since the last call, per workspace."""

@@ -162,7 +162,7 @@ class Executor:
             write_key = credentials.write_key
             pool = self._pool()  # before the token is remembered: the pool creates the recorder
             self._dead_letters().remember_token(workspace_id, write_key.fingerprint, token)
-            outcome = pool.enqueue(workspace_id, write_key.reveal(), endpoint, payload)
+            outcome = pool.enqueue(workspace_id, write_key.reveal(), endpoint, payload, token=token)
             accepted = outcome.accepted
         except DeliveryError:
             check_size(payload)  # when size was the reason, say which fields made it too big

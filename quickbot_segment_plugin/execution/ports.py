@@ -22,7 +22,11 @@ class Enqueued(Protocol):
 class EventSink(Protocol):
     """Takes a finished message for background delivery (`delivery.DeliveryPool`)."""
 
-    def enqueue(self, workspace_id: str, write_key: str, endpoint: str, message: Mapping[str, Any]) -> Enqueued: ...
+    def enqueue(
+        self, workspace_id: str, write_key: str, endpoint: str, message: Mapping[str, Any], *, token: str | None = None
+    ) -> Enqueued:
+        """`token` (the sealed credentials) lets a crash-safe spool redeliver the event after a restart."""
+        ...
 
 
 class DeadLetterSink(Protocol):

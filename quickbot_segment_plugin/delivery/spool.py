@@ -1,0 +1,583 @@
+"""This process's spool: every event `execute` queued, on disk until Segment has it.
+
+The delivery pool appends each event here before it answers `queued` and acknowledges it
+once Segment accepted its batch or the dead-letter store kept it; a process that dies with
+events still queued leaves them in its files, and the next process recovers them
+(`delivery_recovery`). What it promises and costs, per durability mode, is in
+docs/operators/spool.md; how it is built, and why:
+
+- One writer per file: each process appends to its own segment files (`<pid>-<random>-<n>.qbspool`),
+  so no write is ever interleaved with another process's. A file is created under a temporary
+  name, locked (`fcntl.flock`, held by the open file for the life of the process) and only then
+  renamed, so a recovering process never sees an unlocked live file. A lock, not a PID: PIDs
+  are reused, and a dead process's lock is released by the kernel.
+- `process` durability is one write(2) to an O_APPEND file per event, under one lock: once it
+  returns, the bytes are the kernel's, and a SIGKILL a nanosecond later loses nothing. The
+  write is made through libc without releasing the GIL (`_write_holding_gil`): `os.write`
+  releases it, and taking it back from a delivery thread that grabbed it meanwhile cost
+  `execute` more than the write itself (bench_spool.py: 1.8-2.3x the spool-less median with
+  `os.write`, 1.2x without the hand-over). A page-cache write takes microseconds; the price
+  is that a write the kernel throttles (a disk far behind on dirty pages) pauses every thread.
+  `machine` adds an fsync of every written file every `sync_interval` on a background thread
+  (the window a power loss can take), never on the caller's thread.
+- Acknowledgements are ACK records in the same file (one write per delivered batch, not
+  synced: a lost ACK only means a copy on recovery, deduplicated by messageId). A segment
+  whose events are all acknowledged is deleted; a closed segment kept alive by a few stragglers
+  (a batch stuck in retries) is compacted: its live events are copied into the current
+  segment and it is deleted.
+- Bounded: `max_bytes` of files per process. An event that does not fit is refused and the
+  pool dead-letters it as "queue_full", as a full queue does.
+- Private: files 0600, directory 0700; the write key is never written, only the fingerprint
+  and the sealed credentials token that came with the event (see delivery_spool_format).
+- Fork: a child closes the parent's files (it must not keep the parent's locks alive after
+  the parent dies) and starts its own.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import ctypes
+import errno
+import json
+import logging
+import os
+import secrets
+import socket
+import stat
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Final
+
+from ..core import ConfigurationError, fingerprint
+from .spool_format import FILE_SUFFIX, MAGIC, ack_record, credential_record, event_record, owner_record, parse
+from .spool_settings import DIR_ENV, Durability, SpoolSettings
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows has no flock; the spool needs it
+    fcntl = None  # type: ignore[assignment]
+
+logger = logging.getLogger("quickbot_segment_plugin.delivery.spool")
+
+TEMP_SUFFIX: Final = ".tmp"
+# A current segment whose events were all acknowledged is replaced once it is this share of a
+# full segment: often enough to keep the disk clean, rarely enough not to create a file per batch.
+RETIRE_SHARE: Final = 8
+# A closed segment whose live events are at most 1/COMPACT_SHARE of what it held is compacted.
+COMPACT_SHARE: Final = 4
+ERROR_LOG_INTERVAL: Final = 60.0
+
+CredentialKey = tuple[str, str, str, "str | None"]
+
+
+class _Segment:
+    """One of this process's files: its descriptor (holding the lock) and what is live in it."""
+
+    __slots__ = ("events", "fd", "first_seq", "live", "path", "record_refs", "refs", "size")
+
+    def __init__(self, path: Path, fd: int, first_seq: int, size: int) -> None:
+        self.path = path
+        self.fd = fd
+        self.first_seq = first_seq
+        self.size = size
+        self.events = 0
+        self.live = 0
+        self.refs: dict[CredentialKey, int] = {}  # (workspace, write key, endpoint, token) -> ref
+        self.record_refs: dict[tuple[str, str, str, str | None], int] = {}  # by fingerprint, for compaction
+
+
+class Spool:
+    """Append-before-queued, acknowledge-after-delivered; thread-safe."""
+
+    def __init__(self, settings: SpoolSettings) -> None:
+        if fcntl is None:  # pragma: no cover
+            raise ConfigurationError(
+                "The Segment spool needs file locks (fcntl), which this platform lacks; "
+                "set QUICKBOT_SEGMENT_SPOOL_DURABILITY=off.",
+                field="QUICKBOT_SEGMENT_SPOOL_DURABILITY",
+            )
+        self.settings = settings
+        self.directory = settings.directory
+        # Read on every append: plain attributes, not enum and dataclass lookups.
+        self._machine = settings.durability is Durability.MACHINE
+        self._segment_bytes = settings.segment_bytes
+        self._max_bytes = settings.max_bytes
+        prepare_directory(self.directory)
+        self._new_state()
+        _SPOOLS.add(self)
+
+    def _new_state(self) -> None:
+        self._lock = threading.Lock()
+        self._segments: list[_Segment] = []  # ordered by first_seq
+        self._starts: list[int] = []
+        self._current: _Segment | None = None
+        self._pending: dict[tuple[str, str], int] = {}  # (workspace, messageId) -> seq
+        self._extra: dict[tuple[str, str], list[int]] = {}  # the same messageId spooled again meanwhile
+        self._next_seq = 1
+        self._bytes = 0
+        self._file_number = 0
+        self._name = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self._dirty: set[_Segment] = set()
+        self._to_compact: list[_Segment] = []
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._last_error_log = 0.0
+        self.full_refusals = 0
+        self.write_failures = 0
+        self.compactions = 0
+
+    def __repr__(self) -> str:
+        return f"<Spool {self.directory} {self.settings.durability.value} files={len(self._segments)}>"
+
+    # --- the caller's side ------------------------------------------------------------
+
+    def append(
+        self, workspace_id: str, write_key: str, endpoint: str, token: str | None, message_id: str, message_json: str
+    ) -> bool:
+        """Write one event through to the OS; False when the spool is full.
+
+        Raises OSError when the disk refuses the write (the file is cut back to its last whole
+        record first, so a half-written event never precedes later ones).
+        """
+        key: CredentialKey = (workspace_id, write_key, endpoint, token)
+        with self._lock:
+            segment = self._current
+            if segment is None or segment.size >= self._segment_bytes:
+                segment = self._rotate()
+            ref = segment.refs.get(key)
+            if ref is None:
+                return self._append_with_credentials(segment, key, message_id, message_json)
+            seq = self._next_seq
+            data = event_record(seq, ref, message_json)
+            if self._bytes + len(data) > self._max_bytes:
+                self.full_refusals += 1
+                return False
+            self._write(segment, data)
+            self._next_seq = seq + 1
+            segment.events += 1
+            segment.live += 1
+            pending_key = (workspace_id, message_id)
+            if pending_key in self._pending:
+                self._extra.setdefault(pending_key, []).append(seq)
+            else:
+                self._pending[pending_key] = seq
+        return True
+
+    def _append_with_credentials(
+        self, segment: _Segment, key: CredentialKey, message_id: str, message_json: str
+    ) -> bool:
+        """`append` of the first event of these credentials in this file: their record goes first.
+
+        The ref is registered only once the write succeeded, so no event in the file ever
+        points at credentials the file does not hold.
+        """
+        workspace_id, write_key, endpoint, token = key
+        record_key = (workspace_id, fingerprint(write_key), endpoint, token)
+        ref = segment.record_refs.get(record_key)
+        header = b""
+        if ref is None:
+            ref = len(segment.record_refs) + 1
+            header = credential_record(ref, workspace_id, record_key[1], endpoint, token)
+        seq = self._next_seq
+        data = header + event_record(seq, ref, message_json)
+        if self._bytes + len(data) > self._max_bytes:
+            self.full_refusals += 1
+            return False
+        self._write(segment, data)
+        segment.record_refs[record_key] = ref
+        segment.refs[key] = ref
+        self._next_seq = seq + 1
+        segment.events += 1
+        segment.live += 1
+        self._remember(workspace_id, message_id, seq)
+        return True
+
+    def ack(self, workspace_id: str, message_ids: Iterable[str]) -> None:
+        """These events left the spool (delivered, or kept by the dead-letter store)."""
+        with self._lock:
+            touched: dict[_Segment, list[int]] = {}
+            for message_id in message_ids:
+                seq = self._forget(workspace_id, message_id)
+                if seq is None:
+                    continue
+                segment = self._segment_of(seq)
+                if segment is None:
+                    continue
+                segment.live -= 1
+                touched.setdefault(segment, []).append(seq)
+            for segment, seqs in touched.items():
+                self._settle(segment, seqs)
+
+    @property
+    def pending(self) -> int:
+        """Events spooled and not acknowledged yet."""
+        with self._lock:
+            return sum(segment.live for segment in self._segments)
+
+    def owns(self, path: Path) -> bool:
+        with self._lock:
+            return any(segment.path == path for segment in self._segments)
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "durability": self.settings.durability.value,
+                "directory": str(self.directory),
+                "files": len(self._segments),
+                "bytes": self._bytes,
+                "max_bytes": self.settings.max_bytes,
+                "pending": sum(segment.live for segment in self._segments),
+                "full_refusals": self.full_refusals,
+                "write_failures": self.write_failures,
+                "compactions": self.compactions,
+            }
+
+    def close(self) -> None:
+        """Release this process's files: delete the fully acknowledged ones, leave the rest to recovery."""
+        self._stop.set()
+        self._wake.set()
+        worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(5.0)
+        with self._lock:
+            if self.settings.durability is Durability.MACHINE:
+                self._sync(list(self._segments))
+            for segment in list(self._segments):
+                if segment.live == 0:
+                    _unlink(segment.path)
+                _close(segment.fd)
+            left = sum(segment.live for segment in self._segments)
+            self._segments, self._starts, self._current = [], [], None
+            self._pending.clear()
+            self._extra.clear()
+            self._bytes = 0
+            self._dirty.clear()
+            self._to_compact.clear()
+            self._worker = None
+            self._stop = threading.Event()
+        if left:
+            logger.warning(
+                "Segment spool closed with %d event(s) not delivered; the next QuickBot process (or "
+                "`quickbot-segment spool drain`) delivers them from %s",
+                left,
+                self.directory,
+            )
+
+    # --- files --------------------------------------------------------------------------
+
+    def _rotate(self) -> _Segment:
+        """A new current segment (under the lock); the old one stays until its events are acknowledged."""
+        self._file_number += 1
+        final = self.directory / f"{self._name}-{self._file_number:06d}{FILE_SUFFIX}"
+        temporary = final.with_name(final.name + TEMP_SUFFIX)
+        fd = os.open(temporary, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            head = MAGIC + owner_record(
+                {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "version": 1}
+            )
+            _write_all(fd, head)
+            os.rename(temporary, final)
+        except BaseException:
+            _unlink(temporary)
+            _close(fd)
+            raise
+        segment = _Segment(final, fd, self._next_seq, len(head))
+        self._bytes += len(head)
+        previous = self._current
+        self._segments.append(segment)
+        self._starts.append(segment.first_seq)
+        self._current = segment
+        if self.settings.durability is Durability.MACHINE:
+            self._dirty.add(segment)
+            self._sync_directory_later()
+        if previous is not None:
+            self._closed_segment(previous)
+        return segment
+
+    def _write(self, segment: _Segment, data: bytes) -> None:
+        try:
+            written = _write_holding_gil(segment.fd, data)
+            if written != len(data):  # short only when the disk filled up mid-write
+                _write_all(segment.fd, data, start=written)
+        except OSError:
+            self.write_failures += 1
+            try:
+                os.ftruncate(segment.fd, segment.size)
+            except OSError:  # the file cannot be repaired: stop appending to it
+                if segment is self._current:
+                    self._current = None
+            raise
+        segment.size += len(data)
+        self._bytes += len(data)
+        if self._machine and segment not in self._dirty:
+            self._dirty.add(segment)
+            self._ensure_worker()
+            self._wake.set()
+
+    def _settle(self, segment: _Segment, seqs: list[int]) -> None:
+        """After acknowledgements: delete a drained segment, else record them in it."""
+        retire = segment is not self._current or segment.size * RETIRE_SHARE >= self.settings.segment_bytes
+        if segment.live == 0 and retire:
+            self._delete(segment)
+            return
+        try:
+            self._write(segment, ack_record(seqs))
+        except OSError as error:
+            self._log_error(
+                "could not record delivered events in the Segment spool (they may be sent again "
+                "after a restart; Segment deduplicates them)",
+                error,
+            )
+        if segment is not self._current:
+            self._closed_segment(segment)
+
+    def _closed_segment(self, segment: _Segment) -> None:
+        if segment.live == 0:
+            self._delete(segment)
+        elif segment.live * COMPACT_SHARE <= segment.events and segment not in self._to_compact:
+            self._to_compact.append(segment)
+            self._ensure_worker()
+            self._wake.set()
+
+    def _delete(self, segment: _Segment) -> None:
+        index = self._segments.index(segment)
+        del self._segments[index]
+        del self._starts[index]
+        if segment is self._current:
+            self._current = None
+        self._bytes -= segment.size
+        self._dirty.discard(segment)
+        _unlink(segment.path)
+        _close(segment.fd)
+
+    def _segment_of(self, seq: int) -> _Segment | None:
+        index = bisect.bisect_right(self._starts, seq) - 1
+        return self._segments[index] if index >= 0 else None
+
+    def _remember(self, workspace_id: str, message_id: str, seq: int) -> None:
+        key = (workspace_id, message_id)
+        if key in self._pending:
+            self._extra.setdefault(key, []).append(seq)
+        else:
+            self._pending[key] = seq
+
+    def _forget(self, workspace_id: str, message_id: str) -> int | None:
+        key = (workspace_id, message_id)
+        extra = self._extra.get(key)
+        if extra:
+            seq = extra.pop(0)
+            if not extra:
+                del self._extra[key]
+            return seq
+        return self._pending.pop(key, None)
+
+    # --- the background worker: group fsync (machine) and compaction ---------------------
+
+    def _ensure_worker(self) -> None:
+        if self._worker is not None and self._worker.is_alive():
+            return
+        worker = threading.Thread(target=self._work, name="quickbot-segment-spool", daemon=True)
+        self._worker = worker
+        try:
+            worker.start()
+        except RuntimeError:  # interpreter exit: close() syncs what is left
+            self._worker = None
+
+    def _work(self) -> None:
+        stop = self._stop
+        while not stop.is_set():
+            self._wake.wait(1.0)
+            self._wake.clear()
+            if self.settings.durability is Durability.MACHINE:
+                stop.wait(self.settings.sync_interval)  # gather a group of writes
+                with self._lock:
+                    dirty, self._dirty = list(self._dirty), set()
+                    fds = [os.dup(segment.fd) for segment in dirty]
+                self._sync_fds(fds)
+            try:
+                self._compact_next()
+            except Exception as error:  # the segment stays as it is; retried at its next acknowledgement
+                self._log_error("could not compact a Segment spool file", error)
+
+    def _sync_directory_later(self) -> None:
+        self._ensure_worker()
+        self._wake.set()
+
+    def _sync(self, segments: list[_Segment]) -> None:
+        self._sync_fds([os.dup(segment.fd) for segment in segments])
+
+    def _sync_fds(self, fds: list[int]) -> None:
+        if not fds:
+            return
+        try:
+            for fd in fds:
+                os.fsync(fd)
+            directory = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(directory)  # new files' names
+            finally:
+                os.close(directory)
+        except OSError as error:
+            self._log_error("could not fsync the Segment spool", error)
+        finally:
+            for fd in fds:
+                _close(fd)
+
+    def _compact_next(self) -> None:
+        with self._lock:
+            if not self._to_compact:
+                return
+            segment = self._to_compact.pop(0)
+            if segment not in self._segments:
+                return
+            path = segment.path
+        contents = parse(path.read_bytes())
+        candidates: list[tuple[tuple[str, str], int, tuple[str, str, str, str | None], str]] = []
+        for event in contents.events:
+            credential = contents.credentials.get(event.ref)
+            if credential is None:
+                continue
+            message_id = str(json.loads(event.message_json).get("messageId"))
+            record_key = (credential.workspace_id, credential.fingerprint, credential.endpoint, credential.token)
+            candidates.append(((credential.workspace_id, message_id), event.seq, record_key, event.message_json))
+        with self._lock:
+            if segment not in self._segments:
+                return
+            moved = 0
+            for key, seq, record_key, message_json in candidates:
+                if self._pending.get(key) != seq:
+                    continue  # acknowledged meanwhile (or spooled again later: that copy is live)
+                current = self._current
+                if current is None or current is segment or current.size >= self.settings.segment_bytes:
+                    current = self._rotate()
+                ref = current.record_refs.get(record_key)
+                header = b""
+                if ref is None:
+                    ref = len(current.record_refs) + 1
+                    header = credential_record(ref, *record_key)
+                new_seq = self._next_seq
+                self._write(current, header + event_record(new_seq, ref, message_json))
+                current.record_refs[record_key] = ref
+                self._next_seq = new_seq + 1
+                self._pending[key] = new_seq
+                current.events += 1
+                current.live += 1
+                segment.live -= 1
+                moved += 1
+            self.compactions += 1
+            if segment.live == 0 and segment in self._segments:
+                self._delete(segment)
+        logger.debug("compacted %s: %d live event(s) moved", path.name, moved)
+
+    def _log_error(self, what: str, error: Exception) -> None:
+        now = time.monotonic()
+        if now - self._last_error_log < ERROR_LOG_INTERVAL:
+            return
+        self._last_error_log = now
+        logger.error("%s in %s: %s: %s", what, self.directory, type(error).__name__, error)
+
+    # --- fork -------------------------------------------------------------------------
+
+    def _forget_after_fork(self) -> None:
+        """In a forked child: close the parent's files (so its locks die with it) and start afresh."""
+        for segment in self._segments:
+            _close(segment.fd)
+        self._new_state()
+
+
+def prepare_directory(directory: Path) -> None:
+    """Create the spool directory 0700; refuse one another user owns (they could plant files)."""
+    try:
+        missing: list[Path] = []
+        walk = directory
+        while not walk.exists() and walk != walk.parent:
+            missing.append(walk)
+            walk = walk.parent
+        for created in reversed(missing):
+            try:
+                created.mkdir(mode=0o700)
+            except FileExistsError:
+                continue
+            os.chmod(created, 0o700)
+        info = directory.stat()
+    except OSError as error:
+        raise ConfigurationError(
+            f"The Segment spool directory {directory} cannot be used ({error.strerror or error}); set "
+            f"{DIR_ENV} to a writable directory, or QUICKBOT_SEGMENT_SPOOL_DURABILITY=off.",
+            field=DIR_ENV,
+        ) from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise ConfigurationError(f"{DIR_ENV} must name a directory, but {directory} is not one.", field=DIR_ENV)
+    if info.st_uid != os.getuid():
+        raise ConfigurationError(
+            f"The Segment spool directory {directory} belongs to another user (uid {info.st_uid}); its files hold "
+            f"events and sealed credentials, so use a directory of your own ({DIR_ENV}).",
+            field=DIR_ENV,
+        )
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        os.chmod(directory, 0o700)
+        logger.warning(
+            "the Segment spool directory %s was open to other users (mode %o); it is now 0700",
+            directory,
+            stat.S_IMODE(info.st_mode),
+        )
+
+
+def _libc_write() -> Callable[[int, bytes], int]:
+    """write(2) called without releasing the GIL (see the module docstring); `os.write` if there is no libc."""
+    try:
+        libc_write = ctypes.PyDLL(None, use_errno=True).write  # PyDLL: the GIL stays held during the call
+    except (OSError, AttributeError):  # pragma: no cover - a platform without a C library to load
+        return os.write
+    libc_write.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t)
+    libc_write.restype = ctypes.c_ssize_t
+
+    def write(fd: int, data: bytes) -> int:
+        while True:
+            written: int = libc_write(fd, data, len(data))
+            if written >= 0:
+                return written
+            code = ctypes.get_errno()
+            if code != errno.EINTR:
+                raise OSError(code, os.strerror(code))
+
+    return write
+
+
+_write_holding_gil: Final = _libc_write()
+
+
+def _write_all(fd: int, data: bytes, start: int = 0) -> None:
+    view = memoryview(data)[start:]
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _close(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+# Every spool of this process, so a fork can reset them all (weak: a dropped spool just goes).
+_SPOOLS: weakref.WeakSet[Spool] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for spool in list(_SPOOLS):
+        spool._forget_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
