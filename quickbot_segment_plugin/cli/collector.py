@@ -24,18 +24,19 @@ from ..collector import (
     DEFAULT_MAX_STORED_MB,
     Collector,
     CollectorError,
+    CollectorSettings,
     parse_allowed_origins,
 )
-from ..core import PluginError, env_float, env_int, env_str
+from ..core import PluginError, env_name
 
-PORT_ENV = "QUICKBOT_SEGMENT_COLLECTOR_PORT"
-DB_ENV = "QUICKBOT_SEGMENT_COLLECTOR_DB"
-URL_ENV = "QUICKBOT_SEGMENT_COLLECTOR_URL"
-MAX_CONNECTIONS_ENV = "QUICKBOT_SEGMENT_COLLECTOR_MAX_CONNECTIONS"
-MAX_STORED_EVENTS_ENV = "QUICKBOT_SEGMENT_COLLECTOR_MAX_STORED_EVENTS"
-MAX_STORED_MB_ENV = "QUICKBOT_SEGMENT_COLLECTOR_MAX_STORED_MB"
-ALLOWED_ORIGINS_ENV = "QUICKBOT_SEGMENT_COLLECTOR_ALLOWED_ORIGINS"
-DEFAULT_PORT = 8787
+# The variables behind the flags, named once by the settings model.
+PORT_ENV = env_name(CollectorSettings, "port")
+DB_ENV = env_name(CollectorSettings, "db")
+URL_ENV = env_name(CollectorSettings, "url")
+MAX_CONNECTIONS_ENV = env_name(CollectorSettings, "max_connections")
+MAX_STORED_EVENTS_ENV = env_name(CollectorSettings, "max_stored_events")
+MAX_STORED_MB_ENV = env_name(CollectorSettings, "max_stored_mb")
+ALLOWED_ORIGINS_ENV = env_name(CollectorSettings, "allowed_origins")
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -134,21 +135,16 @@ def _call_type(text: str) -> str:
 
 
 def run_collector(args: argparse.Namespace) -> int:
-    port = args.port if args.port is not None else env_int(PORT_ENV, DEFAULT_PORT, maximum=65535)
-    db = args.db or env_str(DB_ENV, "") or None
-    max_connections = args.max_connections
-    if max_connections is None:
-        max_connections = env_int(MAX_CONNECTIONS_ENV, DEFAULT_MAX_CONNECTIONS, minimum=1, maximum=10_000)
-    max_events = args.max_stored_events
-    if max_events is None:
-        max_events = env_int(MAX_STORED_EVENTS_ENV, DEFAULT_MAX_STORED_EVENTS, minimum=1, maximum=100_000_000)
-    max_mb = args.max_stored_mb
-    if max_mb is None:
-        max_mb = env_float(MAX_STORED_MB_ENV, DEFAULT_MAX_STORED_MB, minimum=0.001, maximum=1_000_000)
+    settings = CollectorSettings.from_env()
+    port = args.port if args.port is not None else settings.port
+    db = args.db or settings.db or None
+    max_connections = args.max_connections if args.max_connections is not None else settings.max_connections
+    max_events = args.max_stored_events if args.max_stored_events is not None else settings.max_stored_events
+    max_mb = args.max_stored_mb if args.max_stored_mb is not None else settings.max_stored_mb
     origins = args.allow_origin
     origins_from = "--allow-origin"
     if origins is None:
-        origins = env_str(ALLOWED_ORIGINS_ENV, "").split(",")
+        origins = settings.allowed_origins.split(",")
         origins_from = f"${ALLOWED_ORIGINS_ENV}"
     try:
         parse_allowed_origins(origins)
@@ -206,7 +202,7 @@ def _stop_on_sigterm() -> Any:
 
 
 def list_events(args: argparse.Namespace) -> int:
-    base = (args.url or env_str(URL_ENV, f"http://127.0.0.1:{DEFAULT_PORT}")).rstrip("/")
+    base = (args.url or CollectorSettings.from_env().url).rstrip("/")
     if not base.startswith(("http://", "https://")):
         raise CollectorError(f"--url must be an http:// URL, got {base!r}.", field="url")
     if not 0 <= args.limit <= 1000:

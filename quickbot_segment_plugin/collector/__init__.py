@@ -5,7 +5,8 @@ its own distribution later.
 
 from .limits import DEFAULT_MAX_STORED_EVENTS, DEFAULT_MAX_STORED_MB
 from .origin import parse_allowed_origins
-from .service import DEFAULT_MAX_CONNECTIONS, Collector, CollectorError
+from .service import Collector, CollectorError
+from .settings import DEFAULT_MAX_CONNECTIONS, DEFAULT_PORT, CollectorSettings
 from .spec import parse_iso8601
 from .store import EventStore
 
@@ -13,8 +14,10 @@ __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_STORED_EVENTS",
     "DEFAULT_MAX_STORED_MB",
+    "DEFAULT_PORT",
     "Collector",
     "CollectorError",
+    "CollectorSettings",
     "EventStore",
     "parse_allowed_origins",
     "parse_iso8601",

@@ -39,6 +39,7 @@ from .ingest import MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_EVENT_BYTES
 from .limits import DEFAULT_MAX_STORED_EVENTS, DEFAULT_MAX_STORED_MB, StoreLimits
 from .origin import parse_allowed_origins
 from .routes import CollectorApp, FilterError, since_filter
+from .settings import DEFAULT_MAX_CONNECTIONS
 from .spec import format_iso8601
 from .store import EventFilter, EventStore
 from .summary import MAX_SUMMARY_MINUTES
@@ -57,7 +58,6 @@ __all__ = [
 
 # Each connection holds a thread. analytics-node sends a burst as parallel batches of 15
 # events, one connection each: 2,000 events open about 134 at once.
-DEFAULT_MAX_CONNECTIONS = 256
 
 
 class CollectorError(PluginError):

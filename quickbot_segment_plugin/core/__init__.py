@@ -43,7 +43,7 @@ from .private_sqlite import (
 from .redaction import REDACTED, fingerprint, known_secrets, redact
 from .redaction import install as install_redaction
 from .redaction_forms import server_text
-from .regions import ENDPOINT_ENV, REGION_HOSTS, REGION_TITLES, Region, endpoint_for
+from .regions import ENDPOINT_ENV, REGION_HOSTS, REGION_TITLES, EndpointSettings, Region, endpoint_for
 from .results import Level, ResultLog
 from .settings import Flag, Settings, env_name
 from .truth import FALSE_LIST, FALSE_WORDS, TRUE_LIST, TRUE_WORDS, Truth, condition_is_true, truth_of
@@ -96,6 +96,7 @@ __all__ = [
     "CounterFlusher",
     "Counters",
     "DeliveryError",
+    "EndpointSettings",
     "ErasureReport",
     "Flag",
     "Level",

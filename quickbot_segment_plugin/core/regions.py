@@ -9,11 +9,13 @@ EU workspaces must use the EU host: the US host accepts their events and drops t
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
+from typing import ClassVar, Literal
+
+from pydantic import Field
 
 from .endpoints import parse_endpoint
-from .env import env_str
 from .errors import ConfigurationError
+from .settings import Settings
 
 Region = Literal["us", "eu"]
 
@@ -29,9 +31,19 @@ REGION_TITLES: dict[str, str] = {
 ENDPOINT_ENV = "QUICKBOT_SEGMENT_ENDPOINT"
 
 
+class EndpointSettings(Settings):
+    title: ClassVar[str] = "Where events go"
+
+    endpoint: str = Field(
+        "",
+        description="Base URL every event is posted to instead of the region's host: a proxy, a Segment-compatible "
+        "server or the local collector (a trailing /v1 or /v1/batch is removed).",
+    )
+
+
 def endpoint_for(region: str, environ: Mapping[str, str] | None = None) -> str:
     """The base URL (no `/v1/...`) that events of `region` are posted to."""
-    override = env_str(ENDPOINT_ENV, "", environ)
+    override = EndpointSettings.from_env(environ).endpoint
     if override:
         return parse_endpoint(override, ENDPOINT_ENV).url
     try:

@@ -42,7 +42,7 @@ from .engine import TemplateEngine, default_engine, is_template
 from .errors import TemplateError, TemplateLimitError
 from .filters import ALLOWED_FILTERS, ALLOWED_TESTS
 from .limits import LIMIT_SETTINGS as LIMIT_SETTINGS
-from .limits import TemplateLimits
+from .limits import TemplateLimits, TemplateSettings
 
 __all__ = [
     "ALLOWED_FILTERS",
@@ -53,6 +53,7 @@ __all__ = [
     "TemplateError",
     "TemplateLimitError",
     "TemplateLimits",
+    "TemplateSettings",
     "close_execution_budget",
     "default_engine",
     "is_template",
