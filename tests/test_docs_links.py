@@ -79,3 +79,12 @@ def test_the_architecture_page_lists_every_module() -> None:
         if path.name != "__main__.py" and f"`{path.relative_to(package)}`" not in page
     ]
     assert missing == [], f"add a line for each to docs/internals/architecture.md: {missing}"
+
+
+def test_the_python_api_page_imports_what_the_packages_export() -> None:
+    """Every import shown in docs/host-integrators/python-api.md works against the installed package."""
+    page = (ROOT / "docs" / "host-integrators" / "python-api.md").read_text(encoding="utf-8")
+    statements = re.findall(r"^from quickbot_segment_plugin[\w.]* import (?:\([^)]*\)|[^\n]+)", page, re.MULTILINE)
+    assert len(statements) >= 5
+    for statement in statements:
+        exec(compile(statement, "python-api.md", "exec"), {})

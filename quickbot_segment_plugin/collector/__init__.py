@@ -3,6 +3,7 @@ SQLite, with fault injection and the debugger page. It depends on `core` only, s
 its own distribution later.
 """
 
+from .faults import Fault, FaultError
 from .limits import DEFAULT_MAX_STORED_EVENTS, DEFAULT_MAX_STORED_MB
 from .origin import parse_allowed_origins
 from .service import Collector, CollectorError
@@ -19,6 +20,8 @@ __all__ = [
     "CollectorError",
     "CollectorSettings",
     "EventStore",
+    "Fault",
+    "FaultError",
     "parse_allowed_origins",
     "parse_iso8601",
 ]

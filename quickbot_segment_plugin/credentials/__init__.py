@@ -7,10 +7,12 @@ from .keyring import (
     WRITE_KEY_CHARS,
     WRITE_KEY_MAX_CHARS,
     WRITE_KEY_MIN_CHARS,
+    Credentials,
     CredentialsError,
     KeyRing,
     WriteKey,
     generate_key,
+    shared_keyring,
 )
 from .settings import CredentialsSettings
 
@@ -19,9 +21,11 @@ __all__ = [
     "WRITE_KEY_CHARS",
     "WRITE_KEY_MAX_CHARS",
     "WRITE_KEY_MIN_CHARS",
+    "Credentials",
     "CredentialsError",
     "CredentialsSettings",
     "KeyRing",
     "WriteKey",
     "generate_key",
+    "shared_keyring",
 ]
