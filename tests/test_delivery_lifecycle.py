@@ -156,8 +156,10 @@ def test_many_threads_many_workspaces_few_clients_every_event_exactly_once(colle
         thread.start()
     for thread in threads:
         thread.join()
-    stats = pool.stats()
-    assert stats["clients_evicted_lru"] > 0 and stats["clients_evicted_idle"] > 0  # both paths raced
+    assert pool.stats()["clients_evicted_lru"] > 0  # clients were evicted for others while events flowed
+    # Idle eviction races in too when the machine lets a client rest 50 ms mid-burst; it always
+    # happens once the burst ends, and the accounting below must hold either way.
+    assert wait_until(lambda: pool.stats()["clients_evicted_idle"] > 0, 10)
     assert pool.shutdown(30).drained
     assert max(cap_seen) <= 5
     assert list(dead) == []

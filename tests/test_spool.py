@@ -452,3 +452,20 @@ def test_an_event_the_dead_letter_store_could_not_keep_stays_spooled(collector: 
     pool.shutdown(5)
     # Not delivered, not kept: still in the spool for the next process, not lost.
     assert [entry.live for entry in status(tmp_path / "spool")] == [1]
+
+
+def test_recovery_removes_only_abandoned_temporaries(tmp_path: Path) -> None:
+    """A live process creates its next file under a temporary name, then locks it: a recovery that
+    ran between the two steps deleted it, and the process's spool write failed. Only temporaries
+    too old to be anyone's work in progress go."""
+    from quickbot_segment_plugin.delivery.recovery import ABANDONED_TEMPORARY_SECONDS, _remove_abandoned_temporaries
+
+    fresh = tmp_path / "123-abc-000001.qbspool.tmp"
+    stale = tmp_path / "456-def-000001.qbspool.tmp"
+    fresh.write_bytes(b"")
+    stale.write_bytes(b"")
+    long_ago = time.time() - ABANDONED_TEMPORARY_SECONDS - 5
+    os.utime(stale, (long_ago, long_ago))
+    _remove_abandoned_temporaries(tmp_path)
+    assert fresh.exists()
+    assert not stale.exists()

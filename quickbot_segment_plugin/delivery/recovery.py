@@ -40,6 +40,9 @@ from ..credentials import CredentialsError, KeyRing
 from .spool import TEMP_SUFFIX, Spool
 from .spool_format import FILE_SUFFIX, CredentialRef, SegmentContents, SpooledEvent, ack_record, parse
 
+# A temporary spool file older than this was left by a process that died while naming it.
+ABANDONED_TEMPORARY_SECONDS: Final = 60.0
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover
@@ -186,12 +189,22 @@ def claim_orphans(directory: Path, own: Spool | None = None) -> Iterator[Claimed
 
 
 def _remove_abandoned_temporaries(directory: Path) -> None:
-    """A process killed between creating and naming a file leaves `*.qbspool.tmp`: no events yet."""
+    """A process killed between creating and naming a file leaves `*.qbspool.tmp`: no events yet.
+
+    Only old ones go: a live process creates its temporary file, then locks it, then renames it,
+    and a temporary caught between the first two steps is unlocked but not abandoned.
+    """
     try:
         temporaries = [path for path in directory.iterdir() if path.name.endswith(FILE_SUFFIX + TEMP_SUFFIX)]
     except FileNotFoundError:
         return
+    old = time.time() - ABANDONED_TEMPORARY_SECONDS
     for path in temporaries:
+        try:
+            if path.lstat().st_mtime > old:
+                continue
+        except FileNotFoundError:
+            continue
         claimed = claim(path)
         if claimed is not None:
             claimed.delete()
