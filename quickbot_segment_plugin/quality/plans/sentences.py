@@ -22,6 +22,7 @@ OBJECT_NOUNS: Final = {"properties": "Property", "traits": "Trait", "context": "
 
 
 def outcome_sentence(plan: CompiledPlan, violation: Violation, decision: Decision, mode: str) -> str:
+    """The violation, then what the mode did with the event, then which plan and mode said so."""
     where = f"tracking plan {plan.name!r}, mode {mode}"
     if decision == "refused":
         return f"{violation.text}; the event was not sent ({where})."
@@ -40,6 +41,7 @@ def event_label(message: Mapping[str, Any]) -> str:
 
 
 def subject_of(path: tuple[str | int, ...], message: Mapping[str, Any]) -> str:
+    """What broke the plan, named as the builder names it: a property or trait by its key, of which event."""
     if not path:
         return "The event"
     head = path[0]
@@ -52,6 +54,7 @@ def subject_of(path: tuple[str | int, ...], message: Mapping[str, Any]) -> str:
 
 
 def unplanned_keys(object_name: str, keys: tuple[str, ...], event: str, message: Mapping[str, Any]) -> Violation:
+    """One violation for all the undeclared keys of an event: one sentence, and omit mode removes them together."""
     noun = OBJECT_NOUNS[object_name]
     plural = {"Property": "Properties", "Trait": "Traits"}[noun] if len(keys) > 1 else noun
     listed = ", ".join(repr(key) for key in keys)
@@ -73,6 +76,7 @@ _TYPE_WORDS = {
 
 
 def problem_of(error: Any) -> str:
+    """What the plan expects, from one jsonschema error, in words rather than keywords."""
     keyword = error.validator
     expected = error.validator_value
     got = _describe(error.instance)
