@@ -6,7 +6,7 @@
     side by side: cleaning off and no plan (the path before data quality), cleaning on and no
     plan (the default), cleaning on with a 20-event Protocols plan in `allow` mode that the
     event satisfies. Timing rounds are interleaved so drift hits every side alike.
-(b) the plan check alone (`tracking_plans.enforce`) per event: a valid event, and an event
+(b) the plan check alone (`quality.plans.enforcement.enforce`) per event: a valid event, and an event
     with two violations (the slower path that builds messages).
 Prints a table and writes benchmarks/results/tracking_plan.json. Ratios against the first
 column are the point; absolute microseconds depend on the machine.
@@ -30,7 +30,8 @@ from receiver import ReceiverProcess
 from quickbot_segment_plugin.core.counters import Counters
 from quickbot_segment_plugin.core.results import ResultLog
 from quickbot_segment_plugin.quality.gate import QualityGate
-from quickbot_segment_plugin.quality.plans import enforce, load_plan
+from quickbot_segment_plugin.quality.plans.enforcement import enforce
+from quickbot_segment_plugin.quality.plans.lookup import load_plan
 
 OPTIONS = {
     "action": "track",

@@ -16,7 +16,10 @@ from support import WORKSPACE
 
 from quickbot_segment_plugin.block import SegmentBlock
 from quickbot_segment_plugin.cli import main
-from quickbot_segment_plugin.quality.plans import PlanResolver, TrackingPlanError, compile_plan, enforce, load_plan
+from quickbot_segment_plugin.quality.plans.enforcement import enforce
+from quickbot_segment_plugin.quality.plans.errors import TrackingPlanError
+from quickbot_segment_plugin.quality.plans.formats import compile_plan
+from quickbot_segment_plugin.quality.plans.lookup import PlanResolver, load_plan
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 DRAFT_07 = "http://json-schema.org/draft-07/schema#"

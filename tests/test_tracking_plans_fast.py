@@ -12,7 +12,8 @@ from typing import Any
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from quickbot_segment_plugin.quality.plans import TrackingPlanError, compile_plan
+from quickbot_segment_plugin.quality.plans.errors import TrackingPlanError
+from quickbot_segment_plugin.quality.plans.formats import compile_plan
 
 KEYS = st.sampled_from(["a", "b", "score", "email", "when"])
 SCALARS = (
