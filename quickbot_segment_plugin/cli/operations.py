@@ -37,7 +37,6 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final, TextIO
 
-from ..collector import parse_iso8601
 from ..core import (
     CLIENT_CLOSED,
     REASONS,
@@ -46,6 +45,7 @@ from ..core import (
     DeliveryError,
     Undeliverable,
     endpoint_for,
+    parse_segment_timestamp,
     redact,
 )
 from ..credentials import CredentialsError, KeyRing
@@ -200,7 +200,7 @@ def parse_age(text: str) -> timedelta | datetime:
     match = _AGE.match(text)
     if match:
         return timedelta(seconds=float(match.group(1)) * _AGE_UNITS[match.group(2).lower()])
-    moment = parse_iso8601(text.strip())  # the collector's reader: any fraction, Z, on Python 3.10 too
+    moment = parse_segment_timestamp(text.strip())  # Segment's reading: any fraction, Z
     if moment is None:
         raise argparse.ArgumentTypeError(
             f"must be an age such as 90s, 30m, 2h, 3d or 1w, or a date such as 2024-05-01T12:00Z; got {text!r}"

@@ -6,7 +6,6 @@ its own distribution later.
 from .limits import DEFAULT_MAX_STORED_EVENTS, DEFAULT_MAX_STORED_MB
 from .origin import parse_allowed_origins
 from .service import DEFAULT_MAX_CONNECTIONS, Collector, CollectorError
-from .spec import parse_iso8601
 from .store import EventStore
 
 __all__ = [
@@ -17,5 +16,4 @@ __all__ = [
     "CollectorError",
     "EventStore",
     "parse_allowed_origins",
-    "parse_iso8601",
 ]

@@ -1,4 +1,4 @@
-"""The store's layout: tables, columns, the stored time format, tallies, and rows read back.
+"""The store's layout: tables, columns, tallies, and rows read back.
 
 Kept together because they must agree: `_COLUMNS` is the order `_dead_letter` unpacks, and
 `SCHEMA_VERSION` is the SQLite layout `migrations.SQLITE_MIGRATIONS` builds (`SCHEMA_V1` is its first
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any, Final
 
+from ..core import parse_stored_timestamp
 from .backend import Connection
 from .models import DeadLetter
 
@@ -67,17 +67,6 @@ _COLUMNS = (
 SCHEMA_VERSION: Final = 2
 
 
-def _timestamp(moment: datetime) -> str:
-    """Fixed-width UTC text, so SQL compares it correctly and `sqlite3` shows it readably."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse_timestamp(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-
-
 def _dead_letter(row: Sequence[Any]) -> DeadLetter:
     (
         row_id,
@@ -101,8 +90,8 @@ def _dead_letter(row: Sequence[Any]) -> DeadLetter:
         parsed = json.loads(message)
     except ValueError:
         parsed = {"messageId": message_id, "unreadable": True}
-    first = _parse_timestamp(first_failed_at)
-    last = _parse_timestamp(last_failed_at)
+    first = parse_stored_timestamp(first_failed_at)
+    last = parse_stored_timestamp(last_failed_at)
     assert first is not None and last is not None
     return DeadLetter(
         id=int(row_id),
@@ -115,11 +104,11 @@ def _dead_letter(row: Sequence[Any]) -> DeadLetter:
         attempts=int(attempts),
         first_failed_at=first,
         last_failed_at=last,
-        replayed_at=_parse_timestamp(replayed_at),
+        replayed_at=parse_stored_timestamp(replayed_at),
         credentials_token=token,
         write_key_fingerprint=key_fingerprint,
         endpoint=endpoint,
-        in_doubt_since=_parse_timestamp(in_doubt_since),
+        in_doubt_since=parse_stored_timestamp(in_doubt_since),
     )
 
 

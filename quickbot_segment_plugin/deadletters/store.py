@@ -28,9 +28,11 @@ from ..core import (
     ErasureReport,
     Undeliverable,
     identifiers_of,
+    parse_stored_timestamp,
     redact,
     scrub,
     search_terms,
+    stored_timestamp,
     user_condition,
 )
 from .backend import Connection, StoreBackend, backend_for
@@ -54,9 +56,7 @@ from .schema import (
     TALLY_PURGED,
     TALLY_REPLAYED,
     _dead_letter,
-    _parse_timestamp,
     _tally,
-    _timestamp,
 )
 from .scrubbing import TOKEN_PREFIX, _clean_endpoint, _clean_fingerprint, _Row, _Scrubber
 from .sqlite_backend import SqliteBackend
@@ -231,7 +231,7 @@ class DeadLetterStore:
                 return 0
             rows = [self._clean(message, workspace_id) for message in messages]
             token = self._clean_token(credentials_token)
-            when = _timestamp(self._now())
+            when = stored_timestamp(self._now())
             values = [
                 (
                     str(workspace_id),
@@ -264,7 +264,7 @@ class DeadLetterStore:
         workspaces at its deadline must not spend a commit on each. Never raises (as `add`)."""
         total = sum(len(undeliverable.messages) for undeliverable, _ in entries)
         try:
-            when = _timestamp(self._now())
+            when = stored_timestamp(self._now())
             values = []
             per_workspace: dict[str, int] = {}
             for undeliverable, credentials_token in entries:
@@ -349,7 +349,7 @@ class DeadLetterStore:
         """Add flushed process counters (`CounterSink`); False (logged) when the write failed."""
         if not deltas:
             return True
-        when = _timestamp(self._now())
+        when = stored_timestamp(self._now())
         try:
             replica = replica_id(self._environ)
             with self._transaction() as db:
@@ -498,8 +498,8 @@ class DeadLetterStore:
                 "pending": int(pending),
                 "in_doubt": int(in_doubt),
                 "replayed": int(replayed),
-                "oldest_failure": _iso(_parse_timestamp(oldest)),
-                "newest_failure": _iso(_parse_timestamp(newest)),
+                "oldest_failure": _iso(parse_stored_timestamp(oldest)),
+                "newest_failure": _iso(parse_stored_timestamp(newest)),
             }
             for workspace, reason, pending, in_doubt, replayed, oldest, newest in rows
         ]
@@ -527,7 +527,7 @@ class DeadLetterStore:
         for replica, name, value, updated in rows:
             entry = result.setdefault(replica, {"last_flush": None, "counters": {}})
             entry["counters"][name] = int(value)
-            flushed = _iso(_parse_timestamp(updated))
+            flushed = _iso(parse_stored_timestamp(updated))
             if flushed is not None and (entry["last_flush"] is None or flushed > entry["last_flush"]):
                 entry["last_flush"] = flushed
         return result
@@ -539,7 +539,7 @@ class DeadLetterStore:
         ids = [int(row_id) for row_id in ids]
         if not ids:
             return 0
-        when = _timestamp(self._now())
+        when = stored_timestamp(self._now())
         changed = 0
         for chunk in _chunks(ids):
             marks = ",".join("?" * len(chunk))
@@ -564,7 +564,7 @@ class DeadLetterStore:
         ids = [int(row_id) for row_id in ids]
         if not ids:
             return 0
-        when = _timestamp(self._now())
+        when = stored_timestamp(self._now())
         changed = 0
         for chunk in _chunks(ids):
             marks = ",".join("?" * len(chunk))
@@ -585,7 +585,7 @@ class DeadLetterStore:
         than pending: Segment may have them, and it deduplicates by messageId only for a while.
         """
         ids = [int(row_id) for row_id in ids]
-        when = _timestamp(self._now())
+        when = stored_timestamp(self._now())
         changed = 0
         for chunk in _chunks(ids):
             marks = ",".join("?" * len(chunk))
@@ -631,7 +631,7 @@ class DeadLetterStore:
         with self._lock:
             if self._connection(create=False) is None:
                 return 0
-        when = _timestamp(self._now())
+        when = stored_timestamp(self._now())
         with self._transaction() as db:
             lost = db.execute(
                 f"SELECT workspace_id, count(*) FROM dead_letters WHERE ({where}) AND replayed_at IS NULL "
@@ -689,7 +689,7 @@ class DeadLetterStore:
             db.execute(f"DELETE FROM dead_letters WHERE {where}", values)
             undelivered = sum(1 for row in rows if row[4] is None)
             if undelivered:
-                _tally(db, {workspace_id: undelivered}, TALLY_PURGED, _timestamp(self._now()))
+                _tally(db, {workspace_id: undelivered}, TALLY_PURGED, stored_timestamp(self._now()))
             identifiers = identifiers_of(_messages(row[6] for row in rows), user_id, anonymous_id)
             report.rewritten_events = _scrub_others(db, self.backend, workspace_id, identifiers)
         with self._lock:
@@ -783,8 +783,8 @@ class DeadLetterStore:
     def prune(self) -> PruneReport:
         """Apply the age and row limits now (oldest first, replayed rows before undelivered ones)."""
         now = self._now()
-        when = _timestamp(now)
-        cutoff = _timestamp(now - timedelta(days=self.retention_days))
+        when = stored_timestamp(now)
+        cutoff = stored_timestamp(now - timedelta(days=self.retention_days))
         # Look first, without the write lock (WAL readers do not block writers): counting a big
         # store takes a while, and other workers should not wait for it when nothing is due.
         expired_any = self._read("SELECT 1 FROM dead_letters WHERE last_failed_at < ? LIMIT 1", [cutoff])

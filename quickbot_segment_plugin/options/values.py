@@ -13,7 +13,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from ..core import FALSE_LIST, TRUE_LIST, Truth, truth_of
+from ..core import FALSE_LIST, TRUE_LIST, Truth, parse_iso8601, truth_of
 from .models import ValueType
 
 _INTEGER = re.compile(r"[+-]?\d+")
@@ -91,11 +91,8 @@ def parse_datetime(value: Any) -> datetime:
     if isinstance(value, datetime):
         parsed = value
     elif isinstance(value, str):
-        text = value.strip()
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
         try:
-            parsed = datetime.fromisoformat(text)
+            return parse_iso8601(value)
         except ValueError:
             raise ConversionError(
                 f"{excerpt(value)} is not an ISO-8601 date-time (for example 2026-01-31T12:00:00Z)"
