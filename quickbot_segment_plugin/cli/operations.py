@@ -47,6 +47,7 @@ from ..core import (
     endpoint_for,
     parse_segment_timestamp,
     redact,
+    shorten,
 )
 from ..credentials import CredentialsError, KeyRing
 from ..deadletters import (
@@ -314,13 +315,13 @@ def _row_cells(row: DeadLetter) -> list[str]:
     kind = f"{row.type}:{event}" if isinstance(event, str) else (row.type or "?")
     return [
         str(row.id),
-        _shorten(row.workspace_id, 24),
+        shorten(row.workspace_id, 24, "..."),
         row.reason,
         "" if row.status is None else str(row.status),
         str(row.attempts),
         row.last_failed_at.strftime("%Y-%m-%d %H:%M:%S"),
-        _shorten(kind, 28),
-        _shorten(row.message_id, 36),
+        shorten(kind, 28, "..."),
+        shorten(row.message_id, 36, "..."),
         replay,
     ]
 
@@ -660,7 +661,3 @@ def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     _print("  ".join(header.ljust(width) for header, width in zip(headers, widths, strict=True)).rstrip())
     for row in rows:
         _print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-
-
-def _shorten(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 3] + "..."

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from ..core import parse_segment_timestamp, segment_timestamp
+from ..core import parse_segment_timestamp, segment_timestamp, shorten
 
 MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 MAX_MESSAGE_ID_LENGTH = 100
@@ -121,8 +121,7 @@ def _snake(name: str) -> str:
 
 
 def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return shorten(repr(value), 60, "...")
 
 
 def _present_id(value: object) -> bool:

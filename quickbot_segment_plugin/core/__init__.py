@@ -1,5 +1,6 @@
 """The shared core every subsystem builds on: errors, environment parsing, redaction of secrets,
-the Segment message's facts, timestamps, result logs, counters, regions, and the undeliverable-event record.
+the Segment message's facts, timestamps, values quoted in messages, result logs, counters, regions,
+and the undeliverable-event record.
 
 Nothing here imports another subpackage; everything above may import what is listed in `__all__`.
 """
@@ -46,6 +47,7 @@ from .redaction_forms import server_text
 from .regions import ENDPOINT_ENV, REGION_HOSTS, REGION_TITLES, Region, endpoint_for
 from .results import Level, ResultLog
 from .settings import Flag, Settings, env_name
+from .text import describe, excerpt, shorten
 from .timestamps import (
     LIBRARY_TIMESTAMP,
     library_timestamp,
@@ -123,11 +125,13 @@ __all__ = [
     "build_message",
     "check_size",
     "condition_is_true",
+    "describe",
     "endpoint_for",
     "env_float",
     "env_int",
     "env_name",
     "env_str",
+    "excerpt",
     "file_stem",
     "fingerprint",
     "identifiers_of",
@@ -149,6 +153,7 @@ __all__ = [
     "segment_timestamp",
     "server_text",
     "set_nested",
+    "shorten",
     "stored_timestamp",
     "truncate_write_ahead_log",
     "truth_of",

@@ -1,6 +1,6 @@
 """The store's layout: tables, columns, tallies, and rows read back.
 
-Kept together because they must agree: `_COLUMNS` is the order `_dead_letter` unpacks, and
+Kept together because they must agree: `COLUMNS` is the order `dead_letter` unpacks, and
 `SCHEMA_VERSION` is the SQLite layout `migrations.SQLITE_MIGRATIONS` builds (`SCHEMA_V1` is its first
 step). The same tables and columns exist on PostgreSQL (`migrations.POSTGRES_MIGRATIONS`).
 """
@@ -59,7 +59,7 @@ CREATE TABLE IF NOT EXISTS counters (
     PRIMARY KEY (workspace_id, name)
 );
 """
-_COLUMNS = (
+COLUMNS = (
     "id, workspace_id, message_id, type, message, reason, detail, status, attempts, first_failed_at, "
     "last_failed_at, replayed_at, credentials_token, write_key_fingerprint, endpoint, in_doubt_since"
 )
@@ -67,7 +67,7 @@ _COLUMNS = (
 SCHEMA_VERSION: Final = 2
 
 
-def _dead_letter(row: Sequence[Any]) -> DeadLetter:
+def dead_letter(row: Sequence[Any]) -> DeadLetter:
     (
         row_id,
         workspace_id,
@@ -112,7 +112,7 @@ def _dead_letter(row: Sequence[Any]) -> DeadLetter:
     )
 
 
-def _tally(db: Connection, by_workspace: Mapping[str, int], name: str, when: str) -> None:
+def tally(db: Connection, by_workspace: Mapping[str, int], name: str, when: str) -> None:
     rows = [(workspace, name, int(n), when) for workspace, n in by_workspace.items() if n]
     if rows:
         db.executemany(

@@ -41,8 +41,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from ..core import LruCache, PluginError, file_stem
-from ..options import excerpt
+from ..core import LruCache, PluginError, excerpt, file_stem
 from .cleaning import dotted_path, is_email_address
 from .fast_schema import Check, compile_check
 from .settings import QualityVariables
