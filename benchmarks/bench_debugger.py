@@ -29,8 +29,8 @@ import requests
 
 from quickbot_segment_plugin.collector.ingest import ingest, without_write_keys
 from quickbot_segment_plugin.collector.service import Collector
-from quickbot_segment_plugin.collector.spec import format_iso8601
 from quickbot_segment_plugin.collector.store import EventStore, RawBatch
+from quickbot_segment_plugin.core import segment_timestamp
 
 RESULTS = Path(__file__).parent / "results" / "debugger.json"
 STORED = 100_000
@@ -54,7 +54,7 @@ def a_message(n: int) -> dict[str, Any]:
 def store_batches(path: Path, batches: int, keep_raw: bool) -> float:
     """Seconds to store `batches` requests of BATCH messages."""
     store = EventStore(path)
-    now = format_iso8601(datetime.now(UTC))
+    now = segment_timestamp(datetime.now(UTC))
     bodies = [{"batch": [a_message(n) for n in range(BATCH)], "writeKey": "wk", "sentAt": now} for _ in range(batches)]
     started = time.perf_counter()
     for body in bodies:
@@ -75,7 +75,7 @@ def store_batches(path: Path, batches: int, keep_raw: bool) -> float:
 def handle_requests(path: Path, requests_count: int, keep_raw: bool) -> float:
     """Seconds to accept `requests_count` 100-event bodies as the collector does: ingest, then store."""
     store = EventStore(path)
-    now = format_iso8601(datetime.now(UTC))
+    now = segment_timestamp(datetime.now(UTC))
     bodies = [
         json.dumps({"batch": [a_message(n) for n in range(BATCH)], "writeKey": "wk", "sentAt": now}).encode()
         for _ in range(requests_count)
@@ -138,7 +138,7 @@ def main() -> None:
 
         path = Path(folder) / "big.sqlite3"
         store = EventStore(path)
-        now = format_iso8601(datetime.now(UTC))
+        now = segment_timestamp(datetime.now(UTC))
         for start in range(0, STORED, 1000):
             store.add(
                 [a_message(n) for n in range(start, start + 1000)],

@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from quickbot_segment_plugin.collector.spec import apply_timestamps, check_message, format_iso8601, parse_iso8601
+from quickbot_segment_plugin.collector.spec import apply_timestamps, check_message
+from quickbot_segment_plugin.core.timestamps import parse_segment_timestamp as parse_iso8601
+from quickbot_segment_plugin.core.timestamps import segment_timestamp as format_iso8601
 
 RECEIVED = datetime(2024, 6, 1, 12, 0, 0, 500000, tzinfo=UTC)
 

@@ -25,8 +25,8 @@ from segment.analytics.request import post as library_post
 from support import WRITE_KEY
 
 from quickbot_segment_plugin.collector.service import Collector, CollectorError
-from quickbot_segment_plugin.collector.spec import format_iso8601
 from quickbot_segment_plugin.collector.store import EventStore
+from quickbot_segment_plugin.core.timestamps import segment_timestamp as format_iso8601
 
 pytestmark = pytest.mark.integration
 

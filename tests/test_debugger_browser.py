@@ -25,8 +25,8 @@ from support import WORKSPACE, WRITE_KEY
 
 from quickbot_segment_plugin.block import SegmentBlock
 from quickbot_segment_plugin.collector.service import Collector
-from quickbot_segment_plugin.collector.spec import format_iso8601
 from quickbot_segment_plugin.collector.store import EventStore
+from quickbot_segment_plugin.core.timestamps import segment_timestamp as format_iso8601
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 

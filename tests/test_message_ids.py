@@ -16,7 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from quickbot_segment_plugin.core import message as messages
-from quickbot_segment_plugin.core.message import message_id_for, utc_now_text
+from quickbot_segment_plugin.core.message import message_id_for
+from quickbot_segment_plugin.core.timestamps import utc_now_text
 
 
 @given(st.integers(min_value=0, max_value=2**128 - 1))

@@ -23,7 +23,7 @@ from quickbot_segment_plugin.templating import (
     TemplateLimits,
     default_engine,
 )
-from quickbot_segment_plugin.templating.state import _RenderState
+from quickbot_segment_plugin.templating.state import RenderState
 
 VARIABLES: dict[str, object] = {
     "First name": "Ada",
@@ -154,7 +154,7 @@ def test_jinja_internals_are_refused_as_values(engine: TemplateEngine) -> None:
 def test_the_variables_table_is_not_a_mapping_so_it_cannot_be_dumped(engine: TemplateEngine) -> None:
     """The sandbox treats every Mapping as data a template may print, iterate and index, with no
     exception for `vars` (every variable of the conversation): it must never become one."""
-    assert not isinstance(_RenderState(TemplateLimits(), VARIABLES).view, Mapping)
+    assert not isinstance(RenderState(TemplateLimits(), VARIABLES).view, Mapping)
     for source in (
         "{{ [vars] }}",
         "{{ {'all': vars} }}",

@@ -37,7 +37,6 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final, TextIO
 
-from ..collector import parse_iso8601
 from ..core import (
     CLIENT_CLOSED,
     REASONS,
@@ -46,7 +45,9 @@ from ..core import (
     DeliveryError,
     Undeliverable,
     endpoint_for,
+    parse_segment_timestamp,
     redact,
+    shorten,
 )
 from ..credentials import CredentialsError, KeyRing
 from ..deadletters import (
@@ -200,7 +201,7 @@ def parse_age(text: str) -> timedelta | datetime:
     match = _AGE.match(text)
     if match:
         return timedelta(seconds=float(match.group(1)) * _AGE_UNITS[match.group(2).lower()])
-    moment = parse_iso8601(text.strip())  # the collector's reader: any fraction, Z, on Python 3.10 too
+    moment = parse_segment_timestamp(text.strip())  # Segment's reading: any fraction, Z
     if moment is None:
         raise argparse.ArgumentTypeError(
             f"must be an age such as 90s, 30m, 2h, 3d or 1w, or a date such as 2024-05-01T12:00Z; got {text!r}"
@@ -314,13 +315,13 @@ def _row_cells(row: DeadLetter) -> list[str]:
     kind = f"{row.type}:{event}" if isinstance(event, str) else (row.type or "?")
     return [
         str(row.id),
-        _shorten(row.workspace_id, 24),
+        shorten(row.workspace_id, 24, "..."),
         row.reason,
         "" if row.status is None else str(row.status),
         str(row.attempts),
         row.last_failed_at.strftime("%Y-%m-%d %H:%M:%S"),
-        _shorten(kind, 28),
-        _shorten(row.message_id, 36),
+        shorten(kind, 28, "..."),
+        shorten(row.message_id, 36, "..."),
         replay,
     ]
 
@@ -660,7 +661,3 @@ def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     _print("  ".join(header.ljust(width) for header, width in zip(headers, widths, strict=True)).rstrip())
     for row in rows:
         _print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-
-
-def _shorten(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 3] + "..."

@@ -8,7 +8,6 @@ from .limits import DEFAULT_MAX_STORED_EVENTS, DEFAULT_MAX_STORED_MB
 from .origin import parse_allowed_origins
 from .service import Collector, CollectorError
 from .settings import DEFAULT_MAX_CONNECTIONS, DEFAULT_PORT, CollectorSettings
-from .spec import parse_iso8601
 from .store import EventStore
 
 __all__ = [
@@ -23,5 +22,4 @@ __all__ = [
     "Fault",
     "FaultError",
     "parse_allowed_origins",
-    "parse_iso8601",
 ]

@@ -25,13 +25,12 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
-from ..core import PluginError
+from ..core import PluginError, parse_segment_timestamp, segment_timestamp
 from .debugger import ASSET_PREFIX, asset_reply, host_allowed, misdirected_reply, page_reply, wants_page
 from .faults import Fault, FaultError, FaultScript, faults_from_json
 from .http import Reply, Request, error_reply, is_loopback, json_reply
 from .ingest import ENDPOINTS, Rejected, ingest, rejected_key_fingerprint
 from .origin import admin_allowed, write_allowed
-from .spec import format_iso8601, parse_iso8601
 from .store import MAX_PAGE, EventFilter, EventStore, RawBatch
 from .summary import MAX_SUMMARY_MINUTES
 from .wire import ascii_decimal
@@ -51,11 +50,11 @@ def since_filter(since: object) -> str | None:
         return None
     if isinstance(since, datetime):
         moment = since if since.tzinfo else since.replace(tzinfo=UTC)
-        return format_iso8601(moment)
-    parsed = parse_iso8601(since)
+        return segment_timestamp(moment)
+    parsed = parse_segment_timestamp(since)
     if parsed is None:
         raise FilterError(f"since must be an ISO-8601 date such as 2024-05-01T12:00:00Z, got {since!r}.", field="since")
-    return format_iso8601(parsed)
+    return segment_timestamp(parsed)
 
 
 class CollectorApp:
@@ -157,7 +156,7 @@ class CollectorApp:
             reason = f"X-Retry-Count must be a whole number in ASCII digits, got {raw[:20]!r}."
         else:
             return None
-        received = format_iso8601(datetime.now(UTC))
+        received = segment_timestamp(datetime.now(UTC))
         self._reject(request, received, uuid.uuid4().hex, status, code, reason)
         return error_reply(status, code, reason)
 
@@ -168,7 +167,7 @@ class CollectorApp:
             return error_reply(405, "method_not_allowed", "use POST.", headers=[("Allow", "POST")]), 0
         received = datetime.now(UTC)
         received = received.replace(microsecond=received.microsecond // 1000 * 1000)
-        received_at = format_iso8601(received)
+        received_at = segment_timestamp(received)
         batch_id = uuid.uuid4().hex
         if request.body_error is not None:
             self._reject(request, received_at, batch_id, request.body_error.status, "unreadable_body", None)
@@ -290,7 +289,7 @@ class CollectorApp:
             minutes = _int_param(request, "minutes", DEFAULT_SUMMARY_MINUTES, 1, MAX_SUMMARY_MINUTES)
         except FilterError as error:
             return error_reply(400, "invalid_filter", error.message)
-        now = format_iso8601(datetime.now(UTC))
+        now = segment_timestamp(datetime.now(UTC))
         return json_reply(200, {"now": now, "minutes": minutes, **self.store.summary(minutes, now)})
 
     def _rejections(self, request: Request) -> Reply:

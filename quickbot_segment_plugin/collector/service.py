@@ -32,7 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ..core import PluginError, StoreFileError
+from ..core import PluginError, StoreFileError, segment_timestamp
 from .faults import Fault, FaultError, FaultScript
 from .http import CollectorServer, is_loopback
 from .ingest import MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_EVENT_BYTES
@@ -40,7 +40,6 @@ from .limits import DEFAULT_MAX_STORED_EVENTS, DEFAULT_MAX_STORED_MB, StoreLimit
 from .origin import parse_allowed_origins
 from .routes import CollectorApp, FilterError, since_filter
 from .settings import DEFAULT_MAX_CONNECTIONS
-from .spec import format_iso8601
 from .store import EventFilter, EventStore
 from .summary import MAX_SUMMARY_MINUTES
 
@@ -302,7 +301,7 @@ class Collector:
         """Counts per type overall and per minute over the last `minutes` (the debugger's strip)."""
         if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= MAX_SUMMARY_MINUTES:
             raise CollectorError(f"minutes must be from 1 to {MAX_SUMMARY_MINUTES}, got {minutes!r}.", field="minutes")
-        now = format_iso8601(datetime.now(UTC))
+        now = segment_timestamp(datetime.now(UTC))
         return {"now": now, "minutes": minutes, **self._running_store().summary(minutes, now)}
 
     def messages(self) -> list[dict[str, Any]]:

@@ -9,63 +9,16 @@ alias) and the HTTP Tracking API's "Errors" section.
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
+
+from ..core import parse_segment_timestamp, segment_timestamp, shorten
 
 MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 MAX_MESSAGE_ID_LENGTH = 100
-
-_ISO_8601 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})"
-    r"(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?"
-    r"(Z|z|[+-]\d{2}(?::?\d{2})?)?)?$"
-)
-
-
-def parse_iso8601(value: object) -> datetime | None:
-    """An aware UTC datetime for an ISO-8601 string, or None when it is not one.
-
-    Written here rather than with `datetime.fromisoformat` because Python 3.10 rejects
-    the `Z` suffix and fractions other than 3 or 6 digits, both common in Segment payloads.
-    A time without an offset is read as UTC, as Segment does.
-    """
-    if not isinstance(value, str) or len(value) > 64:
-        return None
-    return _parse_text(value)
-
-
-@functools.lru_cache(maxsize=4096)  # a batch's sentAt is read once per message
-def _parse_text(value: str) -> datetime | None:
-    match = _ISO_8601.match(value.strip())
-    if not match:
-        return None
-    year, month, day, hour, minute, second, fraction, offset = match.groups()
-    micro = int((fraction or "0")[:6].ljust(6, "0"))
-    try:
-        moment = datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0), micro)
-    except ValueError:
-        return None
-    zone = UTC
-    if offset and offset not in ("Z", "z"):
-        sign = -1 if offset[0] == "-" else 1
-        digits = offset[1:].replace(":", "")
-        hours, minutes = int(digits[:2]), int(digits[2:4] or 0)
-        if hours > 23 or minutes > 59:
-            return None
-        zone = timezone(sign * timedelta(hours=hours, minutes=minutes))
-    try:
-        return moment.replace(tzinfo=zone).astimezone(UTC)
-    except OverflowError:
-        return None
-
-
-def format_iso8601(moment: datetime) -> str:
-    """Segment's own format: UTC, milliseconds, `Z`."""
-    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def apply_timestamps(message: dict[str, Any], received_at: datetime, batch_sent_at: object) -> list[str]:
@@ -79,11 +32,11 @@ def apply_timestamps(message: dict[str, Any], received_at: datetime, batch_sent_
     Returns warnings for dates that cannot be read.
     """
     warnings: list[str] = []
-    message["receivedAt"] = format_iso8601(received_at)
+    message["receivedAt"] = segment_timestamp(received_at)
     sent_at_value = message.get("sentAt", batch_sent_at)
     sent_at = None
     if sent_at_value is not None:
-        sent_at = parse_iso8601(sent_at_value)
+        sent_at = parse_segment_timestamp(sent_at_value)
         if sent_at is None:
             warnings.append(f"sentAt is not an ISO-8601 date ({_short(sent_at_value)}); no clock-skew correction.")
         else:
@@ -93,14 +46,14 @@ def apply_timestamps(message: dict[str, Any], received_at: datetime, batch_sent_
         message["timestamp"] = message["receivedAt"]
         return warnings
     message["originalTimestamp"] = original_value
-    original = parse_iso8601(original_value)
+    original = parse_segment_timestamp(original_value)
     if original is None:
         warnings.append(f"timestamp is not an ISO-8601 date ({_short(original_value)}); Segment ignores it.")
         message["timestamp"] = message["receivedAt"]
         return warnings
     try:
         corrected = original if sent_at is None else received_at - (sent_at - original)
-        message["timestamp"] = format_iso8601(corrected)
+        message["timestamp"] = segment_timestamp(corrected)
     except (OverflowError, ValueError):  # a skew that pushes the date out of range
         message["timestamp"] = message["receivedAt"]
     return warnings
@@ -158,7 +111,7 @@ _TYPE_CHECKS: dict[str, Callable[[object], bool]] = {
     _STRING: lambda value: isinstance(value, str),
     _NUMBER: _is_number,
     _OBJECT: lambda value: isinstance(value, dict),
-    _DATE: lambda value: parse_iso8601(value) is not None,
+    _DATE: lambda value: parse_segment_timestamp(value) is not None,
     _STRING_OR_NUMBER: lambda value: isinstance(value, str) or _is_number(value),
 }
 
@@ -168,8 +121,7 @@ def _snake(name: str) -> str:
 
 
 def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return shorten(repr(value), 60, "...")
 
 
 def _present_id(value: object) -> bool:

@@ -1,5 +1,6 @@
 """The shared core every subsystem builds on: errors, environment parsing, redaction of secrets,
-the Segment message's facts, result logs, counters, regions, and the undeliverable-event record.
+the Segment message's facts, timestamps, values quoted in messages, result logs, counters, regions,
+and the undeliverable-event record.
 
 Nothing here imports another subpackage; everything above may import what is listed in `__all__`.
 """
@@ -46,6 +47,17 @@ from .redaction_forms import server_text
 from .regions import ENDPOINT_ENV, REGION_HOSTS, REGION_TITLES, EndpointSettings, Region, endpoint_for
 from .results import Level, ResultLog
 from .settings import Flag, Settings, env_name
+from .text import describe, excerpt, shorten
+from .timestamps import (
+    LIBRARY_TIMESTAMP,
+    library_timestamp,
+    parse_iso8601,
+    parse_segment_timestamp,
+    parse_stored_timestamp,
+    segment_timestamp,
+    stored_timestamp,
+    utc_now_text,
+)
 from .truth import FALSE_LIST, FALSE_WORDS, TRUE_LIST, TRUE_WORDS, Truth, condition_is_true, truth_of
 from .undeliverable import (
     CLIENT_CLOSED,
@@ -75,6 +87,7 @@ __all__ = [
     "FAILED",
     "FALSE_LIST",
     "FALSE_WORDS",
+    "LIBRARY_TIMESTAMP",
     "MAX_MESSAGE_BYTES",
     "PAYLOAD_OBJECTS",
     "PLUGIN_CONTEXT",
@@ -113,11 +126,13 @@ __all__ = [
     "build_message",
     "check_size",
     "condition_is_true",
+    "describe",
     "endpoint_for",
     "env_float",
     "env_int",
     "env_name",
     "env_str",
+    "excerpt",
     "file_stem",
     "fingerprint",
     "identifiers_of",
@@ -126,15 +141,23 @@ __all__ = [
     "key_path",
     "known_secrets",
     "library_context",
+    "library_timestamp",
     "message_id_for",
     "open_private_database",
     "parse_endpoint",
+    "parse_iso8601",
+    "parse_segment_timestamp",
+    "parse_stored_timestamp",
     "redact",
     "scrub",
     "search_terms",
+    "segment_timestamp",
     "server_text",
     "set_nested",
+    "shorten",
+    "stored_timestamp",
     "truncate_write_ahead_log",
     "truth_of",
     "user_condition",
+    "utc_now_text",
 ]

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import json
 import random
-import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cache
 from importlib.metadata import version
 from typing import Any, Final
 
 from .errors import PluginError
+from .timestamps import library_timestamp, utc_now_text
 
 MAX_MESSAGE_BYTES = 32 * 1024  # Segment rejects a single message above 32 KB
 
@@ -97,29 +97,10 @@ def build_message(parts: MessageParts, host_context: Mapping[str, Any]) -> dict[
     message["context"] = context
     message["integrations"] = dict(parts.integrations)
     timestamp = parts.timestamp
-    message["timestamp"] = utc_now_text() if timestamp is None else timestamp.isoformat(timespec="milliseconds")
+    message["timestamp"] = utc_now_text() if timestamp is None else library_timestamp(timestamp)
     # Size is checked by the caller once the message is final (after cleaning and privacy):
     # the library measures it again on enqueue, so the live path does not pay for it twice.
     return message
-
-
-def utc_now_text() -> str:
-    """`datetime.now(timezone.utc).isoformat(timespec="milliseconds")` in a third of the time.
-
-    Every event without a timestamp option needs it; the date and time up to the second are
-    formatted once per second and kept (one tuple, replaced whole, so threads never see half).
-    """
-    global _current_second
-    now = time.time()
-    second = int(now)
-    cached_second, prefix = _current_second
-    if second != cached_second:
-        prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        _current_second = (second, prefix)
-    return f"{prefix}.{int((now - second) * 1000):03d}+00:00"
-
-
-_current_second: tuple[int, str] = (-1, "")
 
 
 @cache

@@ -47,7 +47,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, ValidationError, model_validator
 from pydantic_core import core_schema
 
-from ..core import ConfigurationError, LruCache, PluginError, Region, fingerprint, known_secrets
+from ..core import ConfigurationError, LruCache, PluginError, Region, fingerprint, known_secrets, shorten
 from .settings import DEFAULT_CACHE_SIZE, CredentialsSettings
 
 if TYPE_CHECKING:
@@ -448,7 +448,7 @@ def _checked_workspace(workspace_id: object) -> str:
 
 
 def _quoted_workspace(workspace_id: str) -> str:
-    return repr(workspace_id if len(workspace_id) <= 64 else workspace_id[:61] + "...")
+    return repr(shorten(workspace_id, 64, "..."))
 
 
 def _parse_token(token: object) -> tuple[str, bytes, bytes]:

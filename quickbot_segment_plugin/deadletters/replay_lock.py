@@ -15,10 +15,9 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Final
 
-from ..core import PluginError
+from ..core import PluginError, parse_stored_timestamp, stored_timestamp
 from .backend import ExclusiveHold, LockHeld
 from .replica import holder_is_dead, process_token
-from .schema import _parse_timestamp, _timestamp
 
 if TYPE_CHECKING:
     from .store import DeadLetterStore
@@ -42,7 +41,7 @@ class ReplayLease:
         self._now = now
 
     def renew(self) -> None:
-        expires = _timestamp(self._now() + timedelta(seconds=self._seconds))
+        expires = stored_timestamp(self._now() + timedelta(seconds=self._seconds))
         with self._store._transaction() as db:
             db.execute(
                 "UPDATE leases SET expires_at = ? WHERE name = ? AND token = ?", [expires, REPLAY_LOCK, self.token]
@@ -68,14 +67,14 @@ def replay_lock(store: DeadLetterStore, holder: str, seconds: float = DEFAULT_LE
         with store._transaction() as db:
             row = db.execute("SELECT holder, token, expires_at FROM leases WHERE name = ?", [REPLAY_LOCK]).fetchone()
             if row is not None and hold is None:
-                expires = _parse_timestamp(row[2])
+                expires = parse_stored_timestamp(row[2])
                 if expires is not None and expires > now and not holder_is_dead(row[1]):
                     raise ReplayInProgress(_refusal(store, (row[0], expires)))
             db.execute(
                 "INSERT INTO leases (name, holder, token, acquired_at, expires_at) VALUES (?,?,?,?,?) "
                 "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, token = excluded.token, "
                 "acquired_at = excluded.acquired_at, expires_at = excluded.expires_at",
-                [REPLAY_LOCK, holder, token, _timestamp(now), _timestamp(now + timedelta(seconds=seconds))],
+                [REPLAY_LOCK, holder, token, stored_timestamp(now), stored_timestamp(now + timedelta(seconds=seconds))],
             )
     except BaseException:
         if hold is not None:
@@ -94,7 +93,7 @@ def replay_lock(store: DeadLetterStore, holder: str, seconds: float = DEFAULT_LE
 
 def _current_holder(store: DeadLetterStore) -> tuple[str, datetime | None] | None:
     rows = store._read("SELECT holder, expires_at FROM leases WHERE name = ?", [REPLAY_LOCK])
-    return (rows[0][0], _parse_timestamp(rows[0][1])) if rows else None
+    return (rows[0][0], parse_stored_timestamp(rows[0][1])) if rows else None
 
 
 def _refusal(store: DeadLetterStore, holder: tuple[str, datetime | None] | None) -> str:

@@ -28,9 +28,11 @@ from ..core import (
     ErasureReport,
     Undeliverable,
     identifiers_of,
+    parse_stored_timestamp,
     redact,
     scrub,
     search_terms,
+    stored_timestamp,
     user_condition,
 )
 from .backend import Connection, StoreBackend, backend_for
@@ -48,17 +50,15 @@ from .filters import DeadLetterFilter, State
 from .models import DeadLetter, PruneReport, ReplayReport
 from .replica import replica_id
 from .schema import (
-    _COLUMNS,
+    COLUMNS,
     TALLY_PRUNED_EXPIRED,
     TALLY_PRUNED_OVER_LIMIT,
     TALLY_PURGED,
     TALLY_REPLAYED,
-    _dead_letter,
-    _parse_timestamp,
-    _tally,
-    _timestamp,
+    dead_letter,
+    tally,
 )
-from .scrubbing import TOKEN_PREFIX, _clean_endpoint, _clean_fingerprint, _Row, _Scrubber
+from .scrubbing import TOKEN_PREFIX, Row, Scrubber, clean_endpoint, clean_fingerprint
 from .sqlite_backend import SqliteBackend
 
 #: One logger for the whole store, whichever module logs: operators filter on this name.
@@ -231,7 +231,7 @@ class DeadLetterStore:
                 return 0
             rows = [self._clean(message, workspace_id) for message in messages]
             token = self._clean_token(credentials_token)
-            when = _timestamp(self._now())
+            when = stored_timestamp(self._now())
             values = [
                 (
                     str(workspace_id),
@@ -244,8 +244,8 @@ class DeadLetterStore:
                     when,
                     when,
                     token,
-                    _clean_fingerprint(write_key_fingerprint),
-                    _clean_endpoint(endpoint),
+                    clean_fingerprint(write_key_fingerprint),
+                    clean_endpoint(endpoint),
                 )
                 for row in rows
             ]
@@ -264,7 +264,7 @@ class DeadLetterStore:
         workspaces at its deadline must not spend a commit on each. Never raises (as `add`)."""
         total = sum(len(undeliverable.messages) for undeliverable, _ in entries)
         try:
-            when = _timestamp(self._now())
+            when = stored_timestamp(self._now())
             values = []
             per_workspace: dict[str, int] = {}
             for undeliverable, credentials_token in entries:
@@ -272,8 +272,8 @@ class DeadLetterStore:
                 detail = redact(str(undeliverable.detail or ""))[:MAX_DETAIL_CHARS]
                 status = undeliverable.status
                 status = status if isinstance(status, int) and not isinstance(status, bool) else None
-                fingerprint = _clean_fingerprint(undeliverable.write_key_fingerprint)
-                endpoint = _clean_endpoint(undeliverable.endpoint)
+                fingerprint = clean_fingerprint(undeliverable.write_key_fingerprint)
+                endpoint = clean_endpoint(undeliverable.endpoint)
                 workspace_id = str(undeliverable.workspace_id)
                 for message in undeliverable.messages:
                     row = self._clean(message, workspace_id)
@@ -310,10 +310,10 @@ class DeadLetterStore:
             undeliverable.endpoint,
         )
 
-    def _clean(self, message: Mapping[str, Any], workspace_id: object) -> _Row:
+    def _clean(self, message: Mapping[str, Any], workspace_id: object) -> Row:
         if not isinstance(message, Mapping):
             message = {"unreadable": str(message)}
-        scrubber = _Scrubber()
+        scrubber = Scrubber()
         cleaned: dict[str, Any] = scrubber.value(message)
         if scrubber.removed_something:
             logger.warning(
@@ -328,7 +328,7 @@ class DeadLetterStore:
             cleaned["messageId"] = message_id
         kind = cleaned.get("type")
         text = json.dumps(cleaned, ensure_ascii=True, separators=(",", ":"), default=str)
-        return _Row(str(message_id), kind if isinstance(kind, str) else None, text)
+        return Row(str(message_id), kind if isinstance(kind, str) else None, text)
 
     def _clean_token(self, token: str | None) -> str | None:
         """Only a sealed token is stored; anything else (a raw key passed by mistake) is dropped."""
@@ -349,7 +349,7 @@ class DeadLetterStore:
         """Add flushed process counters (`CounterSink`); False (logged) when the write failed."""
         if not deltas:
             return True
-        when = _timestamp(self._now())
+        when = stored_timestamp(self._now())
         try:
             replica = replica_id(self._environ)
             with self._transaction() as db:
@@ -443,13 +443,13 @@ class DeadLetterStore:
             page = PAGE_SIZE if remaining is None else min(PAGE_SIZE, remaining)
             where, values = selection.where(self._now())
             rows = self._read(
-                f"SELECT {_COLUMNS} FROM dead_letters WHERE ({where}) AND id > ? ORDER BY id LIMIT ?",
+                f"SELECT {COLUMNS} FROM dead_letters WHERE ({where}) AND id > ? ORDER BY id LIMIT ?",
                 [*values, last_id, page],
             )
             if not rows:
                 return
             for row in rows:
-                yield _dead_letter(row)
+                yield dead_letter(row)
             last_id = rows[-1][0]
             if remaining is not None:
                 remaining -= len(rows)
@@ -498,8 +498,8 @@ class DeadLetterStore:
                 "pending": int(pending),
                 "in_doubt": int(in_doubt),
                 "replayed": int(replayed),
-                "oldest_failure": _iso(_parse_timestamp(oldest)),
-                "newest_failure": _iso(_parse_timestamp(newest)),
+                "oldest_failure": _iso(parse_stored_timestamp(oldest)),
+                "newest_failure": _iso(parse_stored_timestamp(newest)),
             }
             for workspace, reason, pending, in_doubt, replayed, oldest, newest in rows
         ]
@@ -527,7 +527,7 @@ class DeadLetterStore:
         for replica, name, value, updated in rows:
             entry = result.setdefault(replica, {"last_flush": None, "counters": {}})
             entry["counters"][name] = int(value)
-            flushed = _iso(_parse_timestamp(updated))
+            flushed = _iso(parse_stored_timestamp(updated))
             if flushed is not None and (entry["last_flush"] is None or flushed > entry["last_flush"]):
                 entry["last_flush"] = flushed
         return result
@@ -539,7 +539,7 @@ class DeadLetterStore:
         ids = [int(row_id) for row_id in ids]
         if not ids:
             return 0
-        when = _timestamp(self._now())
+        when = stored_timestamp(self._now())
         changed = 0
         for chunk in _chunks(ids):
             marks = ",".join("?" * len(chunk))
@@ -553,7 +553,7 @@ class DeadLetterStore:
                     f"UPDATE dead_letters SET replayed_at = ?, in_doubt_since = NULL WHERE id IN ({marks})",
                     [when, *chunk],
                 )
-                _tally(db, {workspace: n for workspace, n in per_workspace}, TALLY_REPLAYED, when)
+                tally(db, {workspace: n for workspace, n in per_workspace}, TALLY_REPLAYED, when)
             for workspace, n in per_workspace:
                 self._counters.replayed(workspace, n)
                 changed += n
@@ -564,7 +564,7 @@ class DeadLetterStore:
         ids = [int(row_id) for row_id in ids]
         if not ids:
             return 0
-        when = _timestamp(self._now())
+        when = stored_timestamp(self._now())
         changed = 0
         for chunk in _chunks(ids):
             marks = ",".join("?" * len(chunk))
@@ -585,7 +585,7 @@ class DeadLetterStore:
         than pending: Segment may have them, and it deduplicates by messageId only for a while.
         """
         ids = [int(row_id) for row_id in ids]
-        when = _timestamp(self._now())
+        when = stored_timestamp(self._now())
         changed = 0
         for chunk in _chunks(ids):
             marks = ",".join("?" * len(chunk))
@@ -631,7 +631,7 @@ class DeadLetterStore:
         with self._lock:
             if self._connection(create=False) is None:
                 return 0
-        when = _timestamp(self._now())
+        when = stored_timestamp(self._now())
         with self._transaction() as db:
             lost = db.execute(
                 f"SELECT workspace_id, count(*) FROM dead_letters WHERE ({where}) AND replayed_at IS NULL "
@@ -639,7 +639,7 @@ class DeadLetterStore:
                 values,
             ).fetchall()
             deleted = db.execute(f"DELETE FROM dead_letters WHERE {where}", values).rowcount
-            _tally(db, {workspace: n for workspace, n in lost}, TALLY_PURGED, when)
+            tally(db, {workspace: n for workspace, n in lost}, TALLY_PURGED, when)
         if lost:
             logger.warning(
                 "purged %d dead letter(s) (%d undelivered) from %s",
@@ -689,7 +689,7 @@ class DeadLetterStore:
             db.execute(f"DELETE FROM dead_letters WHERE {where}", values)
             undelivered = sum(1 for row in rows if row[4] is None)
             if undelivered:
-                _tally(db, {workspace_id: undelivered}, TALLY_PURGED, _timestamp(self._now()))
+                tally(db, {workspace_id: undelivered}, TALLY_PURGED, stored_timestamp(self._now()))
             identifiers = identifiers_of(_messages(row[6] for row in rows), user_id, anonymous_id)
             report.rewritten_events = _scrub_others(db, self.backend, workspace_id, identifiers)
         with self._lock:
@@ -783,8 +783,8 @@ class DeadLetterStore:
     def prune(self) -> PruneReport:
         """Apply the age and row limits now (oldest first, replayed rows before undelivered ones)."""
         now = self._now()
-        when = _timestamp(now)
-        cutoff = _timestamp(now - timedelta(days=self.retention_days))
+        when = stored_timestamp(now)
+        cutoff = stored_timestamp(now - timedelta(days=self.retention_days))
         # Look first, without the write lock (WAL readers do not block writers): counting a big
         # store takes a while, and other workers should not wait for it when nothing is due.
         expired_any = self._read("SELECT 1 FROM dead_letters WHERE last_failed_at < ? LIMIT 1", [cutoff])
@@ -815,8 +815,8 @@ class DeadLetterStore:
                 db.execute(f"DELETE FROM dead_letters WHERE id IN ({victims})", [excess])
             expired_lost = {workspace: int(n) for workspace, replayed, n in expired if not replayed}
             over_lost = {workspace: int(n) for workspace, n in over_pending}
-            _tally(db, expired_lost, TALLY_PRUNED_EXPIRED, when)
-            _tally(db, over_lost, TALLY_PRUNED_OVER_LIMIT, when)
+            tally(db, expired_lost, TALLY_PRUNED_EXPIRED, when)
+            tally(db, over_lost, TALLY_PRUNED_OVER_LIMIT, when)
         lost_by_workspace: dict[str, int] = {}
         for source in (expired_lost, over_lost):
             for workspace, n in source.items():
@@ -864,10 +864,10 @@ class DeadLetterStore:
         selection = selection or DeadLetterFilter(workspace_id, reason, older_than, newer_than, state, ids)
         where, values = selection.where(self._now())
         rows = self._read(
-            f"SELECT {_COLUMNS} FROM dead_letters WHERE {where} ORDER BY id LIMIT ? OFFSET ?",
+            f"SELECT {COLUMNS} FROM dead_letters WHERE {where} ORDER BY id LIMIT ? OFFSET ?",
             [*values, max(0, int(limit)), max(0, int(offset))],
         )
-        return [_dead_letter(row) for row in rows]
+        return [dead_letter(row) for row in rows]
 
 
 # --- helpers -------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from ..core import MAX_MESSAGE_BYTES, DeliveryError
+from ..core import MAX_MESSAGE_BYTES, DeliveryError, parse_iso8601
 from .library import OVERSIZE_ERRORS, REFUSAL_ERRORS, library_validator, refused_field
 
 # wire field -> library keyword, per call type (the library's own signatures).
@@ -178,9 +178,11 @@ def parse_timestamp(value: Any) -> datetime | None:
 
 def _parse_iso(text: str) -> datetime:
     try:
-        return datetime.fromisoformat(text)  # the common case, and every spelling on Python >= 3.11
+        return datetime.fromisoformat(text)  # the common case: the library's own form
     except ValueError:
-        return datetime.fromisoformat(python310_iso(text))
+        # Respelled first, not stripped: the fraction rewrite decides how odd text such as
+        # " 12:00:00:5z " reads, and replayed messages must keep reading as they did.
+        return parse_iso8601(python310_iso(text))
 
 
 def python310_iso(text: str) -> str:

@@ -33,18 +33,14 @@ from __future__ import annotations
 
 import json
 import queue
-import re
 from collections.abc import Mapping
 from functools import cache
 from typing import Any, Final
 
-from ..core import MAX_MESSAGE_BYTES, PAYLOAD_OBJECTS, library_context
+from ..core import LIBRARY_TIMESTAMP, MAX_MESSAGE_BYTES, PAYLOAD_OBJECTS, library_context
 from .calls import CALL_FIELDS, LibraryCall, message_too_large, to_library_call
 
 Message = dict[str, Any]
-
-# `datetime.isoformat(timespec="milliseconds")` of an aware datetime whose offset is whole minutes.
-_LIBRARY_TIMESTAMP: Final = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}[+-]\d{2}:\d{2}")
 
 
 class FinalMessage:
@@ -131,7 +127,7 @@ def _in_final_form(
         type(message_id) is str
         and message_id
         and type(timestamp) is str
-        and _LIBRARY_TIMESTAMP.fullmatch(timestamp)
+        and LIBRARY_TIMESTAMP.fullmatch(timestamp)
         and type(context) is dict
         and context.get("library") == _library_stamp()
         and type(message.get("integrations")) is dict

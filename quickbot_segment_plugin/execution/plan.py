@@ -12,7 +12,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..core import MessageError, MessageParts, ResultLog, Truth, condition_is_true, key_path, set_nested, truth_of
+from ..core import (
+    MessageError,
+    MessageParts,
+    ResultLog,
+    Truth,
+    condition_is_true,
+    excerpt,
+    key_path,
+    set_nested,
+    truth_of,
+)
 from ..options import (
     IDENTITY_FIELDS,
     ITEM_LIST_FIELDS,
@@ -22,7 +32,6 @@ from ..options import (
     ConversionError,
     ValueType,
     convert,
-    excerpt,
     field_title,
     parse_datetime,
     templated_fields,

@@ -19,7 +19,7 @@ from .models import (
     field_title,
     templated_fields,
 )
-from .values import ConversionError, convert, excerpt, parse_datetime, to_number, to_text
+from .values import ConversionError, convert, parse_datetime, to_number, to_text
 
 __all__ = [
     "ACTION_TITLES",
@@ -37,7 +37,6 @@ __all__ = [
     "UpgradedOptions",
     "ValueType",
     "convert",
-    "excerpt",
     "field_title",
     "parse_datetime",
     "templated_fields",

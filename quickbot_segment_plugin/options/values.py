@@ -13,7 +13,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from ..core import FALSE_LIST, TRUE_LIST, Truth, truth_of
+from ..core import FALSE_LIST, TRUE_LIST, Truth, excerpt, parse_iso8601, truth_of
 from .models import ValueType
 
 _INTEGER = re.compile(r"[+-]?\d+")
@@ -72,7 +72,7 @@ def to_number(value: Any) -> int | float:
     else:
         raise ConversionError(f"a {type(value).__name__} is not a number")
     if isinstance(number, float) and not math.isfinite(number):
-        raise ConversionError(f"{excerpt(value)} is not a finite number")
+        raise ConversionError(f"{excerpt(to_text(value))} is not a finite number")
     return number
 
 
@@ -91,11 +91,8 @@ def parse_datetime(value: Any) -> datetime:
     if isinstance(value, datetime):
         parsed = value
     elif isinstance(value, str):
-        text = value.strip()
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
         try:
-            parsed = datetime.fromisoformat(text)
+            return parse_iso8601(value)
         except ValueError:
             raise ConversionError(
                 f"{excerpt(value)} is not an ISO-8601 date-time (for example 2026-01-31T12:00:00Z)"
@@ -137,12 +134,6 @@ def _depth_over(value: Any, limit: int) -> bool:
                 return True
             stack.extend((member, depth + 1) for member in (item.values() if isinstance(item, dict) else item))
     return False
-
-
-def excerpt(value: Any, limit: int = 40) -> str:
-    """`value` as text, quoted, cut to `limit` characters with `…`: how a value is quoted in a sentence."""
-    text = to_text(value)
-    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
 
 
 _CONVERTERS = {

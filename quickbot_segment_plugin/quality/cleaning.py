@@ -31,8 +31,8 @@ from datetime import datetime
 from math import isfinite
 from typing import Any, Final, Literal
 
-from ..core import PLUGIN_CONTEXT
-from ..options import ITEM_NOUNS, excerpt, to_number
+from ..core import PLUGIN_CONTEXT, describe
+from ..options import ITEM_NOUNS, to_number
 
 __all__ = [
     "CLEANING_ENV",
@@ -475,7 +475,8 @@ def _refuse_reserved(
 ) -> Any:
     advice = f"; {hint}" if hint else ""
     text = (
-        f"{label(noun, path[1:])} must be {need} (Segment's reserved {noun}), got {_describe(value)}{advice}; "
+        f"{label(noun, path[1:])} must be {need} (Segment's reserved {noun}), "
+        f"got {describe(value, EXCERPT_CHARS)}{advice}; "
         "the event was not sent."
     )
     findings.append(Finding(rule, path, text, "error", "refused"))
@@ -509,19 +510,3 @@ def _replaced(obj: dict[str, Any], keys: tuple[str, ...], value: Any) -> dict[st
     else:
         copy[keys[0]] = _replaced(copy[keys[0]], keys[1:], value)
     return copy
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"the yes/no value {str(value).lower()}"
-    if isinstance(value, (int, float)):
-        return f"the number {value!r}"
-    if isinstance(value, str):
-        return excerpt(value, EXCERPT_CHARS)
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    return f"a {type(value).__name__}"

@@ -23,7 +23,7 @@ class ExecutionBudget:
         self.seconds_left = limits.max_execute_ms / 1000
 
 
-_BUDGET: contextvars.ContextVar[ExecutionBudget | None] = contextvars.ContextVar(
+BUDGET: contextvars.ContextVar[ExecutionBudget | None] = contextvars.ContextVar(
     "quickbot_template_execution_budget", default=None
 )
 
@@ -33,8 +33,8 @@ def open_execution_budget(limits: TemplateLimits) -> contextvars.Token[Execution
 
     Two plain calls rather than a context manager: this runs once per conversation turn.
     """
-    return _BUDGET.set(ExecutionBudget(limits))
+    return BUDGET.set(ExecutionBudget(limits))
 
 
 def close_execution_budget(token: contextvars.Token[ExecutionBudget | None]) -> None:
-    _BUDGET.reset(token)
+    BUDGET.reset(token)

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from jinja2.runtime import Context
 
-from .diagnostics import _render_error
-from .errors import _excerpt
-from .sandbox import _RenderContext
-from .state import _ACTIVE, _RenderState
-from .values import _to_text, _too_long, _typed_value
+from .diagnostics import render_error
+from .errors import one_line_excerpt
+from .sandbox import RenderContext
+from .state import ACTIVE, RenderState
+from .values import to_text, too_long_error, typed_value
 
 if TYPE_CHECKING:
     from .engine import TemplateEngine
@@ -58,10 +58,10 @@ class CompiledTemplate(ABC):
         """The value for these variables; each kind of template has its own fast way."""
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {_excerpt(self.source)[:40]!r}>"
+        return f"<{type(self).__name__} {one_line_excerpt(self.source)[:40]!r}>"
 
 
-class _LiteralTemplate(CompiledTemplate):
+class LiteralTemplate(CompiledTemplate):
     """Text with no `{{`, `{%` or `{#`: returned as it is, Jinja is never involved."""
 
     __slots__ = ("_rendered",)
@@ -74,7 +74,7 @@ class _LiteralTemplate(CompiledTemplate):
         return self._rendered
 
 
-class _VariableTemplate(CompiledTemplate):
+class VariableTemplate(CompiledTemplate):
     """A field that is exactly `{{Some name}}`: one dictionary look-up, the value keeps its type."""
 
     __slots__ = ("_name", "_unset")
@@ -97,23 +97,23 @@ class _VariableTemplate(CompiledTemplate):
                 return _new_tuple(Rendered, (value, ()))
             if isinstance(value, int) and kind is int and value.bit_length() <= limits.max_number_bits:
                 return _new_tuple(Rendered, (value, ()))
-            state = _RenderState(limits, variables)
-            token = _ACTIVE.set(state)
+            state = RenderState(limits, variables)
+            token = ACTIVE.set(state)
             try:
-                return Rendered(_typed_value(value, state), ())
+                return Rendered(typed_value(value, state), ())
             finally:
-                _ACTIVE.reset(token)
+                ACTIVE.reset(token)
         except Exception as error:
-            raise _render_error(error) from None
+            raise render_error(error) from None
 
 
-class _InterpolationTemplate(CompiledTemplate):
+class InterpolationTemplate(CompiledTemplate):
     """Text with plain `{{Name}}` references only ("Hello {{First name}}!"): joined directly."""
 
     __slots__ = ("_parts",)
 
-    def __init__(self, engine: TemplateEngine, source: str, parts: list[str | _NameRef]) -> None:
-        names = frozenset(part.name for part in parts if isinstance(part, _NameRef))
+    def __init__(self, engine: TemplateEngine, source: str, parts: list[str | NameRef]) -> None:
+        names = frozenset(part.name for part in parts if isinstance(part, NameRef))
         super().__init__(engine, source, names)
         self._parts = tuple(parts)
 
@@ -123,7 +123,7 @@ class _InterpolationTemplate(CompiledTemplate):
             pieces: list[str] = []
             unset: dict[str, None] = {}
             total = 0
-            state: _RenderState | None = None
+            state: RenderState | None = None
             for part in self._parts:
                 if type(part) is str:
                     text = part
@@ -137,30 +137,30 @@ class _InterpolationTemplate(CompiledTemplate):
                         text = value
                     else:
                         if state is None:
-                            state = _RenderState(limits, variables)
-                        token = _ACTIVE.set(state)
+                            state = RenderState(limits, variables)
+                        token = ACTIVE.set(state)
                         try:
-                            text = _to_text(value, state)
+                            text = to_text(value, state)
                         finally:
-                            _ACTIVE.reset(token)
+                            ACTIVE.reset(token)
                 total += len(text)
                 if total > limits.max_output_chars:
-                    raise _too_long(limits)
+                    raise too_long_error(limits)
                 pieces.append(text)
             return _new_tuple(Rendered, ("".join(pieces), tuple(unset)))
         except Exception as error:
-            raise _render_error(error) from None
+            raise render_error(error) from None
 
 
 @dataclass(frozen=True)
-class _NameRef:
+class NameRef:
     name: str
 
 
-_RESULT_NAME = "qb_result"
+RESULT_NAME = "qb_result"
 
 
-class _JinjaTemplate(CompiledTemplate):
+class JinjaTemplate(CompiledTemplate):
     """Everything else: compiled by the hardened sandbox, rendered with a fresh work budget."""
 
     __slots__ = ("_line", "_render_function", "_typed")
@@ -182,31 +182,31 @@ class _JinjaTemplate(CompiledTemplate):
     def render(self, variables: Mapping[str, object]) -> Rendered:
         engine = self._engine
         limits = engine.limits
-        state = _RenderState(limits, variables)
-        token = _ACTIVE.set(state)
+        state = RenderState(limits, variables)
+        token = ACTIVE.set(state)
         try:
-            context = _RenderContext(engine._environment, {}, None, {})
+            context = RenderContext(engine._environment, {}, None, {})
             context.qb_state = state
             if self._typed:
                 for _ in self._render_function(context):
                     pass
                 try:
-                    value = _typed_value(context.vars.get(_RESULT_NAME), state)
+                    value = typed_value(context.vars.get(RESULT_NAME), state)
                 except Exception as error:
-                    raise _render_error(error).located(self._line) from None
+                    raise render_error(error).located(self._line) from None
             else:
                 pieces: list[str] = []
                 total = 0
                 for chunk in self._render_function(context):
                     total += len(chunk)
                     if total > limits.max_output_chars:
-                        raise _too_long(limits)
+                        raise too_long_error(limits)
                     pieces.append(chunk)
                 value = "".join(pieces)
             return _new_tuple(Rendered, (value, tuple(state.missing)))
         except Exception as error:
-            raise _render_error(error) from None
+            raise render_error(error) from None
         finally:
-            _ACTIVE.reset(token)
+            ACTIVE.reset(token)
             if state.budget is not None:
                 state.finish()

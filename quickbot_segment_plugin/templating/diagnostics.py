@@ -11,7 +11,7 @@ import re
 
 from jinja2.exceptions import SecurityError, UndefinedError
 
-from .errors import TemplateError, _excerpt
+from .errors import TemplateError, one_line_excerpt
 from .filters import ALLOWED_FILTERS, ALLOWED_TESTS
 
 _NAME_HINT = (
@@ -20,12 +20,12 @@ _NAME_HINT = (
 )
 
 
-def _line_and_column(source: str, offset: int) -> tuple[int, int]:
+def line_and_column(source: str, offset: int) -> tuple[int, int]:
     line = source.count("\n", 0, offset) + 1
     return line, offset - (source.rfind("\n", 0, offset) + 1) + 1
 
 
-def _column_of(source: str, line: int, pattern: str) -> int | None:
+def column_of(source: str, line: int, pattern: str) -> int | None:
     lines = source.split("\n")
     if not 1 <= line <= len(lines):
         return None
@@ -33,7 +33,7 @@ def _column_of(source: str, line: int, pattern: str) -> int | None:
     return match.start() + 1 if match else None
 
 
-def _explain_syntax(message: str) -> str:
+def explain_syntax(message: str) -> str:
     """Jinja's syntax messages, rephrased for bot builders where they are cryptic."""
     if "expected 'end of print statement'" in message and "unexpected end of template" in message:
         return "A '{{' is not closed with '}}'."
@@ -65,7 +65,7 @@ def _explain_syntax(message: str) -> str:
 
 def _runtime_message(error: BaseException) -> str:
     """A bot-builder message for an exception raised while rendering; never a full value."""
-    text = _excerpt(str(error))
+    text = one_line_excerpt(str(error))
     if isinstance(error, SecurityError):
         return text if text else "This is not allowed in templates."
     if isinstance(error, UndefinedError):
@@ -102,7 +102,7 @@ def _template_line(error: BaseException) -> int | None:
     return line
 
 
-def _render_error(error: Exception) -> TemplateError:
+def render_error(error: Exception) -> TemplateError:
     line = _template_line(error)
     if isinstance(error, TemplateError):
         return error.located(line)

@@ -17,29 +17,29 @@ from jinja2.exceptions import TemplateSyntaxError
 from jinja2.parser import Parser
 
 from .compiled import (
-    _RESULT_NAME,
+    RESULT_NAME,
     CompiledTemplate,
+    InterpolationTemplate,
+    JinjaTemplate,
+    LiteralTemplate,
+    NameRef,
     Rendered,
-    _InterpolationTemplate,
-    _JinjaTemplate,
-    _LiteralTemplate,
-    _NameRef,
-    _VariableTemplate,
+    VariableTemplate,
 )
-from .diagnostics import _column_of, _explain_syntax, _line_and_column
-from .errors import TemplateError, _excerpt, _limit_error
+from .diagnostics import column_of, explain_syntax, line_and_column
+from .errors import TemplateError, limit_error, one_line_excerpt
 from .filters import ALLOWED_TESTS
-from .hardening import _REFUSED_STATEMENTS, _RESERVED_NAMES, _Hardener, _referenced_names
+from .hardening import REFUSED_STATEMENTS, RESERVED_NAMES, Hardener, referenced_names
 from .limits import TemplateLimits
 from .names import (
-    _NOT_PLAIN_VARIABLES,
-    _classify_print,
-    _normalize_newlines,
-    _positioned,
-    _PrintKind,
-    _TrackedTokenStream,
+    NOT_PLAIN_VARIABLES,
+    PrintKind,
+    TrackedTokenStream,
+    classify_print,
+    normalize_newlines,
+    positioned,
 )
-from .sandbox import _SandboxEnvironment
+from .sandbox import SandboxEnvironment
 
 
 def is_template(text: str) -> bool:
@@ -56,7 +56,7 @@ class TemplateEngine:
 
     def __init__(self, limits: TemplateLimits | None = None) -> None:
         self.limits = limits if limits is not None else TemplateLimits()
-        self._environment = _SandboxEnvironment()
+        self._environment = SandboxEnvironment()
         self._cache: OrderedDict[str, CompiledTemplate] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -99,29 +99,29 @@ class TemplateEngine:
         if not isinstance(source, str):
             raise TypeError(f"a template is text, not {type(source).__name__}")
         if len(source) > self.limits.max_source_chars:
-            raise _limit_error(
+            raise limit_error(
                 self.limits,
                 "max_source_chars",
                 f"The template is {len(source):,} characters long; the limit is {self.limits.max_source_chars:,}.",
             )
         if not is_template(source):
-            return _LiteralTemplate(self, source, source)
+            return LiteralTemplate(self, source, source)
         parts = self._plain_parts(source)
         if parts is not None:
-            if not any(isinstance(part, _NameRef) for part in parts):
-                return _LiteralTemplate(self, source, "".join(part for part in parts if isinstance(part, str)))
+            if not any(isinstance(part, NameRef) for part in parts):
+                return LiteralTemplate(self, source, "".join(part for part in parts if isinstance(part, str)))
             if len(parts) == 1 and source.startswith("{{") and source.endswith("}}"):
-                return _VariableTemplate(self, source, parts[0].name)  # type: ignore[union-attr]
-            return _InterpolationTemplate(self, source, parts)
+                return VariableTemplate(self, source, parts[0].name)  # type: ignore[union-attr]
+            return InterpolationTemplate(self, source, parts)
         return self._compile_jinja(source)
 
-    def _plain_parts(self, source: str) -> list[str | _NameRef] | None:
+    def _plain_parts(self, source: str) -> list[str | NameRef] | None:
         """Split text made only of plain variable references, or None if it needs Jinja."""
         try:
-            tokens = list(_positioned(self._environment.lexer.tokeniter(source, None), _normalize_newlines(source)))
+            tokens = list(positioned(self._environment.lexer.tokeniter(source, None), normalize_newlines(source)))
         except Exception:
             return None  # the Jinja path reports the syntax error properly
-        parts: list[str | _NameRef] = []
+        parts: list[str | NameRef] = []
         index = 0
         while index < len(tokens):
             kind = tokens[index][1]
@@ -134,10 +134,10 @@ class TemplateEngine:
                 if end == len(tokens):
                     return None
                 inner = tokens[index + 1 : end]
-                print_kind, name = _classify_print(inner, self._environment._parses_as_expression)
-                plain_name = print_kind is _PrintKind.NAME and name not in _NOT_PLAIN_VARIABLES
-                if print_kind is _PrintKind.VARIABLE or plain_name:
-                    parts.append(_NameRef(name))
+                print_kind, name = classify_print(inner, self._environment._parses_as_expression)
+                plain_name = print_kind is PrintKind.NAME and name not in NOT_PLAIN_VARIABLES
+                if print_kind is PrintKind.VARIABLE or plain_name:
+                    parts.append(NameRef(name))
                 else:
                     return None
                 index = end
@@ -148,7 +148,7 @@ class TemplateEngine:
 
     def _compile_jinja(self, source: str) -> CompiledTemplate:
         environment = self._environment
-        normalized = _normalize_newlines(source)
+        normalized = normalize_newlines(source)
         parser: Parser | None = None
         try:
             parser = Parser(environment, source)
@@ -158,10 +158,10 @@ class TemplateEngine:
         except RecursionError:
             raise TemplateError("The template nests too deeply to be read.") from None
         except Exception as error:
-            raise TemplateError(f"The template cannot be read: {_excerpt(str(error))}") from None
+            raise TemplateError(f"The template cannot be read: {one_line_excerpt(str(error))}") from None
         try:
             self._refuse_statements(ast, normalized)
-            variables = _referenced_names(ast)
+            variables = referenced_names(ast)
         except RecursionError:
             raise TemplateError("The template nests too deeply to be read.") from None
         line = ast.body[0].lineno if ast.body else 1
@@ -174,10 +174,10 @@ class TemplateEngine:
             and not isinstance(ast.body[0].nodes[0], nodes.TemplateData)
         )
         try:
-            hardened = _Hardener().visit(ast)
+            hardened = Hardener().visit(ast)
             if typed:
                 expression = hardened.body[0].nodes[0]
-                hardened.body = [nodes.Assign(nodes.Name(_RESULT_NAME, "store"), expression, lineno=1)]
+                hardened.body = [nodes.Assign(nodes.Name(RESULT_NAME, "store"), expression, lineno=1)]
             code = environment.compile(hardened)
             template = environment.template_class.from_code(environment, code, environment.make_globals(None), None)
         except TemplateSyntaxError as error:
@@ -185,27 +185,27 @@ class TemplateEngine:
         except RecursionError:
             raise TemplateError("The template nests too deeply to be read.") from None
         except Exception as error:
-            raise TemplateError(f"The template cannot be compiled: {_excerpt(str(error))}") from None
-        return _JinjaTemplate(self, source, variables, template.root_render_func, typed, line)
+            raise TemplateError(f"The template cannot be compiled: {one_line_excerpt(str(error))}") from None
+        return JinjaTemplate(self, source, variables, template.root_render_func, typed, line)
 
     def _refuse_statements(self, ast: nodes.Template, source: str) -> None:
         """Save-time refusals: statements that load templates, unknown tests, reserved names."""
-        for node in ast.find_all(tuple(_REFUSED_STATEMENTS)):
-            tag, reason = _REFUSED_STATEMENTS[type(node)]
-            column = _column_of(source, node.lineno, r"\{%[-+]?\s*" + tag + r"\b")
+        for node in ast.find_all(tuple(REFUSED_STATEMENTS)):
+            tag, reason = REFUSED_STATEMENTS[type(node)]
+            column = column_of(source, node.lineno, r"\{%[-+]?\s*" + tag + r"\b")
             raise TemplateError(f"'{{% {tag} %}}' is not available: {reason}.").located(node.lineno, column)
         for test in ast.find_all(nodes.Test):
             if test.name not in ALLOWED_TESTS:
-                column = _column_of(source, test.lineno, r"\bis\s+(?:not\s+)?" + re.escape(test.name) + r"\b")
-                raise TemplateError(_explain_syntax(f"No test named '{test.name}'.")).located(test.lineno, column)
+                column = column_of(source, test.lineno, r"\bis\s+(?:not\s+)?" + re.escape(test.name) + r"\b")
+                raise TemplateError(explain_syntax(f"No test named '{test.name}'.")).located(test.lineno, column)
         for name_node in ast.find_all(nodes.Name):
-            if name_node.ctx != "load" and name_node.name in _RESERVED_NAMES:
+            if name_node.ctx != "load" and name_node.name in RESERVED_NAMES:
                 raise TemplateError(f"'{name_node.name}' is a reserved name and cannot be assigned.").located(
                     name_node.lineno
                 )
             if name_node.ctx != "load" and name_node.name.startswith("_"):
                 raise TemplateError(
-                    f"'{_excerpt(name_node.name)}' starts with '_': names starting with '_' are not available "
+                    f"'{one_line_excerpt(name_node.name)}' starts with '_': names starting with '_' are not available "
                     "in templates; choose a name that starts with a letter."
                 ).located(name_node.lineno)
 
@@ -216,25 +216,25 @@ class TemplateEngine:
         at = re.search(r" at (\d+)$", message)
         lexed_to = getattr(error, "qb_offset", None)
         if at:
-            line, column = _line_and_column(source, int(at.group(1)))
+            line, column = line_and_column(source, int(at.group(1)))
         elif isinstance(lexed_to, int):
             while lexed_to < len(source) and source[lexed_to] in " \t":
                 lexed_to += 1
-            line, column = _line_and_column(source, lexed_to)
-        elif parser is not None and isinstance(parser.stream, _TrackedTokenStream):
+            line, column = line_and_column(source, lexed_to)
+        elif parser is not None and isinstance(parser.stream, TrackedTokenStream):
             current = parser.stream.current
             offset = parser.stream.tracker.positions.get(id(current))
             if current.type == "eof":
                 offset = len(source)
             if offset is not None:
-                token_line, token_column = _line_and_column(source, offset)
+                token_line, token_column = line_and_column(source, offset)
                 if token_line == line:
                     column = token_column
         filter_name = re.match(r"No (filter|test) named '([^']*)'", message)
         if filter_name and column is None:
             separator = r"\|\s*" if filter_name.group(1) == "filter" else r"\bis\s+(?:not\s+)?"
-            column = _column_of(source, line, separator + re.escape(filter_name.group(2)) + r"\b")
-        return TemplateError(_explain_syntax(message)).located(line, column)
+            column = column_of(source, line, separator + re.escape(filter_name.group(2)) + r"\b")
+        return TemplateError(explain_syntax(message)).located(line, column)
 
 
 _default_engine: TemplateEngine | None = None

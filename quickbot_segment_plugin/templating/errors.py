@@ -7,7 +7,7 @@ names the setting, so the message can say what to raise.
 
 from __future__ import annotations
 
-from ..core import PluginError
+from ..core import PluginError, shorten
 from .limits import LIMIT_SETTINGS, TemplateLimits
 
 _EXCERPT_CHARS = 120
@@ -64,7 +64,7 @@ class TemplateLimitError(TemplateError):
         self.limit = limit
 
 
-def _limit_error(limits: TemplateLimits, name: str, detail: str) -> TemplateLimitError:
+def limit_error(limits: TemplateLimits, name: str, detail: str) -> TemplateLimitError:
     setting = LIMIT_SETTINGS[name]
     limit = getattr(limits, name)
     return TemplateLimitError(
@@ -72,6 +72,6 @@ def _limit_error(limits: TemplateLimits, name: str, detail: str) -> TemplateLimi
     )
 
 
-def _excerpt(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _EXCERPT_CHARS else text[: _EXCERPT_CHARS - 1] + "…"
+def one_line_excerpt(text: str) -> str:
+    """`text` on one line, shortened: Jinja's messages and template names can be long and span lines."""
+    return shorten(" ".join(text.split()), _EXCERPT_CHARS)

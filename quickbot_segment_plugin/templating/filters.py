@@ -17,30 +17,30 @@ from jinja2.runtime import Context, Undefined
 from jinja2.tests import TESTS
 from jinja2.utils import _PassArg, pass_context
 
-from .methods import _joined_items, _replaced_size
-from .operators import _percent_format
-from .state import _CALL_STEPS, _RenderState, _state, _Undefined
-from .values import _check_size, _cost, _counted, _text_size, _to_data, _to_text, _too_long, _too_many_items
+from .methods import joined_items, replaced_size
+from .operators import percent_format
+from .state import CALL_STEPS, RecordingUndefined, RenderState, active_state
+from .values import check_size, cost, counted, text_size, to_data, to_text, too_long_error, too_many_items
 
 
-def _check_center(context: Context, state: _RenderState, value: Any, width: Any = 80) -> Any:
+def _check_center(context: Context, state: RenderState, value: Any, width: Any = 80) -> Any:
     if isinstance(width, int) and width > state.limits.max_output_chars:
-        raise _too_long(state.limits)
+        raise too_long_error(state.limits)
     return value
 
 
-def _as_text(value: Any, state: _RenderState) -> str:
+def _as_text(value: Any, state: RenderState) -> str:
     """The text a filter will make of its input (already sized by the `makes_text` check)."""
-    return value if isinstance(value, str) else _to_text(value, state)
+    return value if isinstance(value, str) else to_text(value, state)
 
 
 def _check_indent(
-    context: Context, state: _RenderState, value: Any, width: Any = 4, first: Any = False, blank: Any = False
+    context: Context, state: RenderState, value: Any, width: Any = 4, first: Any = False, blank: Any = False
 ) -> Any:
     text = _as_text(value, state)
     step = len(width) if isinstance(width, str) else width if isinstance(width, int) else 0
     if len(text) + (text.count("\n") + 1) * max(step, 0) > state.limits.max_output_chars:
-        raise _too_long(state.limits)
+        raise too_long_error(state.limits)
     return value
 
 
@@ -48,73 +48,73 @@ def _format_filter(value: Any, *args: Any, **kwargs: Any) -> str:
     """`'%s and %s'|format(a, b)`: Jinja's `format`, sized exactly and printing data only."""
     if args and kwargs:
         raise TypeError("format() takes either positional or keyword arguments, not both")
-    state = _state()
-    return _percent_format(_as_text(value, state), kwargs or args, state)
+    state = active_state()
+    return percent_format(_as_text(value, state), kwargs or args, state)
 
 
 def _string_filter(value: Any) -> str:
     """`x|string`: the text `{{ x }}` would print; functions and other non-data are refused."""
-    return _as_text(value, _state())
+    return _as_text(value, active_state())
 
 
 def _check_replace_filter(
-    context: Context, state: _RenderState, value: Any, old: Any, new: Any, count: Any = None
+    context: Context, state: RenderState, value: Any, old: Any, new: Any, count: Any = None
 ) -> Any:
     old_text, new_text = _as_text(old, state), _as_text(new, state)  # Jinja applies str() to both
-    if _replaced_size(_as_text(value, state), old_text, new_text, count) > state.limits.max_output_chars:
-        raise _too_long(state.limits)
+    if replaced_size(_as_text(value, state), old_text, new_text, count) > state.limits.max_output_chars:
+        raise too_long_error(state.limits)
     return value
 
 
-def _check_join(context: Context, state: _RenderState, value: Any, d: Any = "", attribute: Any = None) -> Any:
+def _check_join(context: Context, state: RenderState, value: Any, d: Any = "", attribute: Any = None) -> Any:
     separator = _as_text(d, state)
     if attribute is not None:
         getter = make_attrgetter(context.environment, attribute)
-        value = [getter(item) for item in _counted(value, state, 4)]
-    return [_as_text(item, state) for item in _joined_items(separator, value, state)]
+        value = [getter(item) for item in counted(value, state, 4)]
+    return [_as_text(item, state) for item in joined_items(separator, value, state)]
 
 
-def _check_urlencode(context: Context, state: _RenderState, value: Any) -> Any:
+def _check_urlencode(context: Context, state: RenderState, value: Any) -> Any:
     """`urlencode` encodes a dictionary or list as a query string: give it plain data only."""
     if isinstance(value, (str, Undefined)):
         return _as_text(value, state)
-    data = _to_data(value, state)
+    data = to_data(value, state)
     if isinstance(data, (dict, list)):
         cap = state.limits.max_output_chars
-        if _text_size(data, cap) * 3 > cap:  # percent-encoding at most triples the text
-            raise _too_long(state.limits)
+        if text_size(data, cap) * 3 > cap:  # percent-encoding at most triples the text
+            raise too_long_error(state.limits)
         return data
     return _as_text(data, state)
 
 
-def _check_item_count(count: Any, state: _RenderState) -> None:
+def _check_item_count(count: Any, state: RenderState) -> None:
     if isinstance(count, int) and count > state.limits.max_items:
-        raise _too_many_items(state.limits)
+        raise too_many_items(state.limits)
 
 
-def _check_batch(context: Context, state: _RenderState, value: Any, linecount: Any, fill_with: Any = None) -> Any:
+def _check_batch(context: Context, state: RenderState, value: Any, linecount: Any, fill_with: Any = None) -> Any:
     _check_item_count(linecount, state)  # `batch(10**9, 'x')` pads the last batch to that size
     return value
 
 
-def _check_slice(context: Context, state: _RenderState, value: Any, slices: Any, fill_with: Any = None) -> Any:
+def _check_slice(context: Context, state: RenderState, value: Any, slices: Any, fill_with: Any = None) -> Any:
     _check_item_count(slices, state)  # `slice(10**9)` loops that many times
     return value
 
 
-def _check_sum(context: Context, state: _RenderState, value: Any, attribute: Any = None, start: Any = 0) -> Any:
+def _check_sum(context: Context, state: RenderState, value: Any, attribute: Any = None, start: Any = 0) -> Any:
     if not isinstance(start, (int, float)):  # sum(start=[]) of lists is quadratic
         raise TypeError("sum() adds numbers; its start value must be a number")
     return value
 
 
-def _check_tojson(context: Context, state: _RenderState, value: Any, indent: Any = None) -> Any:
+def _check_tojson(context: Context, state: RenderState, value: Any, indent: Any = None) -> Any:
     if indent is not None and not (isinstance(indent, int) and 0 <= indent <= 8):
         raise TypeError("tojson(indent) must be a whole number from 0 to 8")
-    data = _to_data(value, state)
+    data = to_data(value, state)
     cap = state.limits.max_output_chars
-    if _text_size(data, cap) * (1 + (indent or 0)) > cap:
-        raise _too_long(state.limits)
+    if text_size(data, cap) * (1 + (indent or 0)) > cap:
+        raise too_long_error(state.limits)
     return data
 
 
@@ -132,7 +132,7 @@ class _FilterRule:
 
 #: Filters a template may use; every other Jinja filter is removed (`attr`, `pprint`,
 #: `xmlattr`, `urlize`, `striptags`, `wordwrap`, `random`, `escape`/`e`/`safe`/`forceescape`).
-_FILTER_RULES: Mapping[str, _FilterRule] = {
+FILTER_RULES: Mapping[str, _FilterRule] = {
     "abs": _FilterRule(),
     "batch": _FilterRule(check=_check_batch),
     "capitalize": _FilterRule(makes_text=True, per_item=2),
@@ -180,12 +180,12 @@ _FILTER_RULES: Mapping[str, _FilterRule] = {
 
 #: Tests a template may use (`x is defined`, `x is in list`...); `callable`, `escaped`,
 #: `filter` and `test` are removed.
-_ALLOWED_TEST_NAMES = frozenset(TESTS) - {"callable", "escaped", "filter", "test"}
+ALLOWED_TEST_NAMES = frozenset(TESTS) - {"callable", "escaped", "filter", "test"}
 #: Tests that handle an unset variable on purpose, so it is not reported as missing.
 _TESTS_THAT_HANDLE_UNSET = frozenset({"defined", "undefined", "none"})
 
-ALLOWED_FILTERS: frozenset[str] = frozenset(_FILTER_RULES)
-ALLOWED_TESTS: frozenset[str] = _ALLOWED_TEST_NAMES
+ALLOWED_FILTERS: frozenset[str] = frozenset(FILTER_RULES)
+ALLOWED_TESTS: frozenset[str] = ALLOWED_TEST_NAMES
 
 
 def _with_context(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -200,40 +200,40 @@ def _with_context(func: Callable[..., Any]) -> Callable[..., Any]:
     return lambda context, *args, **kwargs: func(*args, **kwargs)
 
 
-def _sandboxed_filter(name: str, func: Callable[..., Any], rule: _FilterRule) -> Callable[..., Any]:
+def sandboxed_filter(name: str, func: Callable[..., Any], rule: _FilterRule) -> Callable[..., Any]:
     call = _with_context(func)
     handles_unset = name in ("default", "d")
 
     @pass_context
     def run_filter(context: Context, value: Any, *args: Any, **kwargs: Any) -> Any:
-        state = _state()
-        state.charge(_CALL_STEPS + _cost(value, state) * rule.per_item)
-        if handles_unset and isinstance(value, _Undefined):
+        state = active_state()
+        state.charge(CALL_STEPS + cost(value, state) * rule.per_item)
+        if handles_unset and isinstance(value, RecordingUndefined):
             value.forget()
         if rule.makes_text and not isinstance(value, str):
-            value = _to_text(value, state)
+            value = to_text(value, state)
         if rule.check is not None:
             value = rule.check(context, state, value, *args, **kwargs)
-        return _check_size(call(context, value, *args, **kwargs), state)
+        return check_size(call(context, value, *args, **kwargs), state)
 
     run_filter.__name__ = f"filter_{name}"
     return run_filter
 
 
-def _test_none(value: Any) -> bool:
+def test_none(value: Any) -> bool:
     """`x is none` is true for an unset variable too: QuickBot treats null and unset alike."""
     return value is None or isinstance(value, Undefined)
 
 
-def _sandboxed_test(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+def sandboxed_test(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     call = _with_context(func)
     handles_unset = name in _TESTS_THAT_HANDLE_UNSET
 
     @pass_context
     def run_test(context: Context, value: Any, *args: Any, **kwargs: Any) -> Any:
-        state = _state()
-        state.charge(_CALL_STEPS + _cost(value, state) + sum(_cost(arg, state) for arg in args))
-        if handles_unset and isinstance(value, _Undefined):
+        state = active_state()
+        state.charge(CALL_STEPS + cost(value, state) + sum(cost(arg, state) for arg in args))
+        if handles_unset and isinstance(value, RecordingUndefined):
             value.forget()
         return call(context, value, *args, **kwargs)
 

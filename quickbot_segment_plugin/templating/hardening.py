@@ -19,17 +19,17 @@ from jinja2.runtime import Context, Undefined
 from jinja2.utils import pass_context
 from jinja2.visitor import NodeTransformer
 
-from .state import _NODE_STEPS, _state
-from .values import _charge_built, _check_size, _cost, _counted, _to_text, _too_long
+from .state import NODE_STEPS, active_state
+from .values import charge_built, check_size, cost, counted, to_text, too_long_error
 
-_REFUSED_STATEMENTS: Mapping[type[nodes.Node], tuple[str, str]] = {
+REFUSED_STATEMENTS: Mapping[type[nodes.Node], tuple[str, str]] = {
     nodes.Extends: ("extends", "templates cannot extend other templates"),
     nodes.Include: ("include", "templates cannot load other templates"),
     nodes.Import: ("import", "templates cannot import other templates"),
     nodes.FromImport: ("from", "templates cannot import other templates"),
     nodes.Block: ("block", "template blocks are not available"),
 }
-_RESERVED_NAMES = frozenset({"vars", "self"})
+RESERVED_NAMES = frozenset({"vars", "self"})
 
 
 def _node_count(body: Iterable[nodes.Node]) -> int:
@@ -44,7 +44,7 @@ def _charge_statement(steps: int, lineno: int) -> nodes.ExprStmt:
     return nodes.ExprStmt(_private_filter(nodes.Const(steps), "qb:charge", lineno=lineno), lineno=lineno)
 
 
-class _Hardener(NodeTransformer):
+class Hardener(NodeTransformer):
     """Routes every repeated or size-changing operation through a charged, bounded filter.
 
     Loops and macro bodies pay for their size on every pass, so the work budget covers even
@@ -54,20 +54,20 @@ class _Hardener(NodeTransformer):
 
     def visit_For(self, node: nodes.For) -> nodes.Node:
         self.generic_visit(node)
-        per_item = 1 + (_NODE_STEPS * _node_count([node.test]) if node.test is not None else 0)
+        per_item = 1 + (NODE_STEPS * _node_count([node.test]) if node.test is not None else 0)
         iterable: nodes.Expr = node.iter  # type: ignore[assignment]
         node.iter = _private_filter(iterable, "qb:loop", nodes.Const(per_item), lineno=node.lineno)
-        node.body.insert(0, _charge_statement(1 + _NODE_STEPS * _node_count(node.body), node.lineno))
+        node.body.insert(0, _charge_statement(1 + NODE_STEPS * _node_count(node.body), node.lineno))
         return node
 
     def visit_Macro(self, node: nodes.Macro) -> nodes.Node:
         self.generic_visit(node)
-        node.body.insert(0, _charge_statement(1 + _NODE_STEPS * _node_count(node.body), node.lineno))
+        node.body.insert(0, _charge_statement(1 + NODE_STEPS * _node_count(node.body), node.lineno))
         return node
 
     def visit_CallBlock(self, node: nodes.CallBlock) -> nodes.Node:
         self.generic_visit(node)
-        node.body.insert(0, _charge_statement(1 + _NODE_STEPS * _node_count(node.body), node.lineno))
+        node.body.insert(0, _charge_statement(1 + NODE_STEPS * _node_count(node.body), node.lineno))
         return node
 
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
@@ -110,7 +110,7 @@ class _Hardener(NodeTransformer):
         return node
 
 
-def _referenced_names(ast: nodes.Template) -> frozenset[str]:
+def referenced_names(ast: nodes.Template) -> frozenset[str]:
     """Names a template reads from its variables (for lint; local names are left out)."""
     loaded: set[str] = set()
     local: set[str] = set()
@@ -139,20 +139,20 @@ def _referenced_names(ast: nodes.Template) -> frozenset[str]:
 def _charge_filter(context: Context, steps: Any) -> str:
     if type(steps) is not int or steps < 1:
         raise SecurityError("internal work counter misused")
-    _state().charge(steps)
+    active_state().charge(steps)
     return ""
 
 
 @pass_context
-def _loop_filter(context: Context, iterable: Any, per_item: Any = 1) -> Any:
-    state = _state()
+def loop_filter(context: Context, iterable: Any, per_item: Any = 1) -> Any:
+    state = active_state()
     steps = per_item if type(per_item) is int and per_item >= 1 else 1
     if isinstance(iterable, Undefined):
         return iterable
     try:
         count = len(iterable)
     except TypeError:
-        return _counted(iterable, state, steps)
+        return counted(iterable, state, steps)
     state.charge(count * steps)
     return iterable
 
@@ -175,14 +175,14 @@ _COMPARISONS: Mapping[str, Callable[[Any, Any], Any]] = {
 
 @pass_context
 def _compare_filter(context: Context, left: Any, *pairs: Any) -> Any:
-    state = _state()
+    state = active_state()
     result: Any = True
     for index in range(0, len(pairs) - 1, 2):
         operator_name, right = pairs[index], pairs[index + 1]
         if operator_name in ("in", "notin"):
-            state.charge(2 + _cost(right, state) + _cost(left, state))
+            state.charge(2 + cost(right, state) + cost(left, state))
         else:
-            state.charge(2 + min(_cost(left, state), _cost(right, state)))
+            state.charge(2 + min(cost(left, state), cost(right, state)))
         result = _COMPARISONS[operator_name](left, right)
         if not result:
             return result
@@ -192,37 +192,37 @@ def _compare_filter(context: Context, left: Any, *pairs: Any) -> Any:
 
 @pass_context
 def _concat_filter(context: Context, items: Any) -> str:
-    state = _state()
-    texts = [_to_text(item, state) for item in items]
+    state = active_state()
+    texts = [to_text(item, state) for item in items]
     if sum(map(len, texts)) > state.limits.max_output_chars:
-        raise _too_long(state.limits)
+        raise too_long_error(state.limits)
     return "".join(texts)
 
 
 @pass_context
 def _sized_filter(context: Context, value: Any) -> Any:
-    return _check_size(value, _state())
+    return check_size(value, active_state())
 
 
 @pass_context
 def _built_filter(context: Context, value: Any) -> Any:
     """A list, tuple or dictionary literal: charged by its deep size once built."""
-    return _charge_built(value, _state())
+    return charge_built(value, active_state())
 
 
 @pass_context
 def _key_filter(context: Context, key: Any) -> Any:
     """A dictionary key, charged by its deep size before Python hashes it."""
-    state = _state()
-    state.charge(1 + _cost(key, state))
+    state = active_state()
+    state.charge(1 + cost(key, state))
     return key
 
 
-_PRIVATE_FILTERS: Mapping[str, Callable[..., Any]] = {
+PRIVATE_FILTERS: Mapping[str, Callable[..., Any]] = {
     "qb:built": _built_filter,
     "qb:key": _key_filter,
     "qb:charge": _charge_filter,
-    "qb:loop": _loop_filter,
+    "qb:loop": loop_filter,
     "qb:compare": _compare_filter,
     "qb:concat": _concat_filter,
     "qb:sized": _sized_filter,

@@ -13,9 +13,9 @@ from typing import Any
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import LoopContext, Undefined
 
-from .errors import _excerpt
-from .state import _RenderState, _state
-from .values import _check_size, _cost, _describe, _text_size, _too_long
+from .errors import one_line_excerpt
+from .state import RenderState, active_state
+from .values import check_size, cost, describe_object, text_size, too_long_error
 
 _STRING_METHODS = frozenset(
     {
@@ -37,7 +37,7 @@ _LOOP_ATTRIBUTES = frozenset(
 )  # fmt: skip
 
 
-def _allowed_attributes(obj: Any) -> frozenset[str]:
+def allowed_attributes(obj: Any) -> frozenset[str]:
     if isinstance(obj, str):
         return _STRING_METHODS
     if isinstance(obj, (list, tuple)):
@@ -49,9 +49,9 @@ def _allowed_attributes(obj: Any) -> frozenset[str]:
     return frozenset()
 
 
-def _refused_attribute(obj: Any, attribute: str) -> SecurityError:
+def refused_attribute(obj: Any, attribute: str) -> SecurityError:
     return SecurityError(
-        f"'{_excerpt(attribute)}' cannot be used on {_kind_of(obj)} in a template; "
+        f"'{one_line_excerpt(attribute)}' cannot be used on {_kind_of(obj)} in a template; "
         "only the documented filters and text methods are available."
     )
 
@@ -69,22 +69,22 @@ def _kind_of(obj: Any) -> str:
         return "a list"
     if isinstance(obj, Mapping):
         return "a dictionary"
-    return _describe(obj)
+    return describe_object(obj)
 
 
 def _check_pad(owner: str, width: Any, *args: Any, **kwargs: Any) -> None:
-    state = _state()
+    state = active_state()
     if isinstance(width, int) and width > state.limits.max_output_chars:
-        raise _too_long(state.limits)
+        raise too_long_error(state.limits)
 
 
 def _check_expandtabs(owner: str, tabsize: Any = 8, **kwargs: Any) -> None:
-    state = _state()
+    state = active_state()
     if isinstance(tabsize, int) and len(owner) + owner.count("\t") * tabsize > state.limits.max_output_chars:
-        raise _too_long(state.limits)
+        raise too_long_error(state.limits)
 
 
-def _replaced_size(text: str, old: Any, new: Any, count: Any) -> int:
+def replaced_size(text: str, old: Any, new: Any, count: Any) -> int:
     if not (isinstance(old, str) and isinstance(new, str)):
         return len(text)
     occurrences = len(text) + 1 if old == "" else text.count(old)
@@ -94,12 +94,12 @@ def _replaced_size(text: str, old: Any, new: Any, count: Any) -> int:
 
 
 def _check_replace(owner: str, old: Any, new: Any, count: Any = -1) -> None:
-    state = _state()
-    if _replaced_size(owner, old, new, count) > state.limits.max_output_chars:
-        raise _too_long(state.limits)
+    state = active_state()
+    if replaced_size(owner, old, new, count) > state.limits.max_output_chars:
+        raise too_long_error(state.limits)
 
 
-def _joined_items(separator: str, items: Any, state: _RenderState) -> list[Any]:
+def joined_items(separator: str, items: Any, state: RenderState) -> list[Any]:
     """Materialize what `join` will join, and refuse it if the result would be too long."""
     cap = state.limits.max_output_chars
     listed: list[Any] = []
@@ -107,9 +107,9 @@ def _joined_items(separator: str, items: Any, state: _RenderState) -> list[Any]:
     for item in items:
         state.charge(1)
         listed.append(item)
-        total += _text_size(item, cap) + len(separator)
+        total += text_size(item, cap) + len(separator)
         if total > cap + len(separator) or len(listed) > state.limits.max_items:
-            raise _too_long(state.limits)
+            raise too_long_error(state.limits)
     return listed
 
 
@@ -123,22 +123,22 @@ _STRING_METHOD_CHECKS: Mapping[str, Callable[..., None]] = {
 }
 
 
-def _call_method(method: Any, args: tuple[Any, ...], kwargs: dict[str, Any], state: _RenderState) -> Any:
+def call_method(method: Any, args: tuple[Any, ...], kwargs: dict[str, Any], state: RenderState) -> Any:
     """Call an allowed method of a str, list, tuple or dict, bounded like the filters."""
     owner = method.__self__
     name = method.__name__
     if isinstance(owner, str) and name in _STRING_METHODS:
-        state.charge(_cost(owner, state))
+        state.charge(cost(owner, state))
         check = _STRING_METHOD_CHECKS.get(name)
         if check is not None:
             check(owner, *args, **kwargs)
         if name == "join" and args:
-            args = (_joined_items(owner, args[0], state), *args[1:])
-        return _check_size(method(*args, **kwargs), state)
+            args = (joined_items(owner, args[0], state), *args[1:])
+        return check_size(method(*args, **kwargs), state)
     if isinstance(owner, (list, tuple)) and name in _SEQUENCE_METHODS:
         # `count` and `index` compare every item with the argument: both deep sizes matter.
-        state.charge(_cost(owner, state) + sum(_cost(arg, state) for arg in args))
+        state.charge(cost(owner, state) + sum(cost(arg, state) for arg in args))
         return method(*args, **kwargs)
     if isinstance(owner, Mapping) and name in _MAPPING_METHODS:
         return method(*args, **kwargs)
-    raise SecurityError(f"Calling '{_excerpt(str(name))}' is not allowed in templates.")
+    raise SecurityError(f"Calling '{one_line_excerpt(str(name))}' is not allowed in templates.")

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from jinja2.exceptions import TemplateSyntaxError
 from jinja2.lexer import Token, TokenStream, newline_re
 
-from .state import _REMOVED_GLOBALS
+from .state import REMOVED_GLOBALS
 
 #: A raw token with its offset in the (newline-normalized) source: (line, type, text, offset).
 _RawToken = tuple[int, str, str, int]
@@ -29,22 +29,22 @@ _JINJA_WORDS = frozenset(
     }
 )  # fmt: skip
 #: Single names that must go through Jinja (globals, loop helpers, literals), never the fast path.
-_NOT_PLAIN_VARIABLES = _JINJA_WORDS | {"vars", "range", "loop", "caller", "varargs", "kwargs", "self", "super"}
-_NOT_PLAIN_VARIABLES |= frozenset(_REMOVED_GLOBALS)
+NOT_PLAIN_VARIABLES = _JINJA_WORDS | {"vars", "range", "loop", "caller", "varargs", "kwargs", "self", "super"}
+NOT_PLAIN_VARIABLES |= frozenset(REMOVED_GLOBALS)
 
 
-class _PrintKind(enum.Enum):
+class PrintKind(enum.Enum):
     EXPRESSION = "expression"  # an ordinary Jinja expression
     NAME = "name"  # a single plain identifier: Jinja looks it up like any name
     VARIABLE = "variable"  # exactly one variable, by the given name
     EITHER = "either"  # the variable of that exact name if set, else the expression
 
 
-def _normalize_newlines(source: str) -> str:
+def normalize_newlines(source: str) -> str:
     return "\n".join(newline_re.split(source)[::2])
 
 
-def _positioned(raw: Iterable[tuple[int, str, str]], source: str) -> Iterator[_RawToken]:
+def positioned(raw: Iterable[tuple[int, str, str]], source: str) -> Iterator[_RawToken]:
     """Attach to each token its offset in the source, for error columns.
 
     A lexer error carries no column, so it gets `qb_offset`: where lexing stopped.
@@ -74,7 +74,7 @@ def _is_spaces(token: _RawToken) -> bool:
 _WORD_TOKENS = ("name", "integer")
 
 
-def _classify_print(inner: Sequence[_RawToken], parses: Callable[[str], bool]) -> tuple[_PrintKind, str]:
+def classify_print(inner: Sequence[_RawToken], parses: Callable[[str], bool]) -> tuple[PrintKind, str]:
     """Decide what the inside of one `{{ ... }}` means.
 
     `{{First name}}`, `{{E-mail}}`, `{{2nd answer}}` name one variable (they are not valid
@@ -88,7 +88,7 @@ def _classify_print(inner: Sequence[_RawToken], parses: Callable[[str], bool]) -
         stop -= 1
     core = inner[start:stop]
     if not core:
-        return _PrintKind.EXPRESSION, ""
+        return PrintKind.EXPRESSION, ""
     last = len(core) - 1
     for index, token in enumerate(core):
         kind = token[1]
@@ -96,19 +96,19 @@ def _classify_print(inner: Sequence[_RawToken], parses: Callable[[str], bool]) -
             continue
         joins_words = (kind == "whitespace" and _is_spaces(token)) or (kind == "operator" and token[2] in ("-", "."))
         if not joins_words or index in (0, last):
-            return _PrintKind.EXPRESSION, ""
+            return PrintKind.EXPRESSION, ""
         if core[index - 1][1] not in _WORD_TOKENS or core[index + 1][1] not in _WORD_TOKENS:
-            return _PrintKind.EXPRESSION, ""
+            return PrintKind.EXPRESSION, ""
     if not any(token[1] == "name" for token in core):
-        return _PrintKind.EXPRESSION, ""  # `{{ 1-2 }}` is arithmetic
+        return PrintKind.EXPRESSION, ""  # `{{ 1-2 }}` is arithmetic
     text = "".join(token[2] for token in core)
     if len(core) == 1:
-        return (_PrintKind.NAME if text.isidentifier() else _PrintKind.VARIABLE), text
+        return (PrintKind.NAME if text.isidentifier() else PrintKind.VARIABLE), text
     if "-" in text:
-        return _PrintKind.VARIABLE, text
+        return PrintKind.VARIABLE, text
     if parses(text):
-        return _PrintKind.EITHER, text
-    return _PrintKind.VARIABLE, text
+        return PrintKind.EITHER, text
+    return PrintKind.VARIABLE, text
 
 
 def _variable_tokens(name: str, at: _RawToken) -> list[_RawToken]:
@@ -198,15 +198,15 @@ def _rewrite_tag(tag: list[_RawToken], parses: Callable[[str], bool]) -> list[_R
     inner = tag[1:-1] if closed else tag[1:]
     end = [tag[-1]] if closed else []
     if begin[1] == "variable_begin":
-        kind, name = _classify_print(inner, parses)
-        if kind is _PrintKind.VARIABLE:
+        kind, name = classify_print(inner, parses)
+        if kind is PrintKind.VARIABLE:
             return [begin, *_variable_tokens(name, inner[0]), *end]
-        if kind is _PrintKind.EITHER:
+        if kind is PrintKind.EITHER:
             return [begin, *_either_tokens(name, inner), *end]
     return [begin, *_merge_name_runs(inner, begin[1] == "block_begin"), *end]
 
 
-def _rewrite_names(tokens: Iterator[_RawToken], parses: Callable[[str], bool]) -> Iterator[_RawToken]:
+def rewrite_names(tokens: Iterator[_RawToken], parses: Callable[[str], bool]) -> Iterator[_RawToken]:
     for token in tokens:
         if token[1] not in ("variable_begin", "block_begin"):
             yield token
@@ -220,7 +220,7 @@ def _rewrite_names(tokens: Iterator[_RawToken], parses: Callable[[str], bool]) -
         yield from _rewrite_tag(tag, parses)
 
 
-class _PositionTracker:
+class PositionTracker:
     """Remembers where in the source each parser token came from, to report error columns."""
 
     def __init__(self) -> None:
@@ -238,9 +238,9 @@ class _PositionTracker:
             yield token
 
 
-class _TrackedTokenStream(TokenStream):
+class TrackedTokenStream(TokenStream):
     def __init__(
-        self, generator: Iterable[Token], name: str | None, filename: str | None, tracker: _PositionTracker
+        self, generator: Iterable[Token], name: str | None, filename: str | None, tracker: PositionTracker
     ) -> None:
         self.tracker = tracker
         super().__init__(generator, name, filename)

@@ -14,8 +14,8 @@ from typing import Any
 
 from jinja2.runtime import Undefined
 
-from .state import _CHARS_PER_STEP, _RenderState, _state
-from .values import _check_size, _cost, _text_size, _to_data, _to_text, _too_big_number, _too_long, _too_many_items
+from .state import CHARS_PER_STEP, RenderState, active_state
+from .values import check_size, cost, text_size, to_data, to_text, too_big_number, too_long_error, too_many_items
 
 #: One conversion of `%`-formatting: mapping key, flags, width, precision, length, type.
 _PERCENT_SPEC = re.compile(
@@ -24,18 +24,18 @@ _PERCENT_SPEC = re.compile(
 )
 
 
-def _format_argument(value: Any, state: _RenderState) -> Any:
+def _format_argument(value: Any, state: RenderState) -> Any:
     """A value `%` or `format` may print: plain data only, never an object's address.
 
     An unset variable prints as nothing, as it does in `{{ }}`; lists and dictionaries are
     copied into plain data; functions, methods, macros and the like are refused.
     """
     if isinstance(value, Undefined):
-        return _to_text(value, state)
-    return _to_data(value, state)
+        return to_text(value, state)
+    return to_data(value, state)
 
 
-def _format_arguments(args: Any, state: _RenderState) -> Any:
+def _format_arguments(args: Any, state: RenderState) -> Any:
     if isinstance(args, Mapping):
         return {key: _format_argument(value, state) for key, value in args.items()}
     if isinstance(args, tuple):
@@ -43,7 +43,7 @@ def _format_arguments(args: Any, state: _RenderState) -> Any:
     return _format_argument(args, state)
 
 
-def _percent_format(template: str, args: Any, state: _RenderState) -> str:
+def percent_format(template: str, args: Any, state: RenderState) -> str:
     """`template % args`, sized exactly before it runs and refused when it would be too long.
 
     Each conversion is formatted on its own, stopping as soon as the total passes the limit,
@@ -73,10 +73,10 @@ def _percent_format(template: str, args: Any, state: _RenderState) -> str:
                 number = positional[position]
                 position += 1
                 if not isinstance(number, int) or abs(number) > cap:
-                    raise _too_long(limits)
+                    raise too_long_error(limits)
                 part = str(number)
             elif part and (len(part) > 9 or int(part) > cap):
-                raise _too_long(limits)
+                raise too_long_error(limits)
             if part_name == "precision" and part is not None:
                 spec += "."
             spec += part or ""
@@ -91,20 +91,20 @@ def _percent_format(template: str, args: Any, state: _RenderState) -> str:
                 raise TypeError("not enough arguments for format string")
             value = positional[position]
             position += 1
-        if _text_size(value, cap) > cap * 10:  # repr (`%r`) escapes at most ten characters per one
-            raise _too_long(limits)
+        if text_size(value, cap) > cap * 10:  # repr (`%r`) escapes at most ten characters per one
+            raise too_long_error(limits)
         piece = spec % (value,)
         total += len(piece)
-        state.charge(len(piece) // _CHARS_PER_STEP)
+        state.charge(len(piece) // CHARS_PER_STEP)
         if total > cap:
-            raise _too_long(limits)
+            raise too_long_error(limits)
     result: str = template % arguments
     if len(result) > cap:
-        raise _too_long(limits)
+        raise too_long_error(limits)
     return result
 
 
-def _check_repeat(left: Any, right: Any, state: _RenderState) -> None:
+def _check_repeat(left: Any, right: Any, state: RenderState) -> None:
     """Bound `*`: `'a' * 10**9`, `[1] * 10**9` and huge integer products."""
     limits = state.limits
     if isinstance(left, int) and isinstance(right, (str, list, tuple)):
@@ -112,18 +112,18 @@ def _check_repeat(left: Any, right: Any, state: _RenderState) -> None:
     if isinstance(left, (str, list, tuple)) and isinstance(right, int):
         size = len(left) * max(right, 0)
         if isinstance(left, str) and size > limits.max_output_chars:
-            raise _too_long(limits)
+            raise too_long_error(limits)
         if not isinstance(left, str) and size > limits.max_items:
-            raise _too_many_items(limits)
+            raise too_many_items(limits)
     elif (
         isinstance(left, int)
         and isinstance(right, int)
         and left.bit_length() + right.bit_length() > limits.max_number_bits + 1
     ):
-        raise _too_big_number(limits)
+        raise too_big_number(limits)
 
 
-def _check_power(base: Any, exponent: Any, state: _RenderState) -> None:
+def _check_power(base: Any, exponent: Any, state: RenderState) -> None:
     """Bound `**`: `10**10**10` would otherwise compute a number with ten billion digits."""
     if not (isinstance(base, int) and isinstance(exponent, int)):
         return  # floats overflow quickly on their own
@@ -134,22 +134,22 @@ def _check_power(base: Any, exponent: Any, state: _RenderState) -> None:
     except OverflowError:
         bits = math.inf
     if bits > state.limits.max_number_bits:
-        raise _too_big_number(state.limits)
+        raise too_big_number(state.limits)
 
 
-def _check_add(left: Any, right: Any, state: _RenderState) -> None:
+def _check_add(left: Any, right: Any, state: RenderState) -> None:
     limits = state.limits
     if isinstance(left, str) and isinstance(right, str) and len(left) + len(right) > limits.max_output_chars:
-        raise _too_long(limits)
+        raise too_long_error(limits)
     if (
         isinstance(left, (list, tuple))
         and isinstance(right, (list, tuple))
         and len(left) + len(right) > limits.max_items
     ):
-        raise _too_many_items(limits)
+        raise too_many_items(limits)
 
 
-_BINARY_OPERATORS: Mapping[str, Callable[[Any, Any], Any]] = {
+BINARY_OPERATORS: Mapping[str, Callable[[Any, Any], Any]] = {
     "+": operator.add,
     "-": operator.sub,
     "*": operator.mul,
@@ -160,15 +160,15 @@ _BINARY_OPERATORS: Mapping[str, Callable[[Any, Any], Any]] = {
 }
 
 
-def _binary_operation(operator_name: str, left: Any, right: Any) -> Any:
-    state = _state()
-    state.charge(2 + max(_cost(left, state), _cost(right, state)))
+def binary_operation(operator_name: str, left: Any, right: Any) -> Any:
+    state = active_state()
+    state.charge(2 + max(cost(left, state), cost(right, state)))
     if operator_name == "%" and isinstance(left, str):
-        return _percent_format(left, right, state)
+        return percent_format(left, right, state)
     if operator_name == "+":
         _check_add(left, right, state)
     elif operator_name == "*":
         _check_repeat(left, right, state)
     elif operator_name == "**":
         _check_power(left, right, state)
-    return _check_size(_BINARY_OPERATORS[operator_name](left, right), state)
+    return check_size(BINARY_OPERATORS[operator_name](left, right), state)

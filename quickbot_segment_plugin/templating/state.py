@@ -1,7 +1,7 @@
 """Per-render state: the work budget, the missing variables, the variable table.
 
 The engine is shared by every workspace and thread, so nothing a render spends or sees is
-kept on it: it lives in a `_RenderState` held by a context variable for the duration of one
+kept on it: it lives in a `RenderState` held by a context variable for the duration of one
 render. Also here: what an unset variable evaluates to, `vars`, and the bounded `range()`,
 because they read that state too.
 """
@@ -17,16 +17,16 @@ from jinja2.exceptions import SecurityError, TemplateRuntimeError, UndefinedErro
 from jinja2.runtime import ChainableUndefined
 from jinja2.utils import missing
 
-from .budget import _BUDGET
-from .errors import TemplateLimitError, _limit_error
+from .budget import BUDGET
+from .errors import TemplateLimitError, limit_error
 from .limits import TemplateLimits
 
 #: Characters of text that cost one step of work (C-speed string work is cheap per character).
-_CHARS_PER_STEP = 32
+CHARS_PER_STEP = 32
 #: Steps charged for calling a filter, test, method or macro (the Python call itself).
-_CALL_STEPS = 3
+CALL_STEPS = 3
 #: Steps charged per node of a loop or macro body each time it runs.
-_NODE_STEPS = 2
+NODE_STEPS = 2
 
 #: Wall seconds after which a render first reads its thread's CPU clock.
 _FIRST_CPU_LOOK = 0.005
@@ -37,7 +37,7 @@ _CALLS_PER_LOOK = 4
 _NOT_SET: Any = object()
 
 
-class _RenderState:
+class RenderState:
     """Everything one render may spend and has seen.
 
     It lives in a context variable while a template runs, because several sandbox hooks
@@ -73,13 +73,13 @@ class _RenderState:
         self.work = 0
         self.depth = 0
         self.missing: dict[str, None] = {}
-        self._view: _VariablesView | None = None
+        self._view: VariablesView | None = None
         #: Deep sizes of the containers seen, by id (the container is kept so its id stays its own);
         #: made on first use, as most renders never size a container.
         self.sizes: dict[int, tuple[object, int]] | None = None
         self.max_work = limits.max_work
         self.seconds = limits.max_render_seconds
-        self.budget = budget = _BUDGET.get()
+        self.budget = budget = BUDGET.get()
         if budget is not None:
             if budget.work_left < self.max_work:
                 self.max_work = budget.work_left
@@ -110,13 +110,13 @@ class _RenderState:
 
     def _over_work(self) -> TemplateLimitError:
         if self.max_work < self.limits.max_work:
-            return _limit_error(
+            return limit_error(
                 self.limits,
                 "max_execute_work",
                 f"The block's templates together do too much work (more than "
                 f"{self.limits.max_execute_work:,} steps in one run): simplify their loops, macros or large lists.",
             )
-        return _limit_error(
+        return limit_error(
             self.limits,
             "max_work",
             f"The template does too much work (more than {self.limits.max_work:,} steps): "
@@ -146,13 +146,13 @@ class _RenderState:
 
     def _over_time(self) -> TemplateLimitError:
         if self.seconds < self.limits.max_render_seconds:
-            return _limit_error(
+            return limit_error(
                 self.limits,
                 "max_execute_ms",
                 f"The block's templates together take too long (more than {self.limits.max_execute_ms:,} ms "
                 "of CPU in one run): simplify their loops, macros or large lists.",
             )
-        return _limit_error(
+        return limit_error(
             self.limits,
             "max_render_ms",
             f"The template takes too long (more than {self.limits.max_render_ms:,} ms of CPU): "
@@ -173,9 +173,9 @@ class _RenderState:
         return True
 
     @property
-    def view(self) -> _VariablesView:
+    def view(self) -> VariablesView:
         if self._view is None:
-            self._view = _VariablesView(self)
+            self._view = VariablesView(self)
         return self._view
 
     def variable(self, name: str) -> Any:
@@ -185,7 +185,7 @@ class _RenderState:
         except TypeError:
             value = None
         if value is None:
-            return _Undefined(name=name)
+            return RecordingUndefined(name=name)
         return value
 
     def resolve(self, key: str) -> Any:
@@ -195,21 +195,21 @@ class _RenderState:
         value = self.variables.get(key, _NOT_SET)
         if value is _NOT_SET:
             if key == "range":
-                return _bounded_range
-            unavailable = _REMOVED_GLOBALS.get(key)
+                return bounded_range
+            unavailable = REMOVED_GLOBALS.get(key)
             if unavailable is not None:
-                return _Unavailable(unavailable, name=key, exc=SecurityError)
+                return Unavailable(unavailable, name=key, exc=SecurityError)
             return missing
         if value is None:
             return missing
         return value
 
 
-_ACTIVE: contextvars.ContextVar[_RenderState | None] = contextvars.ContextVar("quickbot_template_render", default=None)
+ACTIVE: contextvars.ContextVar[RenderState | None] = contextvars.ContextVar("quickbot_template_render", default=None)
 
 
-def _state() -> _RenderState:
-    state = _ACTIVE.get()
+def active_state() -> RenderState:
+    state = ACTIVE.get()
     if state is None:
         # Only reachable when Jinja tries to fold a constant at compile time; it treats any
         # exception there as "not constant" and evaluates the expression at render time.
@@ -217,7 +217,7 @@ def _state() -> _RenderState:
     return state
 
 
-class _VariablesView:
+class VariablesView:
     """`vars` in a template: reads any variable by its exact name, e.g. `vars['E-mail']`.
 
     Deliberately not a Mapping: it cannot be printed, iterated or passed around as a value,
@@ -226,12 +226,12 @@ class _VariablesView:
 
     __slots__ = ("_state",)
 
-    def __init__(self, state: _RenderState) -> None:
+    def __init__(self, state: RenderState) -> None:
         self._state = state
 
     def lookup(self, name: object) -> Any:
         if not isinstance(name, str):
-            return _Undefined(hint="vars[...] takes a variable name in quotes.", name="vars")
+            return RecordingUndefined(hint="vars[...] takes a variable name in quotes.", name="vars")
         return self._state.variable(name)
 
     def __contains__(self, name: object) -> bool:
@@ -243,7 +243,7 @@ class _VariablesView:
         return "<variables>"
 
 
-class _Undefined(ChainableUndefined):
+class RecordingUndefined(ChainableUndefined):
     """What an unset variable evaluates to: empty text, `None` as a typed value.
 
     Creating one for a plain variable name records the name as missing, at the point of use,
@@ -262,20 +262,20 @@ class _Undefined(ChainableUndefined):
         super().__init__(hint, obj, name, exc)
         self._qb_recorded = False
         if hint is None and obj is missing and name is not None:
-            state = _ACTIVE.get()
+            state = ACTIVE.get()
             if state is not None:
                 self._qb_recorded = state.note_missing(name)
 
     def forget(self) -> None:
         """The template handled this unset variable (`default`, `is defined`): not missing."""
         if self._qb_recorded and self._undefined_name is not None:
-            state = _ACTIVE.get()
+            state = ACTIVE.get()
             if state is not None:
                 state.missing.pop(self._undefined_name, None)
             self._qb_recorded = False
 
 
-class _Unavailable(_Undefined):
+class Unavailable(RecordingUndefined):
     """A Jinja global that QuickBot removed (`cycler`, `lipsum`...): any use is refused.
 
     Plain Undefined values print as empty; these must fail loudly instead, so a payload that
@@ -309,15 +309,15 @@ class _Unavailable(_Undefined):
         self._refuse()
 
 
-_REMOVED_GLOBALS: Mapping[str, str] = {
+REMOVED_GLOBALS: Mapping[str, str] = {
     name: f"'{name}' is not available in QuickBot templates."
     for name in ("cycler", "joiner", "namespace", "lipsum", "dict")
 }
 
 
-def _bounded_range(*args: Any) -> range:
+def bounded_range(*args: Any) -> range:
     """`range()` for templates: whole numbers only, and never more items than the limit."""
-    state = _state()
+    state = active_state()
     if not args or len(args) > 3 or not all(isinstance(a, int) for a in args):
         raise TypeError("range() takes one to three whole numbers")
     numbers = range(*args)
@@ -326,5 +326,5 @@ def _bounded_range(*args: Any) -> range:
     except OverflowError:
         count = state.limits.max_items + 1
     if count > state.limits.max_items:
-        raise _limit_error(state.limits, "max_items", f"range() would have more than {state.limits.max_items:,} items.")
+        raise limit_error(state.limits, "max_items", f"range() would have more than {state.limits.max_items:,} items.")
     return numbers

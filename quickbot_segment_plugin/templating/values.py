@@ -14,9 +14,9 @@ from typing import Any
 
 from jinja2.runtime import LoopContext, Macro, Undefined
 
-from .errors import TemplateError, TemplateLimitError, _limit_error
+from .errors import TemplateError, TemplateLimitError, limit_error
 from .limits import TemplateLimits
-from .state import _CHARS_PER_STEP, _RenderState, _Unavailable, _VariablesView
+from .state import CHARS_PER_STEP, RenderState, Unavailable, VariablesView
 
 _SCALAR_TYPES = (str, int, float, bool)
 #: Host values that are plain data even though JSON has no type for them.
@@ -30,7 +30,7 @@ _MAX_DEEP_SIZE = 1_000_000
 _CONTAINERS = (list, tuple, dict, set, frozenset, Mapping, KeysView, ValuesView, ItemsView)
 
 
-def _cost(value: Any, state: _RenderState) -> int:
+def cost(value: Any, state: RenderState) -> int:
     """Steps of work an operation over `value` is charged: its deep size (see `_deep_size`).
 
     Comparing, hashing, sorting or printing a nested value touches every item reachable
@@ -38,11 +38,11 @@ def _cost(value: Any, state: _RenderState) -> int:
     """
     kind = type(value)
     if kind is str:
-        return len(value) // _CHARS_PER_STEP
+        return len(value) // CHARS_PER_STEP
     if kind is int or kind is float or kind is bool or value is None:
         return 0  # the common cases first: the container check below consults ABCs
     if isinstance(value, str):
-        return len(value) // _CHARS_PER_STEP
+        return len(value) // CHARS_PER_STEP
     if isinstance(value, range):
         return len(value)
     if isinstance(value, _CONTAINERS):
@@ -52,13 +52,13 @@ def _cost(value: Any, state: _RenderState) -> int:
 
 def _leaf_size(value: Any) -> int:
     if isinstance(value, str):
-        return 1 + len(value) // _CHARS_PER_STEP
+        return 1 + len(value) // CHARS_PER_STEP
     if isinstance(value, range):
         return 1 + len(value)
     return 1
 
 
-def _deep_size(value: Any, state: _RenderState) -> int:
+def _deep_size(value: Any, state: RenderState) -> int:
     """Items reachable from `value`, a shared reference counted every time it is reachable.
 
     `[[x]*100]*100` is 10,101: a list of 100 references to one list of 100 items. Sizes are
@@ -116,13 +116,13 @@ def _members(value: Any) -> Iterable[Any]:
     return value  # type: ignore[no-any-return]
 
 
-def _too_big(state: _RenderState) -> TemplateError:
+def _too_big(state: RenderState) -> TemplateError:
     if state.max_work >= _MAX_DEEP_SIZE:
         return TemplateError(
             f"A value the template builds or uses is too large (more than {_MAX_DEEP_SIZE:,} items, "
             "counting each nested item): build smaller lists."
         )
-    return _limit_error(
+    return limit_error(
         state.limits,
         "max_work",
         f"A value the template builds or uses is too large (more than {state.max_work:,} items, "
@@ -130,13 +130,13 @@ def _too_big(state: _RenderState) -> TemplateError:
     )
 
 
-def _charge_built(value: Any, state: _RenderState) -> Any:
+def charge_built(value: Any, state: RenderState) -> Any:
     """Charge a container the template has just built by its deep size (refused when over budget)."""
     state.charge(_deep_size(value, state))
     return value
 
 
-def _text_size(value: Any, cap: int) -> int:
+def text_size(value: Any, cap: int) -> int:
     """An estimate of `len(str(value))` computed without building the text.
 
     It stops counting once past `cap`, so sizing a huge value costs no more than the cap.
@@ -170,8 +170,8 @@ def _text_size(value: Any, cap: int) -> int:
     return total
 
 
-def _describe(value: Any) -> str:
-    if isinstance(value, _VariablesView):
+def describe_object(value: Any) -> str:
+    if isinstance(value, VariablesView):
         return "the table of all variables (write vars['name'] to read one)"
     if isinstance(value, Macro):
         return "a macro (call it with parentheses)"
@@ -182,7 +182,7 @@ def _describe(value: Any) -> str:
     return f"a {type(value).__name__} object"
 
 
-def _to_data(value: Any, state: _RenderState, depth: int = 0) -> Any:
+def to_data(value: Any, state: RenderState, depth: int = 0) -> Any:
     """Turn a template value into plain data (str, numbers, bool, None, lists, dicts).
 
     Only plain data leaves the sandbox: Jinja internals, functions and methods are refused,
@@ -195,7 +195,7 @@ def _to_data(value: Any, state: _RenderState, depth: int = 0) -> Any:
     if kind is int:
         return _bounded_int(value, state)
     if isinstance(value, Undefined):
-        if isinstance(value, _Unavailable):
+        if isinstance(value, Unavailable):
             value._refuse()
         return None
     if isinstance(value, str):
@@ -205,43 +205,43 @@ def _to_data(value: Any, state: _RenderState, depth: int = 0) -> Any:
     if isinstance(value, (bool, float, *_HOST_DATA_TYPES)):
         return value
     if depth >= state.limits.max_nesting:
-        raise _limit_error(
+        raise limit_error(
             state.limits, "max_nesting", f"A value is nested more than {state.limits.max_nesting} levels deep."
         )
-    if isinstance(value, (LoopContext, Macro, _VariablesView)):
-        raise TemplateError(f"This expression gives {_describe(value)}, not a value a field can hold.")
+    if isinstance(value, (LoopContext, Macro, VariablesView)):
+        raise TemplateError(f"This expression gives {describe_object(value)}, not a value a field can hold.")
     if isinstance(value, (list, tuple)):
         state.charge(1 + len(value))
-        return [_to_data(item, state, depth + 1) for item in value]
+        return [to_data(item, state, depth + 1) for item in value]
     if isinstance(value, Mapping):
         state.charge(1 + len(value))
-        return {_to_key(key, state): _to_data(item, state, depth + 1) for key, item in value.items()}
+        return {_to_key(key, state): to_data(item, state, depth + 1) for key, item in value.items()}
     if isinstance(value, (Iterator, *_LAZY_SEQUENCES)):
         items: list[Any] = []
         for item in value:
             state.charge(1)
             items.append(item)
             if len(items) > state.limits.max_items:
-                raise _too_many_items(state.limits)
-        return [_to_data(item, state, depth + 1) for item in items]
-    raise TemplateError(f"This expression gives {_describe(value)}, not a value a field can hold.")
+                raise too_many_items(state.limits)
+        return [to_data(item, state, depth + 1) for item in items]
+    raise TemplateError(f"This expression gives {describe_object(value)}, not a value a field can hold.")
 
 
-def _bounded_int(value: int, state: _RenderState) -> int:
+def _bounded_int(value: int, state: RenderState) -> int:
     """A whole number a field may hold: at most `max_number_digits` digits (an end user's
     5,000-digit answer would otherwise fail later, where Python refuses to print it)."""
     if value.bit_length() > state.limits.max_number_bits:
-        raise _too_big_number(state.limits)
+        raise too_big_number(state.limits)
     return value
 
 
-def _to_key(key: Any, state: _RenderState) -> Any:
+def _to_key(key: Any, state: RenderState) -> Any:
     if key is None or type(key) in _SCALAR_TYPES:
         return key
-    return _to_text(key, state)
+    return to_text(key, state)
 
 
-def _to_text(value: Any, state: _RenderState) -> str:
+def to_text(value: Any, state: RenderState) -> str:
     """How a value appears in text: None and unset variables are empty, the rest is `str()`."""
     cap = state.limits.max_output_chars
     if type(value) is str:
@@ -249,7 +249,7 @@ def _to_text(value: Any, state: _RenderState) -> str:
     elif value is None:
         return ""
     elif isinstance(value, Undefined):
-        if isinstance(value, _Unavailable):
+        if isinstance(value, Unavailable):
             value._refuse()
         return ""
     elif type(value) in _SCALAR_TYPES:
@@ -259,23 +259,23 @@ def _to_text(value: Any, state: _RenderState) -> str:
     elif isinstance(value, str):
         text = str.__str__(value)
     else:
-        data = _to_data(value, state)
-        if _text_size(data, cap) > cap:
-            raise _too_long(state.limits)
+        data = to_data(value, state)
+        if text_size(data, cap) > cap:
+            raise too_long_error(state.limits)
         text = str(data)
     if len(text) > cap:
-        raise _too_long(state.limits)
-    state.charge(1 + len(text) // _CHARS_PER_STEP)
+        raise too_long_error(state.limits)
+    state.charge(1 + len(text) // CHARS_PER_STEP)
     return text
 
 
-def _too_long(limits: TemplateLimits) -> TemplateLimitError:
-    return _limit_error(
+def too_long_error(limits: TemplateLimits) -> TemplateLimitError:
+    return limit_error(
         limits, "max_output_chars", f"The text would be longer than {limits.max_output_chars:,} characters."
     )
 
 
-def _check_size(value: Any, state: _RenderState) -> Any:
+def check_size(value: Any, state: RenderState) -> Any:
     """Refuse a value the template built that is over a limit; charge for what it built.
 
     Used after operations whose result is at most a small multiple of their (already bounded)
@@ -284,50 +284,50 @@ def _check_size(value: Any, state: _RenderState) -> Any:
     limits = state.limits
     if isinstance(value, str):
         if len(value) > limits.max_output_chars:
-            raise _too_long(limits)
-        state.charge(len(value) // _CHARS_PER_STEP)
+            raise too_long_error(limits)
+        state.charge(len(value) // CHARS_PER_STEP)
     elif isinstance(value, (list, tuple)):
         if len(value) > limits.max_items:
-            raise _too_many_items(limits)
+            raise too_many_items(limits)
         state.charge(_deep_size(value, state))
     elif isinstance(value, Mapping):
         state.charge(_deep_size(value, state))
     elif isinstance(value, int) and not isinstance(value, bool):
         if value.bit_length() > limits.max_number_bits:
-            raise _too_big_number(limits)
+            raise too_big_number(limits)
     elif isinstance(value, Iterator):
-        return _counted(value, state)
+        return counted(value, state)
     return value
 
 
-def _too_big_number(limits: TemplateLimits) -> TemplateLimitError:
-    return _limit_error(
+def too_big_number(limits: TemplateLimits) -> TemplateLimitError:
+    return limit_error(
         limits, "max_number_digits", f"A number would have more than {limits.max_number_digits:,} digits."
     )
 
 
-def _too_many_items(limits: TemplateLimits) -> TemplateLimitError:
-    return _limit_error(limits, "max_items", f"A list would have more than {limits.max_items:,} items.")
+def too_many_items(limits: TemplateLimits) -> TemplateLimitError:
+    return limit_error(limits, "max_items", f"A list would have more than {limits.max_items:,} items.")
 
 
-def _counted(iterator: Iterable[Any], state: _RenderState, steps_per_item: int = 1) -> Iterator[Any]:
+def counted(iterator: Iterable[Any], state: RenderState, steps_per_item: int = 1) -> Iterator[Any]:
     for item in iterator:
         state.charge(steps_per_item)
         yield item
 
 
-def _typed_value(value: Any, state: _RenderState) -> Any:
+def typed_value(value: Any, state: RenderState) -> Any:
     """The value of a one-expression field: plain data whose text would fit in a field."""
-    data = _to_data(value, state)
+    data = to_data(value, state)
     cap = state.limits.max_output_chars
     if isinstance(data, str):
         too_long = len(data) > cap
     elif isinstance(data, int) and not isinstance(data, bool):
         too_long = data.bit_length() * 30103 // 100000 > cap
     elif isinstance(data, (list, dict)):
-        too_long = _text_size(data, cap) > cap or len(str(data)) > cap
+        too_long = text_size(data, cap) > cap or len(str(data)) > cap
     else:
         too_long = False
     if too_long:
-        raise _too_long(state.limits)
+        raise too_long_error(state.limits)
     return data

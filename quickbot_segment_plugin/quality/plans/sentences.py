@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, Final
 
-from ...options import excerpt
+from ...core import excerpt
 from ..cleaning import dotted_path
 from .compiled import CompiledPlan
 from .verdicts import Decision, Violation
