@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
 from ..core import ConfigurationError
-from .schema import _timestamp
+from .schema import to_timestamp
 
 #: pending: not replayed and not in doubt; in_doubt: a replay handed it over and could not learn
 #: whether Segment got it (see `DeadLetterStore.mark_in_doubt`); replayed: sent again and accepted.
@@ -52,10 +52,10 @@ class DeadLetterFilter:
             values.append(self.reason)
         if self.older_than is not None:
             clauses.append("last_failed_at < ?")
-            values.append(_timestamp(_cutoff(self.older_than, now)))
+            values.append(to_timestamp(_cutoff(self.older_than, now)))
         if self.newer_than is not None:
             clauses.append("last_failed_at > ?")
-            values.append(_timestamp(_cutoff(self.newer_than, now)))
+            values.append(to_timestamp(_cutoff(self.newer_than, now)))
         if self.state == "pending":
             clauses.append(
                 "replayed_at IS NULL" if self.include_in_doubt else "replayed_at IS NULL AND in_doubt_since IS NULL"

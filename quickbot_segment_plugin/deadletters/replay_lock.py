@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Final
 from ..core import PluginError
 from .backend import ExclusiveHold, LockHeld
 from .replica import holder_is_dead, process_token
-from .schema import _parse_timestamp, _timestamp
+from .schema import parse_timestamp, to_timestamp
 
 if TYPE_CHECKING:
-    from .store import DeadLetterStore
+    from .base import StoreBase
 
 REPLAY_LOCK: Final = "replay"
 #: A lease not renewed for this long is taken over (a replay renews it at least every chunk).
@@ -35,14 +35,14 @@ class ReplayInProgress(PluginError):
 class ReplayLease:
     """The held lock: `renew` pushes the expiry on; the context manager releases it."""
 
-    def __init__(self, store: DeadLetterStore, token: str, seconds: float, now: Callable[[], datetime]) -> None:
+    def __init__(self, store: StoreBase, token: str, seconds: float, now: Callable[[], datetime]) -> None:
         self._store = store
         self.token = token
         self._seconds = seconds
         self._now = now
 
     def renew(self) -> None:
-        expires = _timestamp(self._now() + timedelta(seconds=self._seconds))
+        expires = to_timestamp(self._now() + timedelta(seconds=self._seconds))
         with self._store._transaction() as db:
             db.execute(
                 "UPDATE leases SET expires_at = ? WHERE name = ? AND token = ?", [expires, REPLAY_LOCK, self.token]
@@ -54,7 +54,7 @@ class ReplayLease:
 
 
 @contextmanager
-def replay_lock(store: DeadLetterStore, holder: str, seconds: float = DEFAULT_LEASE_SECONDS) -> Iterator[ReplayLease]:
+def replay_lock(store: StoreBase, holder: str, seconds: float = DEFAULT_LEASE_SECONDS) -> Iterator[ReplayLease]:
     """Hold the store's replay lock for the `with` block, or raise `ReplayInProgress` at once."""
     backend = store.backend
     hold: ExclusiveHold | None
@@ -68,14 +68,14 @@ def replay_lock(store: DeadLetterStore, holder: str, seconds: float = DEFAULT_LE
         with store._transaction() as db:
             row = db.execute("SELECT holder, token, expires_at FROM leases WHERE name = ?", [REPLAY_LOCK]).fetchone()
             if row is not None and hold is None:
-                expires = _parse_timestamp(row[2])
+                expires = parse_timestamp(row[2])
                 if expires is not None and expires > now and not holder_is_dead(row[1]):
                     raise ReplayInProgress(_refusal(store, (row[0], expires)))
             db.execute(
                 "INSERT INTO leases (name, holder, token, acquired_at, expires_at) VALUES (?,?,?,?,?) "
                 "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, token = excluded.token, "
                 "acquired_at = excluded.acquired_at, expires_at = excluded.expires_at",
-                [REPLAY_LOCK, holder, token, _timestamp(now), _timestamp(now + timedelta(seconds=seconds))],
+                [REPLAY_LOCK, holder, token, to_timestamp(now), to_timestamp(now + timedelta(seconds=seconds))],
             )
     except BaseException:
         if hold is not None:
@@ -92,12 +92,12 @@ def replay_lock(store: DeadLetterStore, holder: str, seconds: float = DEFAULT_LE
                 hold.release()
 
 
-def _current_holder(store: DeadLetterStore) -> tuple[str, datetime | None] | None:
+def _current_holder(store: StoreBase) -> tuple[str, datetime | None] | None:
     rows = store._read("SELECT holder, expires_at FROM leases WHERE name = ?", [REPLAY_LOCK])
-    return (rows[0][0], _parse_timestamp(rows[0][1])) if rows else None
+    return (rows[0][0], parse_timestamp(rows[0][1])) if rows else None
 
 
-def _refusal(store: DeadLetterStore, holder: tuple[str, datetime | None] | None) -> str:
+def _refusal(store: StoreBase, holder: tuple[str, datetime | None] | None) -> str:
     who = f" by {holder[0]}" if holder else ""
     until = (
         f" (its lease runs until {holder[1].strftime('%Y-%m-%d %H:%M:%S')} UTC unless renewed)"

@@ -1,6 +1,6 @@
 """The store's layout: tables, columns, the stored time format, tallies, and rows read back.
 
-Kept together because they must agree: `_COLUMNS` is the order `_dead_letter` unpacks, and
+Kept together because they must agree: `COLUMNS` is the order `row_to_dead_letter` unpacks, and
 `SCHEMA_VERSION` is the SQLite layout `migrations.SQLITE_MIGRATIONS` builds (`SCHEMA_V1` is its first
 step). The same tables and columns exist on PostgreSQL (`migrations.POSTGRES_MIGRATIONS`).
 """
@@ -59,7 +59,7 @@ CREATE TABLE IF NOT EXISTS counters (
     PRIMARY KEY (workspace_id, name)
 );
 """
-_COLUMNS = (
+COLUMNS = (
     "id, workspace_id, message_id, type, message, reason, detail, status, attempts, first_failed_at, "
     "last_failed_at, replayed_at, credentials_token, write_key_fingerprint, endpoint, in_doubt_since"
 )
@@ -67,18 +67,18 @@ _COLUMNS = (
 SCHEMA_VERSION: Final = 2
 
 
-def _timestamp(moment: datetime) -> str:
+def to_timestamp(moment: datetime) -> str:
     """Fixed-width UTC text, so SQL compares it correctly and `sqlite3` shows it readably."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _parse_timestamp(text: str | None) -> datetime | None:
+def parse_timestamp(text: str | None) -> datetime | None:
     if text is None:
         return None
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
-def _dead_letter(row: Sequence[Any]) -> DeadLetter:
+def row_to_dead_letter(row: Sequence[Any]) -> DeadLetter:
     (
         row_id,
         workspace_id,
@@ -101,8 +101,8 @@ def _dead_letter(row: Sequence[Any]) -> DeadLetter:
         parsed = json.loads(message)
     except ValueError:
         parsed = {"messageId": message_id, "unreadable": True}
-    first = _parse_timestamp(first_failed_at)
-    last = _parse_timestamp(last_failed_at)
+    first = parse_timestamp(first_failed_at)
+    last = parse_timestamp(last_failed_at)
     assert first is not None and last is not None
     return DeadLetter(
         id=int(row_id),
@@ -115,15 +115,15 @@ def _dead_letter(row: Sequence[Any]) -> DeadLetter:
         attempts=int(attempts),
         first_failed_at=first,
         last_failed_at=last,
-        replayed_at=_parse_timestamp(replayed_at),
+        replayed_at=parse_timestamp(replayed_at),
         credentials_token=token,
         write_key_fingerprint=key_fingerprint,
         endpoint=endpoint,
-        in_doubt_since=_parse_timestamp(in_doubt_since),
+        in_doubt_since=parse_timestamp(in_doubt_since),
     )
 
 
-def _tally(db: Connection, by_workspace: Mapping[str, int], name: str, when: str) -> None:
+def add_tally(db: Connection, by_workspace: Mapping[str, int], name: str, when: str) -> None:
     rows = [(workspace, name, int(n), when) for workspace, n in by_workspace.items() if n]
     if rows:
         db.executemany(

@@ -22,7 +22,7 @@ _WRITE_KEY_NAME = re.compile(r"write_?key", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
-class _Row:
+class Row:
     """One message, cleaned and ready to write."""
 
     message_id: str
@@ -33,7 +33,7 @@ class _Row:
 # --- cleaning what gets written --------------------------------------------------------------
 
 
-class _Scrubber:
+class Scrubber:
     """Copies a JSON value with every string redacted and every `writeKey`-like field blanked,
     noting whether anything had to be removed (worth a warning: a key got into an event)."""
 
@@ -68,7 +68,7 @@ class _Scrubber:
         return self.text(str(value))
 
 
-def _clean_endpoint(endpoint: object) -> str:
+def clean_endpoint(endpoint: object) -> str:
     """The endpoint without user:password@ or a query (a proxy URL can carry credentials)."""
     text = str(endpoint or "")
     try:
@@ -83,7 +83,7 @@ def _clean_endpoint(endpoint: object) -> str:
     return redact(text)
 
 
-def _clean_fingerprint(value: object) -> str:
+def clean_fingerprint(value: object) -> str:
     """A `sha256:...` fingerprint as given; anything else (say, a key passed by mistake) fingerprinted."""
     text = str(value or "")
     if not text or _FINGERPRINT.fullmatch(text):
