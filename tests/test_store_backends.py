@@ -209,7 +209,7 @@ def _add_in_child(store: DeadLetterStore) -> None:
     # What interpreter exit does (multiprocessing's children skip it, a gunicorn worker does not):
     # the inherited connection objects are freed. psycopg does not close a connection another
     # process opened, so the parent's session survives.
-    from quickbot_segment_plugin.deadletters import store as module
+    from quickbot_segment_plugin.deadletters import base as module
 
     module._INHERITED_CONNECTIONS.clear()
     gc.collect()

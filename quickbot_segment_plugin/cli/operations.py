@@ -7,21 +7,7 @@ without --yes, a replay with failures or rows that cannot be replayed), 2 a usag
 configuration error. Nothing here prints a write key (only fingerprints); the stored data is
 redacted when written, and everything printed goes through `redact` again.
 
-Replay decisions, for the README:
-- A row is sent to `regions.endpoint_for(region)` as configured now (region from its sealed
-  credentials, `QUICKBOT_SEGMENT_ENDPOINT` if set), not to the endpoint stored with it: an
-  operator who fixed a wrong endpoint override gets the fix. The stored endpoint is shown for
-  diagnosis only.
-- Each message keeps its messageId, so Segment deduplicates anything that had arrived after
-  all; replaying a row twice (`--state replayed` or `all`) is safe for the same reason.
-- A row whose token does not open, or opens a different write key than the one it failed
-  with, is skipped and reported; it stays as it was.
-- One replay at a time per store (`deadletters.replay_lock`): a second one refuses at once.
-  Rows are marked in doubt before they are handed to the pool; what was still queued or in
-  flight at the deadline stays in doubt (Segment may have it) and is resent only with
-  `--include-in-doubt`, or after `dead-letters confirm --not-delivered`.
-- Rows that first failed longer ago than Segment's deduplication window
-  (`SEGMENT_DEDUP_WINDOW`) are sent, with a warning: had one reached Segment, it now counts twice.
+How a replay decides what it sends and how it marks each row: `deadletters.replay`.
 """
 
 from __future__ import annotations
@@ -32,25 +18,19 @@ import json
 import re
 import sqlite3
 import sys
-import threading
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final, TextIO
 
 from ..core import (
-    CLIENT_CLOSED,
     REASONS,
-    REJECTED,
-    SHUTDOWN_DEADLINE,
-    DeliveryError,
     Undeliverable,
-    endpoint_for,
     parse_segment_timestamp,
     redact,
     shorten,
 )
-from ..credentials import CredentialsError, KeyRing
 from ..deadletters import (
+    DEFAULT_REPLAY_TIMEOUT,
     SEGMENT_DEDUP_WINDOW,
     STATES,
     DatabaseError,
@@ -58,18 +38,13 @@ from ..deadletters import (
     DeadLetterFilter,
     DeadLetterStore,
     ReplayInProgress,
-    ReplayReport,
-    replay_lock,
-    replica_id,
+    dedup_warning,
+    replay_dead_letters,
     scrub_database_secrets,
 )
 from ..delivery import DeliveryPool, DeliverySettings
 from ..quality import split_quality_counters
 
-DEFAULT_REPLAY_TIMEOUT: Final = 60.0
-# Rows enqueued before waiting for the pool to drain: keeps a replay of a large store inside the
-# pool's per-workspace queue instead of overflowing it into "queue_full".
-REPLAY_CHUNK: Final = 1000
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*$", re.IGNORECASE)
 _AGE_UNITS: Final = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
@@ -359,7 +334,7 @@ def _replay(args: argparse.Namespace) -> int:
     store = open_store(args)
     selection = _selection(args)
     try:
-        report = replay_through_pool(store, selection, limit=args.limit, timeout=args.timeout)
+        report = replay_dead_letters(store, _delivery_pool, selection, limit=args.limit, timeout=args.timeout)
     except ReplayInProgress as error:
         _print(f"quickbot-segment: error: {error}", sys.stderr)
         return 1
@@ -382,18 +357,15 @@ def _replay(args: argparse.Namespace) -> int:
                 f"{_hours(SEGMENT_DEDUP_WINDOW)} hours)."
             )
         if report.beyond_dedup_window:
-            _print(_dedup_warning(report.beyond_dedup_window))
+            _print(dedup_warning(report.beyond_dedup_window))
     if report.beyond_dedup_window and args.json:
-        _print(_dedup_warning(report.beyond_dedup_window), sys.stderr)
+        _print(dedup_warning(report.beyond_dedup_window), sys.stderr)
     return 0 if report.failed == 0 and report.skipped == 0 and report.in_doubt == 0 else 1
 
 
-def _dedup_warning(count: int) -> str:
-    return (
-        f"warning: {count} replayed row(s) first failed more than {_hours(SEGMENT_DEDUP_WINDOW)} hours ago, "
-        "beyond Segment's deduplication window: if any of them had reached Segment after all, it is now "
-        "counted twice."
-    )
+def _delivery_pool(on_undeliverable: Callable[[Undeliverable], None]) -> DeliveryPool:
+    """The pool a replay sends through: live traffic's settings, failures to the replay's report."""
+    return DeliveryPool(DeliverySettings.from_env(), on_undeliverable=on_undeliverable)
 
 
 @reports_store_errors
@@ -415,149 +387,6 @@ def _confirm(args: argparse.Namespace) -> int:
     else:
         _print(f"Made {changed} in-doubt dead letter(s) pending again in {store.location}; the next replay sends them.")
     return 0
-
-
-class _FailureLog:
-    """Collects what the replay pool reports undeliverable, by (workspace, messageId); any thread."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.failures: dict[tuple[str, str], Undeliverable] = {}
-
-    def __call__(self, undeliverable: Undeliverable) -> None:
-        with self._lock:
-            for message in undeliverable.messages:
-                self.failures[(undeliverable.workspace_id, str(message.get("messageId")))] = undeliverable
-
-
-#: Reasons that mean "handed over, outcome unknown": the pool gave up waiting, not Segment refusing.
-_UNKNOWN_OUTCOME: Final = frozenset({SHUTDOWN_DEADLINE, CLIENT_CLOSED})
-
-
-def replay_through_pool(
-    store: DeadLetterStore,
-    selection: DeadLetterFilter,
-    *,
-    limit: int | None = None,
-    timeout: float = DEFAULT_REPLAY_TIMEOUT,
-    keyring_factory: Callable[[], KeyRing] = KeyRing.from_env,
-    settings: DeliverySettings | None = None,
-) -> ReplayReport:
-    """Send the selected rows again through a `DeliveryPool`, then mark each by what became of it.
-
-    Holds the store's replay lock throughout (`ReplayInProgress` when another replay has it).
-    Rows are marked in doubt before they are handed to the pool, so a replay killed midway
-    leaves them in doubt, not pending. After the pool has shut down (within `timeout`), rows
-    it reported failed stay pending with attempts + 1 and the new reason; rows it gave up on
-    at the deadline stay in doubt; the others are marked replayed.
-    """
-    if not store.exists():  # nothing to replay, and a replay must not create a store to lock it
-        return ReplayReport()
-    with replay_lock(store, replica_id(), seconds=max(600.0, 4 * timeout)) as lease:
-        return _replay_locked(store, selection, limit, timeout, keyring_factory, settings, lease.renew)
-
-
-def _replay_locked(
-    store: DeadLetterStore,
-    selection: DeadLetterFilter,
-    limit: int | None,
-    timeout: float,
-    keyring_factory: Callable[[], KeyRing],
-    settings: DeliverySettings | None,
-    renew: Callable[[], None],
-) -> ReplayReport:
-    report = ReplayReport()
-    failures = _FailureLog()
-    settings = settings or DeliverySettings.from_env()
-    chunk = min(REPLAY_CHUNK, settings.max_queue_size)
-    pool = DeliveryPool(settings, on_undeliverable=failures)
-    keyring: KeyRing | None = None
-    sent: dict[tuple[str, str], int] = {}
-    refused: list[tuple[int, str]] = []
-    window_start = store._now() - SEGMENT_DEDUP_WINDOW
-    ready: list[tuple[DeadLetter, str, str]] = []
-
-    def send_ready() -> None:
-        store.mark_in_doubt([letter.id for letter, _, _ in ready])
-        for letter, write_key, endpoint in ready:
-            try:
-                pool.enqueue(letter.workspace_id, write_key, endpoint, letter.message)
-            except DeliveryError as error:
-                refused.append((letter.id, str(error)))
-                report.failed += 1
-                report.problems.append(_problem(letter, f"refused by the analytics library: {error}"))
-                continue
-            sent[(letter.workspace_id, letter.message_id)] = letter.id
-            if letter.first_failed_at < window_start:
-                report.beyond_dedup_window += 1
-        ready.clear()
-        pool.flush(timeout)
-        renew()
-
-    try:
-        # Read before sending: rows change state (in doubt) as they go, and the pages are keyed by id.
-        for letter in store.iter(selection, limit):
-            report.attempted += 1
-            if letter.credentials_token is None:
-                _skip(report, letter, "no credentials token was recorded with it, so it cannot be replayed")
-                continue
-            if keyring is None:
-                keyring = keyring_factory()  # ConfigurationError (no keys) stops the whole replay, clearly
-            try:
-                credentials = keyring.open(letter.credentials_token, letter.workspace_id)
-            except CredentialsError as error:
-                _skip(report, letter, f"its credentials do not open: {error}")
-                continue
-            if letter.write_key_fingerprint and credentials.write_key.fingerprint != letter.write_key_fingerprint:
-                _skip(
-                    report,
-                    letter,
-                    f"its credentials now hold write key {credentials.write_key.fingerprint}, not "
-                    f"{letter.write_key_fingerprint} that it was sent with",
-                )
-                continue
-            ready.append((letter, credentials.write_key.reveal(), endpoint_for(credentials.region)))
-            if len(ready) >= chunk:
-                send_ready()
-        if ready:
-            send_ready()
-    finally:
-        pool.shutdown(timeout)
-    for row_id, detail in refused:
-        store.record_failed_replay([row_id], REJECTED, detail)
-    delivered: list[int] = []
-    failed_groups: dict[tuple[str, str, int | None], list[int]] = {}
-    for key, row_id in sent.items():
-        failure = failures.failures.get(key)
-        if failure is None:
-            delivered.append(row_id)
-            continue
-        if failure.reason in _UNKNOWN_OUTCOME:
-            report.in_doubt += 1
-            report.problems.append(
-                f"dead letter {row_id} (messageId {key[1]}): in doubt: still queued or in flight when the "
-                "replay's time ran out; Segment may have it"
-            )
-            continue
-        failed_groups.setdefault((failure.reason, failure.detail, failure.status), []).append(row_id)
-        report.failed += 1
-        report.problems.append(
-            f"dead letter {row_id} (messageId {key[1]}): failed again: {failure.reason}: {failure.detail}"
-        )
-    for (reason, detail, status), row_ids in failed_groups.items():
-        store.record_failed_replay(row_ids, reason, detail, status)
-    store.mark_replayed(delivered)
-    report.replayed = len(delivered)
-    return report
-
-
-def _skip(report: ReplayReport, letter: DeadLetter, why: str) -> None:
-    report.skipped += 1
-    report.problems.append(_problem(letter, f"skipped: {why}"))
-
-
-def _problem(letter: DeadLetter, what: str) -> str:
-    return redact(f"dead letter {letter.id} (workspace {letter.workspace_id}, messageId {letter.message_id}): {what}")
 
 
 # --- stats ---------------------------------------------------------------------------------

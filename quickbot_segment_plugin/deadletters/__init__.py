@@ -44,8 +44,9 @@ hands out), `filters` (row selection), `schema` (the tables), `migrations` (numb
 changes), `scrubbing` (no write key is written), `backend` (the seam between the store and its
 database), `sqlite_backend` with `database` (opening the file), `postgres_backend` with
 `database_url` (the shared database; its password never printed), `replica` (which process
-wrote a counter), `replay_lock` (one replay at a time), `store` (`DeadLetterStore`) and
-`recorder`.
+wrote a counter), `replay_lock` (one replay at a time), `store` (`DeadLetterStore`, made of
+`base`, `writes`, `queries`, `maintenance`, `erasure` and `replay_rows`), `replay` (a replay
+through a delivery pool, `replay_dead_letters`) and `recorder`.
 """
 
 from __future__ import annotations
@@ -67,12 +68,21 @@ from .filters import DeadLetterFilter
 from .filters import State as State
 from .models import DeadLetter, PruneReport, ReplayReport
 from .recorder import DeadLetterRecorder
+from .replay import (
+    DEFAULT_REPLAY_TIMEOUT,
+    PoolFactory,
+    ReplayPool,
+    ReplayPoolSettings,
+    dedup_warning,
+    replay_dead_letters,
+)
 from .replay_lock import ReplayInProgress, replay_lock
 from .replica import replica_id
 from .store import DeadLetterStore
 
 __all__ = [
     "COUNTER_FLUSH_ENV",
+    "DEFAULT_REPLAY_TIMEOUT",
     "MAX_ROWS_ENV",
     "PATH_ENV",
     "RETENTION_DAYS_ENV",
@@ -84,11 +94,16 @@ __all__ = [
     "DeadLetterRecorder",
     "DeadLetterSettings",
     "DeadLetterStore",
+    "PoolFactory",
     "PruneReport",
     "ReplayInProgress",
+    "ReplayPool",
+    "ReplayPoolSettings",
     "ReplayReport",
     "beside_store",
+    "dedup_warning",
     "default_path",
+    "replay_dead_letters",
     "replay_lock",
     "replica_id",
     "scrub_database_secrets",

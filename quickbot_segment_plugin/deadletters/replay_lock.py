@@ -20,7 +20,7 @@ from .backend import ExclusiveHold, LockHeld
 from .replica import holder_is_dead, process_token
 
 if TYPE_CHECKING:
-    from .store import DeadLetterStore
+    from .base import StoreBase
 
 REPLAY_LOCK: Final = "replay"
 #: A lease not renewed for this long is taken over (a replay renews it at least every chunk).
@@ -34,7 +34,7 @@ class ReplayInProgress(PluginError):
 class ReplayLease:
     """The held lock: `renew` pushes the expiry on; the context manager releases it."""
 
-    def __init__(self, store: DeadLetterStore, token: str, seconds: float, now: Callable[[], datetime]) -> None:
+    def __init__(self, store: StoreBase, token: str, seconds: float, now: Callable[[], datetime]) -> None:
         self._store = store
         self.token = token
         self._seconds = seconds
@@ -53,7 +53,7 @@ class ReplayLease:
 
 
 @contextmanager
-def replay_lock(store: DeadLetterStore, holder: str, seconds: float = DEFAULT_LEASE_SECONDS) -> Iterator[ReplayLease]:
+def replay_lock(store: StoreBase, holder: str, seconds: float = DEFAULT_LEASE_SECONDS) -> Iterator[ReplayLease]:
     """Hold the store's replay lock for the `with` block, or raise `ReplayInProgress` at once."""
     backend = store.backend
     hold: ExclusiveHold | None
@@ -91,12 +91,12 @@ def replay_lock(store: DeadLetterStore, holder: str, seconds: float = DEFAULT_LE
                 hold.release()
 
 
-def _current_holder(store: DeadLetterStore) -> tuple[str, datetime | None] | None:
+def _current_holder(store: StoreBase) -> tuple[str, datetime | None] | None:
     rows = store._read("SELECT holder, expires_at FROM leases WHERE name = ?", [REPLAY_LOCK])
     return (rows[0][0], parse_stored_timestamp(rows[0][1])) if rows else None
 
 
-def _refusal(store: DeadLetterStore, holder: tuple[str, datetime | None] | None) -> str:
+def _refusal(store: StoreBase, holder: tuple[str, datetime | None] | None) -> str:
     who = f" by {holder[0]}" if holder else ""
     until = (
         f" (its lease runs until {holder[1].strftime('%Y-%m-%d %H:%M:%S')} UTC unless renewed)"
