@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quickbot_segment_plugin.core.env import env_bool
 from quickbot_segment_plugin.core.errors import ConfigurationError
 from quickbot_segment_plugin.core.truth import (
     FALSE_WORDS,
@@ -18,7 +17,14 @@ from quickbot_segment_plugin.core.truth import (
     condition_is_true,
     truth_of,
 )
+from quickbot_segment_plugin.delivery import DeliverySettings
 from quickbot_segment_plugin.options.values import to_boolean
+
+
+def setting(word: str) -> bool:
+    """A yes/no operator setting (QUICKBOT_SEGMENT_GZIP, default true) read through its settings model."""
+    return DeliverySettings.from_env({"QUICKBOT_SEGMENT_GZIP": word}).gzip
+
 
 TABLE = [(word, True) for word in TRUE_WORDS] + [(word, False) for word in FALSE_WORDS]
 
@@ -35,15 +41,14 @@ def _cases(word: str) -> st.SearchStrategy[str]:
 def test_condition_boolean_item_and_setting_agree_on_every_word(case: tuple[str, bool]) -> None:
     word, meaning = case
     assert condition_is_true(word) is meaning
-    assert env_bool("QUICKBOT_X", not meaning, {"QUICKBOT_X": word}) is meaning
+    assert setting(word) is meaning
     assert to_boolean(word) is meaning
 
 
 @pytest.mark.parametrize("word", sorted(NO_VALUE_WORDS))
 def test_no_value_is_false_in_a_condition_and_the_default_in_a_setting(word: str) -> None:
     assert condition_is_true(word) is False
-    assert env_bool("QUICKBOT_X", True, {"QUICKBOT_X": word}) is True
-    assert env_bool("QUICKBOT_X", False, {"QUICKBOT_X": word}) is False
+    assert setting(word) is True  # the default stays
 
 
 @pytest.mark.parametrize(("value", "expected"), [("Lyon", True), (2, True), (0, False), ([], False), ({"a": 1}, True)])
@@ -54,9 +59,10 @@ def test_any_other_value_in_a_condition_follows_the_documented_rule(value: Any, 
 
 def test_a_setting_with_an_unknown_word_names_the_variable_and_the_table() -> None:
     with pytest.raises(ConfigurationError) as raised:
-        env_bool("QUICKBOT_SEGMENT_GZIP", True, {"QUICKBOT_SEGMENT_GZIP": "maybe"})
-    assert "QUICKBOT_SEGMENT_GZIP must be a yes/no word (true: true, yes, y, on, 1; false: false, no, n, off, 0)" in (
-        str(raised.value)
+        setting("maybe")
+    assert (
+        "QUICKBOT_SEGMENT_GZIP='maybe': must be a yes/no word (true: true, yes, y, on, 1; false: false, no, n, off, 0)"
+        in (str(raised.value))
     )
 
 

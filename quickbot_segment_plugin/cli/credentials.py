@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from .. import __version__
-from ..core import ENDPOINT_ENV, endpoint_for, env_str, redact, server_text
-from ..credentials import ENCRYPTION_KEYS_ENV, CredentialsError, KeyRing, WriteKey, generate_key
+from ..core import ENDPOINT_ENV, EndpointSettings, endpoint_for, redact, server_text
+from ..credentials import ENCRYPTION_KEYS_ENV, CredentialsError, CredentialsSettings, KeyRing, WriteKey, generate_key
 
 DEFAULT_CHECK_TIMEOUT = 10.0
 # Segment's own answer; repeated wherever a check succeeds so nobody mistakes 200 for "key valid".
@@ -125,7 +125,7 @@ def _keygen(args: argparse.Namespace) -> int:
         key = f"{args.key_id}:{key}"
         KeyRing.from_env({ENCRYPTION_KEYS_ENV: key})  # refuses an invalid id before printing it
     print(key)
-    if env_str(ENCRYPTION_KEYS_ENV, ""):
+    if CredentialsSettings.from_env().encryption_keys.get_secret_value():
         advice = (
             f"To rotate: prepend it to {ENCRYPTION_KEYS_ENV} (NEW,OLD...), restart QuickBot, then re-seal "
             "stored tokens with `quickbot-segment credentials rotate`."
@@ -227,7 +227,7 @@ def _check(args: argparse.Namespace) -> int:
     keyring = KeyRing.from_env()
     credentials = keyring.open(args.token, args.workspace)
     url = endpoint_for(credentials.region) + "/v1/batch"
-    source = f" (from {ENDPOINT_ENV})" if env_str(ENDPOINT_ENV, "") else ""
+    source = f" (from {ENDPOINT_ENV})" if EndpointSettings.from_env().endpoint else ""
     print(f"Workspace: {args.workspace}")
     print(f"Write key: {credentials.write_key.fingerprint} (fingerprint; the key is never shown)")
     print(f"Region:    {credentials.region}")

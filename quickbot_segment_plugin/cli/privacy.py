@@ -26,9 +26,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..collector import EventStore
-from ..core import DEAD_LETTER_STORE, ERASED, ErasureReport, PluginError, env_str, open_private_database, redact
-from ..privacy import DETECTORS, HASH_KEY_ENV, PolicyResolver, PrivacyPolicy, PrivacyPolicyError, load_policy
+from ..collector import CollectorSettings, EventStore
+from ..core import DEAD_LETTER_STORE, ERASED, ErasureReport, PluginError, open_private_database, redact
+from ..privacy import (
+    DETECTORS,
+    HASH_KEY_ENV,
+    PolicyResolver,
+    PrivacyPolicy,
+    PrivacyPolicyError,
+    PrivacyVariables,
+    load_policy,
+)
 from .collector import DB_ENV
 from .operations import add_store_option, open_store, reports_store_errors
 
@@ -89,7 +97,8 @@ def _forget(args: argparse.Namespace) -> int:
         raise PluginError("privacy forget needs --user-id or --anonymous-id.", field="user-id")
     user_id = (args.user_id or "").strip() or None
     anonymous_id = (args.anonymous_id or "").strip() or None
-    collector_paths = args.collector_db or ([env_str(DB_ENV, "")] if env_str(DB_ENV, "") else [])
+    configured = CollectorSettings.from_env().db
+    collector_paths = args.collector_db or ([configured] if configured else [])
     store = open_store(args)
     # Every store is checked before any is changed: a mistyped or swapped path erases nothing anywhere.
     if store.path is not None:  # a file store; PostgreSQL is checked by connecting
@@ -212,7 +221,7 @@ def _check(args: argparse.Namespace) -> int:
         print(f"  detector {name:<6} {action}")
     for rule in described["hash"]:
         print(f"  hash {rule['path']} with {rule['method']} (normalised as {rule['normalise']})")
-    if policy.needs_hash_key and not env_str(HASH_KEY_ENV, ""):
+    if policy.needs_hash_key and not PrivacyVariables.from_env().hash_key.get_secret_value():
         print(f"  warning: keyed hashes need {HASH_KEY_ENV}, which is not set: such events will fail.")
     return 0
 

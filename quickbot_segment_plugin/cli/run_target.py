@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..core import ENDPOINT_ENV, ConfigurationError, env_str, parse_endpoint
+from ..core import ENDPOINT_ENV, ConfigurationError, EndpointSettings, parse_endpoint
 from ..credentials import ENCRYPTION_KEYS_ENV, generate_key
 from ..deadletters import PATH_ENV as DEAD_LETTER_PATH_ENV
+from ..deadletters import DeadLetterSettings
 
 LOCAL_WRITE_KEY = "localDemoWriteKey0123456789"
 
@@ -48,7 +49,7 @@ def run_target(*, endpoint: str | None, credentials: str | None, db: str | None)
             if local_key and not os.environ.get(ENCRYPTION_KEYS_ENV):
                 # A throw-away key: the token it seals lives only as long as this run.
                 os.environ[ENCRYPTION_KEYS_ENV] = generate_key()
-            chosen = db or env_str(DEAD_LETTER_PATH_ENV, "")
+            chosen = db or DeadLetterSettings.from_env().dead_letter_path
             if chosen:
                 path = Path(chosen).expanduser()
             else:
@@ -69,7 +70,7 @@ def run_target(*, endpoint: str | None, credentials: str | None, db: str | None)
 @contextlib.contextmanager
 def _endpoint(endpoint: str | None, credentials: str | None) -> Iterator[tuple[str, bool, Any, list[str]]]:
     source = "--endpoint" if endpoint else ENDPOINT_ENV
-    raw = endpoint or env_str(ENDPOINT_ENV, "")
+    raw = endpoint or EndpointSettings.from_env().endpoint
     notes: list[str] = []
     parsed = parse_endpoint(raw, source) if raw else None
     if parsed is not None:

@@ -16,7 +16,7 @@ from .counters import (
     Counters,
 )
 from .endpoints import parse_endpoint
-from .env import env_float, env_int, env_str
+from .env import env_str
 from .erasure import truncate_write_ahead_log, user_condition
 from .erasure_values import ERASED, ErasureReport, identifiers_of, scrub, search_terms
 from .errors import ConfigurationError, PluginError
@@ -128,8 +128,6 @@ __all__ = [
     "condition_is_true",
     "describe",
     "endpoint_for",
-    "env_float",
-    "env_int",
     "env_name",
     "env_str",
     "excerpt",

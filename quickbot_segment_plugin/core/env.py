@@ -1,78 +1,15 @@
-"""Reading operator settings from environment variables, with errors that name the variable.
+"""Reading a variable that is not the plugin's own setting (`XDG_STATE_HOME`).
 
-Operators configure the plugin only through documented `QUICKBOT_*` variables (README,
-"Operator settings"); a malformed value stops with a message that says which variable and
-what it should look like, instead of falling back to a default the operator did not choose.
+The plugin's own `QUICKBOT_*` variables are fields of the settings models (`core.settings`);
+this is for the few the system defines, where only "set or not" matters.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import TypeVar
-
-from .errors import ConfigurationError
-from .truth import FALSE_LIST, TRUE_LIST, Truth, truth_of
-
-Number = TypeVar("Number", int, float)
 
 
 def env_str(name: str, default: str, environ: Mapping[str, str] | None = None) -> str:
     value = (os.environ if environ is None else environ).get(name, "").strip()
     return value or default
-
-
-def env_int(
-    name: str,
-    default: int,
-    *,
-    minimum: int = 0,
-    maximum: int | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> int:
-    raw = (os.environ if environ is None else environ).get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw.replace("_", ""))
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a whole number, got {raw!r}.", field=name) from None
-    return _check_range(name, value, minimum, maximum)
-
-
-def env_float(
-    name: str,
-    default: float,
-    *,
-    minimum: float = 0.0,
-    maximum: float | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> float:
-    raw = (os.environ if environ is None else environ).get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a number, got {raw!r}.", field=name) from None
-    return _check_range(name, value, minimum, maximum)
-
-
-def env_bool(name: str, default: bool, environ: Mapping[str, str] | None = None) -> bool:
-    """The yes/no table of truth.py; empty, none or null keep the default."""
-    raw = (os.environ if environ is None else environ).get(name, "").strip()
-    truth = truth_of(raw)
-    if truth is Truth.NO_VALUE:
-        return default
-    if truth is Truth.OTHER:
-        raise ConfigurationError(
-            f"{name} must be a yes/no word (true: {TRUE_LIST}; false: {FALSE_LIST}), got {raw[:40]!r}.", field=name
-        )
-    return truth is Truth.TRUE
-
-
-def _check_range(name: str, value: Number, minimum: float, maximum: float | None) -> Number:
-    if value < minimum or (maximum is not None and value > maximum):
-        upper = f" and at most {maximum}" if maximum is not None else ""
-        raise ConfigurationError(f"{name} must be at least {minimum}{upper}, got {value}.", field=name)
-    return value

@@ -43,7 +43,7 @@ PAYLOAD_OBJECTS: Final[dict[str, tuple[str, ...]]] = {
     "screen": ("properties",),
 }
 
-# Host context keys -> where they go in the event's `context` (documented in README).
+# Host context keys -> where they go in the event's `context` (docs/host-integrators/contract.md).
 HOST_CONTEXT_KEYS = {"bot_id": "botId", "session_id": "sessionId", "block_id": "blockId"}
 # Context members the plugin writes itself (the library's stamp, the host's ids, granted consent).
 # A bot builder's context items may not use them (validation refuses such keys), which is what

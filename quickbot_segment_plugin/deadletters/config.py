@@ -1,6 +1,6 @@
 """The store's operator settings (environment variables and their defaults) and tuning.
 
-In one place so the README, the CLI and the store agree on the variable names and defaults.
+In one place so the settings reference, the CLI and the store agree on the variable names and defaults.
 """
 
 from __future__ import annotations

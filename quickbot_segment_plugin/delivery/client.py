@@ -112,7 +112,7 @@ class ManagedClient:
     One consumer thread (the library's own) always runs; while the queue holds at least a
     full batch, extra senders (library `Consumer`s on the same queue, hooked the same way)
     start one by one up to `max_in_flight` and the pool-wide `SenderSlots`, and each stops
-    as soon as the queue is no longer deep. What order is kept (see also README):
+    as soon as the queue is no longer deep. What order is kept (see also docs/operators/delivery.md):
 
     - Batches are filled one at a time (`_fill_lock`), so each batch is a contiguous run of
       the queue, in the order events were accepted, and batches leave in queue order.

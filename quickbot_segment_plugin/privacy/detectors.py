@@ -15,7 +15,7 @@ positive rewrites a customer's event:
 - `phone`: an international number (a leading `+` or `00`, then 8 to 15 digits, optionally
   grouped by spaces, dots, dashes or parentheses), or a North American number written
   `(555) 123-4567` / `555-123-4567`. Off in the default policy: dates, amounts and
-  reference numbers in chats look like phone numbers too often (README, Privacy).
+  reference numbers in chats look like phone numbers too often (docs/operators/privacy.md).
 
 Masking keeps the last four letters/digits of a match and replaces the others with `*`,
 keeping separators, so a support agent can still tell "the card ending 1111".

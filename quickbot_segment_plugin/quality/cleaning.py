@@ -7,7 +7,7 @@ address, and a `revenue` of `"12 euros"` breaks every revenue chart. Segment's o
 (Protocols) only report such values after the event is stored; here they are fixed or
 stopped before the event leaves the bot.
 
-What happens to a value is decided per rule (README, "Data quality"):
+What happens to a value is decided per rule (docs/bot-builders/cleaning.md):
 - cleaned and sent (an info log): spaces trimmed around keys and text, an email's domain in
   lower case, a reserved number given as text (`"34"` -> `34`), a currency code in upper case,
   a reserved text field given as a number (`address.postalCode`);

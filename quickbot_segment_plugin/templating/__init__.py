@@ -9,7 +9,7 @@ can read. The engine is shared by every workspace, so it keeps no per-render sta
 (render state lives in a context variable) and its compile cache is safe to share between
 threads.
 
-Syntax, in the bot builder's words (the README section is the long form):
+Syntax, in the bot builder's words (docs/bot-builders/templates.md is the long form):
 
 - `{{First name}}` reads a variable exactly as the flow editor names it: letters and digits of
   any language, `_`, spaces, `-` and `.` are all part of the name (a variable of that exact
