@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import os
+import statistics
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -68,12 +69,18 @@ def use_local_segment(url: str, directory: str | Path, **settings: str) -> None:
 
 
 def execute_rounds(
-    sides: Mapping[str, tuple[SegmentBlock, dict[str, Any]]], options: dict[str, Any], events: int, rounds: int = 5
+    sides: Mapping[str, tuple[SegmentBlock, dict[str, Any]]],
+    options: dict[str, Any],
+    events: int,
+    rounds: int = 5,
+    round_medians: dict[str, list[float]] | None = None,
 ) -> dict[str, list[float]]:
     """Microseconds per `execute` for each side, in interleaved rounds so drift hits every side alike.
 
     Each side is warmed first (plan cache, client, connection), and its queue is delivered
     after each of its rounds, so no side is timed beside another side's batches in flight.
+    With `round_medians`, each round's median per side is appended there too: a ratio taken
+    round by round is steadier on a shared machine than one of the pooled medians.
     """
     for block, context in sides.values():
         for _ in range(300):
@@ -82,7 +89,10 @@ def execute_rounds(
     samples: dict[str, list[float]] = {name: [] for name in sides}
     for _ in range(rounds):
         for name, (block, context) in sides.items():
-            samples[name] += timed_us(lambda b=block, c=context: b.execute(options, c), events // rounds)
+            timed = timed_us(lambda b=block, c=context: b.execute(options, c), events // rounds)
+            samples[name] += timed
+            if round_medians is not None:
+                round_medians.setdefault(name, []).append(statistics.median(timed))
             block.pool().flush(60)
     return samples
 
