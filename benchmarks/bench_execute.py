@@ -29,23 +29,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import TRACK_OPTIONS as OPTIONS
+from common import TRACK_VARIABLES as VARIABLES
 from common import WORKSPACE, WRITE_KEY, block_under, p99, timed_us, use_local_segment
 from receiver import ReceiverProcess
 from segment.analytics import Client
 
 from quickbot_segment_plugin.block import SegmentBlock
 
-OPTIONS = {
-    "action": "track",
-    "event": "Lead Qualified",
-    "userId": "{{User ID}}",
-    "properties": [
-        {"key": "plan", "value": "{{Plan}}"},
-        {"key": "score", "value": "{{Score}}"},
-        {"key": "source", "value": "chatbot"},
-    ],
-}
-VARIABLES = {"User ID": "user-1042", "Plan": "premium", "Score": 8}
 SETTINGS = {"upload_size": 100, "upload_interval": 0.05, "max_queue_size": 100_000, "gzip": True, "timeout": 15}
 
 

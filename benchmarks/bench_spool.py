@@ -29,23 +29,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import TRACK_OPTIONS as OPTIONS
+from common import TRACK_VARIABLES as VARIABLES
 from common import block_under, execute_rounds, p99, use_local_segment
 from receiver import ReceiverProcess
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
-OPTIONS = {
-    "action": "track",
-    "event": "Lead Qualified",
-    "userId": "{{User ID}}",
-    "properties": [
-        {"key": "plan", "value": "{{Plan}}"},
-        {"key": "score", "value": "{{Score}}"},
-        {"key": "source", "value": "chatbot"},
-    ],
-}
-VARIABLES = {"User ID": "user-1042", "Plan": "premium", "Score": 8}
 
 _CONTENDER = """
 import json, os, sys, tempfile, time

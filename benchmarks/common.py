@@ -21,6 +21,20 @@ from quickbot_segment_plugin.credentials.keyring import ENCRYPTION_KEYS_ENV, gen
 WRITE_KEY = "benchmarkWriteKey0123456789"
 WORKSPACE = "bench"
 
+# The block `bench_execute.py` and `bench_spool.py` time: a track with one templated id and three
+# properties, two of them templates, as the issue that set execute's targets describes it.
+TRACK_OPTIONS = {
+    "action": "track",
+    "event": "Lead Qualified",
+    "userId": "{{User ID}}",
+    "properties": [
+        {"key": "plan", "value": "{{Plan}}"},
+        {"key": "score", "value": "{{Score}}"},
+        {"key": "source", "value": "chatbot"},
+    ],
+}
+TRACK_VARIABLES = {"User ID": "user-1042", "Plan": "premium", "Score": 8}
+
 
 def timed_us(call: Callable[[], object], count: int) -> list[float]:
     """One sample per call, in microseconds, with the garbage collector off while timing."""
