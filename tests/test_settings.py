@@ -53,6 +53,12 @@ def test_yes_no_settings_read_the_shared_truth_table(word: str) -> None:
             model.from_env({env_name(model, name): "maybe"})
 
 
+def test_bounds_are_inclusive_so_the_reference_states_them_exactly() -> None:
+    for model, name in FIELDS:
+        for rule in model.model_fields[name].metadata:
+            assert getattr(rule, "gt", None) is None and getattr(rule, "lt", None) is None, env_name(model, name)
+
+
 def test_every_variable_is_named_once_and_described() -> None:
     names = [env_name(model, name) for model, name in FIELDS]
     assert len(names) == len(set(names))

@@ -90,30 +90,29 @@ def _shown(value: Any) -> str:
 
 
 def _allowed(field: FieldInfo) -> str:
-    """The field's bounds as an operator reads them: `0.1 to 300`, `at least 1`, yes/no."""
-    low = high = None
-    for rule in field.metadata:
-        for attribute, side in (("ge", "low"), ("gt", "low"), ("le", "high"), ("lt", "high")):
-            bound = getattr(rule, attribute, None)
-            if bound is not None:
-                text = f"{bound:_}".replace("_", ",") if isinstance(bound, int) else f"{bound:g}"
-                text = text if attribute in ("ge", "le") else f"{'above' if side == 'low' else 'below'} {text}"
-                if side == "low":
-                    low = text
-                else:
-                    high = text
+    """The field's bounds as an operator reads them: `0.1 to 300`, `at least 1`, yes/no.
+
+    Settings declare inclusive bounds only (`ge`, `le`; tests/test_settings.py checks it), so
+    "from ... to ..." is always exact.
+    """
     if field.annotation is bool:
         return "yes/no"
     choices = _choices(field.annotation)
     if choices:
         return ", ".join(f"`{choice}`" for choice in choices)
+    low = next((_number(rule.ge) for rule in field.metadata if getattr(rule, "ge", None) is not None), None)
+    high = next((_number(rule.le) for rule in field.metadata if getattr(rule, "le", None) is not None), None)
     if low is not None and high is not None:
-        return f"{low} to {high}" if not low.startswith("above") else f"{low}, at most {high}"
+        return f"{low} to {high}"
     if low is not None:
-        return f"at least {low}" if not low.startswith("above") else low
+        return f"at least {low}"
     if high is not None:
         return f"at most {high}"
     return "text"
+
+
+def _number(bound: float) -> str:
+    return f"{bound:_}".replace("_", ",") if isinstance(bound, int) else f"{bound:g}"
 
 
 def _choices(annotation: Any) -> list[str]:
