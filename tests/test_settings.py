@@ -86,3 +86,18 @@ def test_the_operator_reference_is_the_generated_one() -> None:
     assert page[start:end] + "\n" == reference_markdown(), (
         "docs/operators/settings.md is out of date: paste the output of `quickbot-segment settings --markdown`"
     )
+
+
+def test_a_secret_setting_is_never_quoted_in_an_error() -> None:
+    from pydantic import SecretStr
+
+    from quickbot_segment_plugin.credentials import CredentialsSettings
+
+    secret = "EXAMPLE-NOT-A-KEY-7f3a9c"
+    with pytest.raises(ConfigurationError) as raised:
+        CredentialsSettings.defaults().with_overrides(encryption_keys=SecretStr(secret), credentials_cache_size=-1)
+    assert "credentials_cache_size=-1" in str(raised.value)
+    with pytest.raises(ConfigurationError) as raised:
+        CredentialsSettings.defaults().with_overrides(encryption_keys=12345678901234)
+    assert "encryption_keys=(hidden)" in str(raised.value)
+    assert "12345678901234" not in str(raised.value)

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Annotated, Any, ClassVar, Self
 
-from pydantic import BeforeValidator, ValidationError
+from pydantic import BeforeValidator, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -144,5 +144,8 @@ def _configuration_error(model: type[Settings], error: ValidationError, *, from_
         name = env_name(model, field_name) if from_variables and field_name in model.model_fields else field_name
         first = first or name
         message = str(item["msg"]).removeprefix("Value error, ")
-        problems.append(f"{name}={item.get('input')!r}: {message[0].lower()}{message[1:]}")
+        field = model.model_fields.get(field_name)
+        # A secret's value is never quoted back, even when it is the malformed part.
+        shown = "(hidden)" if field is not None and field.annotation is SecretStr else repr(item.get("input"))
+        problems.append(f"{name}={shown}: {message[0].lower()}{message[1:]}")
     return ConfigurationError("; ".join(problems) + ".", field=first)
