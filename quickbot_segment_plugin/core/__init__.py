@@ -22,6 +22,7 @@ from .erasure_values import ERASED, ErasureReport, identifiers_of, scrub, search
 from .errors import ConfigurationError, PluginError
 from .lru import LruCache
 from .message import (
+    HOST_CONTEXT_KEYS,
     MAX_MESSAGE_BYTES,
     PAYLOAD_OBJECTS,
     PLUGIN_CONTEXT,
@@ -87,6 +88,7 @@ __all__ = [
     "FAILED",
     "FALSE_LIST",
     "FALSE_WORDS",
+    "HOST_CONTEXT_KEYS",
     "LIBRARY_TIMESTAMP",
     "MAX_MESSAGE_BYTES",
     "PAYLOAD_OBJECTS",

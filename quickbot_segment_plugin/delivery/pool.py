@@ -59,7 +59,7 @@ from .calls import LibraryCall
 from .causes import install as install_causes
 from .client import ManagedClient, SenderSlots, Submitted
 from .drain import WaitingRoomDrain
-from .final import FinalMessage, submission_for
+from .final import FinalMessage, encode, submission_for, vouched_message
 from .library import prepare_library_session, reset_library_session_after_fork, set_gzip_level
 from .registry import ClientKey, ClientRegistry, Message, Route
 from .reports import DeliveryObserver, OnUndeliverable, Reporter
@@ -142,6 +142,7 @@ class DeliveryPool:
         message: Mapping[str, Any],
         *,
         token: str | None = None,
+        final_form: bool = False,
     ) -> EnqueueOutcome:
         """Queue one wire-form message for background delivery; never waits on the network.
 
@@ -150,13 +151,15 @@ class DeliveryPool:
         `queue_full` and the message has gone to `on_undeliverable`, as has every message
         refused with `accepted=False`. With a spool, the message is written to it first;
         `token` (the sealed credentials it came with) is written beside it so that another
-        process can deliver it if this one dies.
+        process can deliver it if this one dies. `final_form=True` is the caller's guarantee
+        that the message is in the library's final form (the block's compiled messages): it
+        is serialised and queued without being proved so again (final.py).
         """
         if self._pid != os.getpid():
             self._after_fork()
         if not isinstance(write_key, str) or not write_key:
             raise DeliveryError("The Segment write key is empty.", field="write_key")
-        call = submission_for(message)
+        call = vouched_message(message) if final_form and type(message) is dict else submission_for(message)
         key: ClientKey = (workspace_id, write_key, endpoint)
         if self.spool is not None and not self._closed:  # a closed pool refuses it below, unspooled
             call, refusal = self._spool_first(self.spool, key, call, token)
@@ -303,7 +306,7 @@ class DeliveryPool:
     ) -> tuple[FinalMessage | LibraryCall, EnqueueOutcome | None]:
         """Write the event to the spool before it is queued: the call to queue, or the refusal."""
         if isinstance(call, FinalMessage):
-            message, text = call.message, call.text or json.dumps(call.message)
+            message, text = call.message, call.text or encode(call.message)
         else:
             call = call.pinned()  # the id and time the spool keeps are the ones that will be sent
             message = call.final_form()

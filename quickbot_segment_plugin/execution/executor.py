@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from contextvars import Token
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..core import (
@@ -30,6 +32,7 @@ from ..privacy import PrivacyGate
 from ..quality import QualityGate
 from ..templating import TemplateEngine, close_execution_budget, open_execution_budget
 from .consent import consent_decision
+from .message_plan import compile_message
 from .plan import BlockPlan, RenderFailure, compile_plan, condition_allows, render_parts
 from .ports import DeadLetterSink, EventSink
 from .validation import check_options
@@ -71,9 +74,9 @@ class Executor:
     def execute(self, options: Any, context: Any) -> dict[str, Any]:
         workspace_id, variables = _host_inputs(context)
         log = ResultLog()
-        budget = open_execution_budget(self.engine.limits)  # shared by every field's render
+        budget: list[Token[Any]] = []  # the renders' shared budget, opened by the first render that may need it
         try:
-            result = self._execute(options, context, workspace_id, variables, log)
+            result = self._execute(options, context, workspace_id, variables, log, budget)
         except RenderFailure:
             result = log.result("failed")
         except PluginError as error:
@@ -86,7 +89,8 @@ class Executor:
             )
             result = log.result("failed")
         finally:
-            close_execution_budget(budget)
+            if budget:
+                close_execution_budget(budget[0])
         self.counters.inc_each(workspace_id, _COUNTED.get(result["status"], (EXECUTED,)))
         return result
 
@@ -97,12 +101,15 @@ class Executor:
         workspace_id: str,
         variables: Mapping[str, Any],
         log: ResultLog,
+        budget: list[Token[Any]],
     ) -> dict[str, Any]:
         plan = self._plan(options, log)
         if plan is None:
             return log.result("failed")
         if plan.legacy:
             log.info("These options were saved by the older Segment block and were upgraded on the fly.")
+        if plan.condition is not None or plan.consent is not None:
+            budget.append(open_execution_budget(self.engine.limits))
         if not condition_allows(plan, variables, log):
             return log.result("skipped")
         consent = consent_decision(plan, variables, log)
@@ -111,8 +118,14 @@ class Executor:
         execution_id = context.get("execution_id")
         execution_id = str(execution_id) if execution_id not in (None, "") else None
         message_id = message_id_for(workspace_id, execution_id)
-        parts = render_parts(plan, variables, message_id, log)
-        payload = build_message(parts, context)
+        # The compiled message when it applies (nothing to log, no sandbox); the general path otherwise.
+        built = plan.message.build(variables, message_id, context) if plan.message is not None else None
+        if built is None:
+            if not budget:
+                budget.append(open_execution_budget(self.engine.limits))
+            payload = build_message(render_parts(plan, variables, message_id, log), context)
+        else:
+            payload = built
         # Privacy first: a refused or masked value never reaches cleaning, plan logs or dead letters.
         # One policy lookup for screening and hashing: each stats the file, and both must use one version.
         policy = None
@@ -162,7 +175,11 @@ class Executor:
             write_key = credentials.write_key
             pool = self._pool()  # before the token is remembered: the pool creates the recorder
             self._dead_letters().remember_token(workspace_id, write_key.fingerprint, token)
-            outcome = pool.enqueue(workspace_id, write_key.reveal(), endpoint, payload, token=token)
+            # The compiled message, untouched by the checks, is in the library's final form by
+            # construction (tests/test_message_plan.py): the pool need not prove it again.
+            outcome = pool.enqueue(
+                workspace_id, write_key.reveal(), endpoint, payload, token=token, final_form=payload is built
+            )
             accepted = outcome.accepted
         except DeliveryError:
             check_size(payload)  # when size was the reason, say which fields made it too big
@@ -200,6 +217,7 @@ class Executor:
             return None
         legacy = bool(checked.upgraded and checked.upgraded.legacy)
         plan = compile_plan(checked.options, self.engine, legacy=legacy)
+        plan = replace(plan, message=compile_message(plan))
         if cache_key is not None:
             self._plans.put(cache_key, plan)
         return plan

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core import (
     MessageError,
@@ -39,6 +39,9 @@ from ..options import (
 )
 from ..templating import CompiledTemplate, TemplateEngine, TemplateError
 from .comparison_hints import explain_comparison
+
+if TYPE_CHECKING:
+    from .message_plan import MessagePlan
 
 _USER_ID, _ANONYMOUS_ID = IDENTITY_FIELDS
 
@@ -74,7 +77,8 @@ class BlockPlan:
     condition: FieldPlan | None
     timestamp: FieldPlan | None
     legacy: bool
-    consent: FieldPlan | None = None  # read by privacy_consent.consent_decision
+    consent: FieldPlan | None = None  # read by consent.consent_decision
+    message: MessagePlan | None = None  # the compiled message, when these options allow one (message_plan.py)
 
     @property
     def action(self) -> str:

@@ -23,9 +23,17 @@ class EventSink(Protocol):
     """Takes a finished message for background delivery (`delivery.DeliveryPool`)."""
 
     def enqueue(
-        self, workspace_id: str, write_key: str, endpoint: str, message: Mapping[str, Any], *, token: str | None = None
+        self,
+        workspace_id: str,
+        write_key: str,
+        endpoint: str,
+        message: Mapping[str, Any],
+        *,
+        token: str | None = None,
+        final_form: bool = False,
     ) -> Enqueued:
-        """`token` (the sealed credentials) lets a crash-safe spool redeliver the event after a restart."""
+        """`token` (the sealed credentials) lets a crash-safe spool redeliver the event after a restart;
+        `final_form` says the message is already in the library's final form, so it is not proved again."""
         ...
 
 

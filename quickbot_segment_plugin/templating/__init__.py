@@ -37,7 +37,7 @@ per-render budget), `values`, `operators`, `methods` and `filters` (the bounded 
 from __future__ import annotations
 
 from .budget import close_execution_budget, open_execution_budget
-from .compiled import CompiledTemplate, Rendered
+from .compiled import NOT_PLAIN, CompiledTemplate, Rendered
 from .engine import TemplateEngine, default_engine, is_template
 from .errors import TemplateError, TemplateLimitError
 from .filters import ALLOWED_FILTERS, ALLOWED_TESTS
@@ -47,6 +47,7 @@ from .limits import TemplateLimits, TemplateSettings
 __all__ = [
     "ALLOWED_FILTERS",
     "ALLOWED_TESTS",
+    "NOT_PLAIN",
     "CompiledTemplate",
     "Rendered",
     "TemplateEngine",

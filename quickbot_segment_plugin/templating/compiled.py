@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple, cast
 
 from jinja2.runtime import Context
 
@@ -42,6 +42,18 @@ class Rendered(NamedTuple):
 _new_tuple = tuple.__new__
 
 
+class _NotPlain:
+    """`render_plain`'s answer when the ordinary `render` has to decide (and explain)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NOT_PLAIN"
+
+
+NOT_PLAIN: Final = _NotPlain()
+
+
 class CompiledTemplate(ABC):
     """One field's template, compiled once and rendered for every conversation."""
 
@@ -56,6 +68,26 @@ class CompiledTemplate(ABC):
     @abstractmethod
     def render(self, variables: Mapping[str, object]) -> Rendered:
         """The value for these variables; each kind of template has its own fast way."""
+
+    def render_plain(self, variables: Mapping[str, object]) -> object:
+        """`render(variables).value` when that needs no work budget and has nothing to report:
+        every variable read is set to plain text, a number or a yes/no. `NOT_PLAIN` otherwise.
+
+        The block's compiled message (execution/message_plan.py) renders through this and hands
+        anything else to `render`, which then does the work and says why; since this never
+        starts a render state, trying it first charges no budget twice.
+        """
+        return NOT_PLAIN
+
+    @property
+    def is_literal(self) -> bool:
+        """Text without any template syntax: the same value for every conversation."""
+        return False
+
+    @property
+    def renders_plainly(self) -> bool:
+        """Whether `render_plain` can ever answer: plain text, one variable, or text with `{{Name}}`s."""
+        return False
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {one_line_excerpt(self.source)[:40]!r}>"
@@ -72,6 +104,17 @@ class LiteralTemplate(CompiledTemplate):
 
     def render(self, variables: Mapping[str, object]) -> Rendered:
         return self._rendered
+
+    def render_plain(self, variables: Mapping[str, object]) -> object:
+        return self._rendered.value
+
+    @property
+    def is_literal(self) -> bool:
+        return True
+
+    @property
+    def renders_plainly(self) -> bool:
+        return True
 
 
 class VariableTemplate(CompiledTemplate):
@@ -105,6 +148,22 @@ class VariableTemplate(CompiledTemplate):
                 ACTIVE.reset(token)
         except Exception as error:
             raise render_error(error) from None
+
+    @property
+    def renders_plainly(self) -> bool:
+        return True
+
+    def render_plain(self, variables: Mapping[str, object]) -> object:
+        # The branches of `render` that return the value as it is; every other case is `render`'s.
+        value = variables.get(self._name)
+        kind = type(value)
+        if kind is str:
+            return value if len(cast(str, value)) <= self._engine.limits.max_output_chars else NOT_PLAIN
+        if kind is bool or kind is float:
+            return value
+        if kind is int and cast(int, value).bit_length() <= self._engine.limits.max_number_bits:
+            return value
+        return NOT_PLAIN
 
 
 class InterpolationTemplate(CompiledTemplate):
@@ -150,6 +209,28 @@ class InterpolationTemplate(CompiledTemplate):
             return _new_tuple(Rendered, ("".join(pieces), tuple(unset)))
         except Exception as error:
             raise render_error(error) from None
+
+    @property
+    def renders_plainly(self) -> bool:
+        return True
+
+    def render_plain(self, variables: Mapping[str, object]) -> object:
+        # `render` with every variable set to text: nothing to convert, nothing missing.
+        pieces: list[str] = []
+        total = 0
+        for part in self._parts:
+            if type(part) is str:
+                text = part
+            else:
+                value = variables.get(cast(NameRef, part).name)
+                if type(value) is not str:
+                    return NOT_PLAIN
+                text = value
+            total += len(text)
+            pieces.append(text)
+        if total > self._engine.limits.max_output_chars:
+            return NOT_PLAIN
+        return "".join(pieces)
 
 
 @dataclass(frozen=True)
