@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,7 +24,13 @@ from test_delivery_calls import OFFLINE, wire_messages
 from quickbot_segment_plugin.collector.service import Collector
 from quickbot_segment_plugin.core.message import library_context
 from quickbot_segment_plugin.delivery.calls import LibraryCall, to_library_call, without_nulls
-from quickbot_segment_plugin.delivery.final import FinalMessage, final_message, submission_for
+from quickbot_segment_plugin.delivery.final import (
+    FinalMessage,
+    final_message,
+    library_size_bound,
+    submission_for,
+    vouched_message,
+)
 from quickbot_segment_plugin.delivery.pool import DeliveryError, DeliveryPool, DeliverySettings
 
 pytestmark = pytest.mark.integration
@@ -218,3 +225,59 @@ def test_through_the_pool_both_paths_deliver_the_same_events(generated: list[dic
             for key in (fast_id, library_id)
         )
         assert fast_event == library_event
+
+
+# --- the block's own messages: vouched for, serialised with orjson ------------------------------
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet=st.characters(codec="utf-8"), max_size=20)
+    | st.sampled_from(["é€😀", '\x7f\x00\n\t"\\/', "1e-07", ":,:,", "eeee"]),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(json_values)
+def test_the_size_bound_is_never_below_the_librarys_measure(value: Any) -> None:
+    exact = len(json.dumps(value))
+    bound = library_size_bound(orjson.dumps(value))
+    assert exact <= bound <= 5 * exact + 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(wire_messages(), st.dictionaries(st.text(max_size=6), json_values, max_size=4))
+def test_a_vouched_message_queues_what_the_library_path_queues(generated: dict[str, Any], extra: Any) -> None:
+    message = as_final(generated)
+    if message["type"] in ("track", "page", "screen"):
+        message["properties"] = {**message["properties"], "extra": extra}
+    vouched = vouched_message(message)
+    proved = final_message(message)
+    assert proved is not None
+    assert vouched.message == proved.message == library_queued(message)
+    assert vouched.size >= proved.size == len(json.dumps(message))
+    assert vouched.message is not message and json.loads(vouched.text) == vouched.message
+
+
+def test_a_vouched_message_over_64_bit_integers_is_measured_by_the_standard_library() -> None:
+    message = track(properties={"big": 2**70})
+    vouched = vouched_message(message)
+    assert vouched.message["properties"]["big"] == 2**70
+    assert vouched.size == len(json.dumps(message)) and vouched.text == json.dumps(message)
+
+
+def test_a_vouched_message_near_the_limit_is_judged_by_the_exact_measure() -> None:
+    """The bound counts every `e`; a message it overestimates past 32 KB is still accepted."""
+    message = track(properties={"blob": ""})
+    message["properties"]["blob"] = "e" * (32 * 1024 - len(json.dumps(message)) - 64)
+    assert library_size_bound(orjson.dumps(message)) > 32 * 1024
+    vouched = vouched_message(message)
+    assert vouched.size == len(json.dumps(message)) <= 32 * 1024
+    message["properties"]["blob"] += "e" * 100
+    with pytest.raises(DeliveryError) as raised:
+        vouched_message(message)
+    assert raised.value.field == "properties"

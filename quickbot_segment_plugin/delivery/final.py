@@ -24,7 +24,15 @@ message. tests/test_delivery_final.py checks both paths queue the same event.
 
 The block's own compiled messages skip the proof (`vouched_message`): they are built in final
 form by construction, and tests/test_message_plan.py checks that `_in_final_form` holds for
-every one of them.
+every one of them. They are also serialised and copied with orjson, six times faster than
+the standard library for the two steps together (bench_execute.py). What is queued is the
+same: the parse of orjson's text is the parse of `json.dumps`'s (tests/test_delivery_final.py),
+and the library's own `post` still writes every request body. Only the text differs (no
+spaces, UTF-8 instead of `\\uXXXX`, `1e-7` for `1e-07`), so its length is not the library's
+measure: `library_size_bound` turns it into a bound that is never below that measure, and a
+message whose bound passes 32 KB is measured exactly before it is refused. orjson would write
+NaN as null and refuses integers over 64 bits; the compiled message never holds the first
+(message_plan.py), and the second falls back to the standard library.
 
 What is queued is the parse of the measured JSON text: a copy that shares nothing with the
 caller's message, so a host that edits the payload a result returned cannot change, or break
@@ -50,6 +58,8 @@ from json.decoder import JSONDecoder
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any, Final
 
+import orjson
+
 from ..core import LIBRARY_TIMESTAMP, MAX_MESSAGE_BYTES, PAYLOAD_OBJECTS, library_context
 from .calls import CALL_FIELDS, LibraryCall, message_too_large, to_library_call
 
@@ -61,11 +71,11 @@ class FinalMessage:
 
     __slots__ = ("message", "method", "size", "text")
 
-    def __init__(self, method: str, message: Message, size: int, text: str = "") -> None:
+    def __init__(self, method: str, message: Message, size: int, text: str | bytes = "") -> None:
         self.method = method
         self.message = message
-        self.size = size
-        self.text = text  # the JSON `size` was measured on: what the spool writes
+        self.size = size  # the library's measure, or a bound never below it (`library_size_bound`)
+        self.text = text  # the JSON text `message` was parsed from: what the spool writes
 
     def __repr__(self) -> str:
         return f"FinalMessage({self.method!r}, {self.size} bytes)"
@@ -120,16 +130,44 @@ def decode(text: str) -> Any:
     return _scan_once(text, 0)[0]
 
 
+_STRICT: Final = orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
 def vouched_message(message: Message) -> FinalMessage:
     """A message its builder guarantees to be in the library's final form: serialised, copied, measured.
 
     Raises `DeliveryError` for one over 32 KB, as `final_message` does.
     """
     method: str = message["type"]
-    text = encode(message)
-    if len(text) > MAX_MESSAGE_BYTES:
-        raise message_too_large(method, len(text), message)
-    return FinalMessage(method, decode(text), len(text), text)
+    try:
+        data = orjson.dumps(message, option=_STRICT)
+    except orjson.JSONEncodeError:  # an integer over 64 bits: the standard library's way
+        text = encode(message)
+        if len(text) > MAX_MESSAGE_BYTES:
+            raise message_too_large(method, len(text), message) from None
+        return FinalMessage(method, decode(text), len(text), text)
+    size = library_size_bound(data)
+    if size > MAX_MESSAGE_BYTES:
+        size = len(encode(message))  # near the limit: the library's own measure decides
+        if size > MAX_MESSAGE_BYTES:
+            raise message_too_large(method, size, message)
+    return FinalMessage(method, orjson.loads(data), size, data)
+
+
+def library_size_bound(data: bytes) -> int:
+    """At least `len(json.dumps(value))` for `data = orjson.dumps(value)`, and close to it.
+
+    `json.dumps` adds a space after every `:` and `,` (counted here with those inside strings),
+    writes DEL as `\\u007f` (5 more), a float's exponent with two digits (one more, bounded by
+    counting every `e`), and each non-ASCII character as one or two `\\uXXXX`: at most 4 more
+    per UTF-8 continuation byte (2-byte characters: 6 for 2; 3-byte: 6 for 3; 4-byte: 12 for 4).
+    """
+    bound = 2 * len(data) - len(data.translate(None, b":,e\x7f"))  # one more for each of these
+    if b"\x7f" in data:
+        bound += 4 * data.count(b"\x7f")
+    if not data.isascii():
+        bound += 4 * (len(data) - len(data.decode("utf-8")))
+    return bound
 
 
 def submission_for(message: Mapping[str, Any]) -> FinalMessage | LibraryCall:

@@ -22,6 +22,7 @@ item that would itself log or fail.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from math import isfinite
 from typing import TYPE_CHECKING, Any, Final
 
 from ..core import HOST_CONTEXT_KEYS, PAYLOAD_OBJECTS, library_context, utc_now_text
@@ -105,6 +106,8 @@ class MessagePlan:
                         value = convert(value, value_type)
                     except Exception:  # the general path reports it, naming the item
                         return None
+                if type(value) is float and not isfinite(value):
+                    return None  # orjson would write null where the standard library writes NaN (final.py)
             target = context if list_name == "context" else objects.setdefault(list_name, {})
             for part in parts[:-1]:  # the plan's key paths never overlap: every step is a new dict
                 target = target.setdefault(part, {})
@@ -190,7 +193,7 @@ def _static_item_value(value: object, value_type: ValueType | None) -> object:
             value = convert(value, value_type)
         except Exception:  # the general path reports it on every conversation
             return NOT_PLAIN
-    return value if type(value) in _SHAREABLE else NOT_PLAIN
+    return value if type(value) in _SHAREABLE else NOT_PLAIN  # `convert` refuses NaN and infinities
 
 
 def _overlapping(keys: list[tuple[str, ...]]) -> bool:
