@@ -50,8 +50,8 @@ VARIABLES = {"User ID": "user-1042", "Plan": "premium", "Score": 8}
 DRAFT_07 = "http://json-schema.org/draft-07/schema#"
 
 
-def twenty_event_plan() -> dict[str, Any]:
-    """A Config API plan of 20 events with 5 typed properties each, identify, group and common."""
+def twenty_event_plan(more_properties: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A Config API plan of 20 events with 5 typed properties each (plus `more_properties`), and common."""
     names = [
         "Lead Qualified", "Lead Unqualified", "Chat Started", "Chat Ended", "Question Answered",
         "Question Skipped", "Plan Viewed", "Pricing Viewed", "Demo Requested", "Demo Booked",
@@ -64,6 +64,7 @@ def twenty_event_plan() -> dict[str, Any]:
         "source": {"type": "string", "pattern": "^[a-z_]+$"},
         "email_opt_in": {"type": "boolean"},
         "answered_at": {"type": "string", "format": "date-time"},
+        **(more_properties or {}),
     }
     events = [
         {

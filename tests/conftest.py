@@ -35,6 +35,9 @@ def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Ite
         monkeypatch.delenv(name, raising=False)
     # Never the developer's own dead-letter store.
     monkeypatch.setenv("QUICKBOT_SEGMENT_DEAD_LETTER_PATH", str(tmp_path / "dead-letters.sqlite3"))
+    # Tests edit policy and plan files and look at the very next event; the recheck interval
+    # has its own tests (test_workspace_files.py).
+    monkeypatch.setenv("QUICKBOT_SEGMENT_WORKSPACE_FILES_RECHECK_MS", "0")
     yield
     # The process-wide block (what a host gets from the hooks) keeps its key ring and clients;
     # a test that used it must not hand them, built from its own environment, to the next test.

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 
 from quickbot_segment_plugin.block import SegmentBlock
 from quickbot_segment_plugin.collector.service import Collector
+from quickbot_segment_plugin.core.file_checks import FileChecks
 from quickbot_segment_plugin.core.workspace_files import MAX_STEM, file_stem, workspace_of
 
 COMMAND = str(Path(sys.executable).with_name("quickbot-segment"))
@@ -183,3 +185,57 @@ def test_privacy_check_and_validate_say_which_file_applies(tmp_path: Path) -> No
     validated = cli("validate", str(flow), QUICKBOT_SEGMENT_PRIVACY_DIR=str(directory))
     assert f"privacy policy: {path} applies" in validated.stderr, validated.stderr
     assert "tracking plan: no tracking plan" in validated.stderr
+
+
+# --- the recheck interval (core/file_checks.py) --------------------------------------------------
+
+
+def test_file_checks_keep_each_answer_for_the_interval_then_look_again(tmp_path: Path) -> None:
+    path = tmp_path / "ws.json"
+    kept = FileChecks(60.0)
+    with pytest.raises(FileNotFoundError):
+        kept.stat(str(path))
+    path.write_text("{}")
+    with pytest.raises(FileNotFoundError):  # within the interval, the earlier answer stands
+        kept.stat(str(path))
+    assert FileChecks(0).stat(str(path)).st_size == 2  # 0: every call looks
+    brief = FileChecks(0.01)
+    size = brief.stat(str(path)).st_size
+    path.write_text("{}   ")
+    time.sleep(0.02)  # past the interval: `time.monotonic` never runs backwards
+    assert (size, brief.stat(str(path)).st_size) == (2, 5)
+    assert brief.is_dir(str(tmp_path)) and not brief.is_dir(str(path))
+
+
+def test_a_policy_edit_applies_after_the_recheck_interval_not_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "policies"
+    directory.mkdir()
+    policy = directory / "ws-recheck.privacy.json"
+    policy.write_text(json.dumps({"deny_keys": ["birthday"]}))
+    monkeypatch.setenv("QUICKBOT_SEGMENT_PRIVACY_DIR", str(directory))
+    monkeypatch.setenv("QUICKBOT_SEGMENT_WORKSPACE_FILES_RECHECK_MS", "60000")
+    block = SegmentBlock()
+    options = {
+        "action": "track",
+        "event": "Signed Up",
+        "userId": "u",
+        "properties": [{"key": "birthday", "value": "1990-01-01"}, {"key": "city", "value": "Lyon"}],
+    }
+
+    def sent_properties() -> dict[str, Any]:
+        result = block.execute(options, {"workspace_id": "ws-recheck", "variables": {}, "dry_run": True})
+        assert result["status"] == "dry_run", result["logs"]
+        return dict(result["payload"]["properties"])
+
+    assert sent_properties() == {"city": "Lyon"}
+    policy.write_text(json.dumps({"deny_keys": ["birthday", "city"]}))
+    assert sent_properties() == {"city": "Lyon"}, "an edit within the interval waits for the next look"
+    monkeypatch.setenv("QUICKBOT_SEGMENT_WORKSPACE_FILES_RECHECK_MS", "0")
+    assert (
+        SegmentBlock().execute(options, {"workspace_id": "ws-recheck", "variables": {}, "dry_run": True})["payload"][
+            "properties"
+        ]
+        == {}
+    )

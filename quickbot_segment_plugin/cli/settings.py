@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 
 from ..collector import CollectorSettings
-from ..core import EndpointSettings, Settings, env_name
+from ..core import EndpointSettings, Settings, WorkspaceFileSettings, env_name
 from ..credentials import CredentialsSettings
 from ..deadletters import DeadLetterSettings
 from ..delivery import DeliverySettings, SpoolVariables
@@ -34,6 +34,7 @@ SETTINGS_MODELS: tuple[type[Settings], ...] = (
     DeadLetterSettings,
     PrivacyVariables,
     QualityVariables,
+    WorkspaceFileSettings,
     TemplateSettings,
     CollectorSettings,
 )

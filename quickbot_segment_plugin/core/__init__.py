@@ -20,6 +20,7 @@ from .env import env_str
 from .erasure import truncate_write_ahead_log, user_condition
 from .erasure_values import ERASED, ErasureReport, identifiers_of, scrub, search_terms
 from .errors import ConfigurationError, PluginError
+from .file_checks import FileChecks, WorkspaceFileSettings
 from .lru import LruCache
 from .message import (
     HOST_CONTEXT_KEYS,
@@ -113,6 +114,7 @@ __all__ = [
     "DeliveryError",
     "EndpointSettings",
     "ErasureReport",
+    "FileChecks",
     "Flag",
     "Level",
     "LruCache",
@@ -125,6 +127,7 @@ __all__ = [
     "StoreFileError",
     "Truth",
     "Undeliverable",
+    "WorkspaceFileSettings",
     "build_message",
     "check_size",
     "condition_is_true",

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Final, Literal
 
-from ..core import ConfigurationError, PluginError, env_str, file_stem
+from ..core import ConfigurationError, FileChecks, PluginError, env_str, file_stem
 from .detectors import DETECTORS
 from .settings import PrivacyVariables
 
@@ -257,10 +257,12 @@ class PolicyResolution:
 
 
 class PolicyResolver:
-    """Finds each workspace's policy file; one `stat` per event, a parse only when it changed."""
+    """Finds each workspace's policy file; a `stat` per recheck interval (core/file_checks.py),
+    a parse only when it changed."""
 
-    def __init__(self, directory: str | None) -> None:
+    def __init__(self, directory: str | None, files: FileChecks | None = None) -> None:
         self.directory = os.path.abspath(directory) if directory else None
+        self._files = files if files is not None else FileChecks(0)
         self._lock = threading.Lock()
         self._state: dict[str, tuple[tuple[int, int], PrivacyPolicy | None, PolicyResolution]] = {}
         self._reported: set[tuple[str, str]] = set()
@@ -269,7 +271,7 @@ class PolicyResolver:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PolicyResolver:
         directory = PrivacyVariables.from_env(environ).privacy_dir
         # Tracking plans' directory is quality's setting; read by name, as privacy sits beside quality.
-        return cls(directory or env_str(PLAN_DIR_ENV, "", environ) or None)
+        return cls(directory or env_str(PLAN_DIR_ENV, "", environ) or None, FileChecks.from_env(environ))
 
     def path_for(self, workspace_id: str) -> str | None:
         """The workspace's policy file (`workspace_files` encodes the id); None without a directory or a name."""
@@ -302,9 +304,9 @@ class PolicyResolver:
                 self.directory, f"the workspace id {workspace_id!r} cannot be mapped to a policy file name"
             )
         try:
-            stat = os.stat(path)
+            stat = self._files.stat(path)
         except FileNotFoundError:
-            if os.path.isdir(self.directory):
+            if self._files.is_dir(self.directory):
                 return _DEFAULT
             return self._unusable(self.directory, f"the policy directory {self.directory} does not exist")
         except OSError as error:

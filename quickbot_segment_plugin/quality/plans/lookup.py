@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from ...core import LruCache, file_stem
+from ...core import FileChecks, LruCache, file_stem
 from ..settings import QualityVariables
 from .compiled import CompiledPlan
 from .errors import TrackingPlanError
@@ -86,12 +86,14 @@ class PlanResolver:
     """Finds each workspace's plan file and keeps its compiled plan while the file is unchanged.
 
     Settings are read once, when the resolver is made; the plan file is looked at (one `stat`)
-    on every event, so an edit is in force from the next event.
+    once per recheck interval (core/file_checks.py), so an edit is in force from the first
+    event after it.
     """
 
-    def __init__(self, plan_dir: str | None, default_path: str | None) -> None:
+    def __init__(self, plan_dir: str | None, default_path: str | None, files: FileChecks | None = None) -> None:
         self.plan_dir = os.path.abspath(plan_dir) if plan_dir else None
         self.default_path = os.path.abspath(default_path) if default_path else None
+        self._files = files if files is not None else FileChecks(0)
         self._lock = threading.Lock()
         # path -> (stat key, last good plan or None, what to answer for that file as it is)
         self._state: dict[str, tuple[tuple[int, int], CompiledPlan | None, Resolution]] = {}
@@ -101,7 +103,9 @@ class PlanResolver:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PlanResolver:
         variables = QualityVariables.from_env(environ)
-        return cls(variables.tracking_plan_dir or None, variables.tracking_plan or None)
+        return cls(
+            variables.tracking_plan_dir or None, variables.tracking_plan or None, FileChecks.from_env(environ)
+        )
 
     @property
     def enabled(self) -> bool:
@@ -156,9 +160,9 @@ class PlanResolver:
         cannot say whether the workspace has one: a plan must never be skipped for none."""
         for path in self._candidates_for(workspace_id):
             try:
-                stat = os.stat(path)
+                stat = self._files.stat(path)
             except FileNotFoundError:
-                if path != self.default_path and self.plan_dir is not None and not os.path.isdir(self.plan_dir):
+                if path != self.default_path and self.plan_dir is not None and not self._files.is_dir(self.plan_dir):
                     return self._unusable(f"the tracking plan directory {self.plan_dir} does not exist")
                 continue
             except OSError as error:
