@@ -100,7 +100,9 @@ class _Segment:
         self.size = size
         self.events = 0
         self.live = 0
-        self.refs: dict[CredentialKey, int] = {}  # (workspace, write key, endpoint, token) -> ref
+        # (workspace, write key, endpoint, token) -> ref, and the workspace's pending events: one
+        # look-up gives `append` both.
+        self.refs: dict[CredentialKey, tuple[int, dict[str, int]]] = {}
         self.record_refs: dict[tuple[str, str, str, str | None], int] = {}  # by fingerprint, for compaction
 
 
@@ -129,7 +131,8 @@ class Spool:
         self._segments: list[_Segment] = []  # ordered by first_seq
         self._starts: list[int] = []
         self._current: _Segment | None = None
-        self._pending: dict[tuple[str, str], int] = {}  # (workspace, messageId) -> seq
+        # workspace -> messageId -> seq: per workspace, so `ack` takes a batch's seqs by its ids as given
+        self._pending: dict[str, dict[str, int]] = {}
         self._extra: dict[tuple[str, str], list[int]] = {}  # the same messageId spooled again meanwhile
         self._next_seq = 1
         self._bytes = 0
@@ -175,14 +178,15 @@ class Spool:
             segment = self._current
             if segment is None or segment.size >= self._segment_bytes:
                 segment = self._rotate()
-            ref = segment.refs.get((workspace_id, write_key, endpoint, token))
-            if ref is None:
+            entry = segment.refs.get((workspace_id, write_key, endpoint, token))
+            if entry is None:
                 return self._append_with_credentials(
                     segment, workspace_id, write_key, endpoint, token, message_id, payload
                 )
             if self._bytes + size > self._max_bytes:
                 self.full_refusals += 1
                 return False
+            ref, pending = entry
             seq = self._next_seq
             body = _EVENT_BODY_HEAD.pack(EVENT_KIND, seq, ref) + payload
             data = _FRAME.pack(size - _FRAME_SIZE, _crc32(body)) + body
@@ -195,7 +199,7 @@ class Spool:
             self._next_seq = seq + 1
             segment.events += 1
             segment.live += 1
-            if self._pending.setdefault((workspace_id, message_id), seq) is not seq:
+            if pending.setdefault(message_id, seq) is not seq:  # spooled again before it was delivered
                 self._extra.setdefault((workspace_id, message_id), []).append(seq)
         return True
 
@@ -227,7 +231,7 @@ class Spool:
             return False
         self._write(segment, data)
         segment.record_refs[record_key] = ref
-        segment.refs[(workspace_id, write_key, endpoint, token)] = ref
+        segment.refs[(workspace_id, write_key, endpoint, token)] = (ref, self._pending_of(workspace_id))
         self._next_seq = seq + 1
         segment.events += 1
         segment.live += 1
@@ -238,16 +242,19 @@ class Spool:
         """These events left the spool (delivered, or kept by the dead-letter store).
 
         This runs on the delivery threads, once per batch, while the conversation threads want
-        the GIL and this lock (bench_spool.py, the "ack" row): the keys are built before the
-        lock, the pending entries are taken in one call, and a batch whose events are all in the
-        current segment (the usual case) is settled without looking its segments up one by one.
+        the GIL and this lock (bench_spool.py, the "ack" row): the batch's pending entries are
+        taken from its workspace's dict in one call, without a Python step per event, and a batch
+        whose events are all in the current segment (the usual case) is settled without looking
+        its segments up one by one.
         """
-        keys = [(workspace_id, message_id) for message_id in message_ids]
         with self._lock:
+            pending = self._pending.get(workspace_id)
+            if pending is None:
+                return
             if self._extra:
-                taken = [self._forget(key) for key in keys]
+                taken = [self._forget(workspace_id, message_id) for message_id in message_ids]
             else:
-                taken = list(map(self._pending.pop, keys, repeat(None)))
+                taken = list(map(pending.pop, message_ids, repeat(None)))
             seqs: list[int] = list(filter(None, taken))  # seqs start at 1: only the unknown ids go
             if not seqs:
                 return
@@ -427,21 +434,25 @@ class Spool:
         index = bisect.bisect_right(self._starts, seq) - 1
         return self._segments[index] if index >= 0 else None
 
-    def _remember(self, workspace_id: str, message_id: str, seq: int) -> None:
-        key = (workspace_id, message_id)
-        if key in self._pending:
-            self._extra.setdefault(key, []).append(seq)
-        else:
-            self._pending[key] = seq
+    def _pending_of(self, workspace_id: str) -> dict[str, int]:
+        pending = self._pending.get(workspace_id)
+        if pending is None:
+            pending = self._pending[workspace_id] = {}
+        return pending
 
-    def _forget(self, key: tuple[str, str]) -> int | None:
+    def _remember(self, workspace_id: str, message_id: str, seq: int) -> None:
+        if self._pending_of(workspace_id).setdefault(message_id, seq) is not seq:
+            self._extra.setdefault((workspace_id, message_id), []).append(seq)
+
+    def _forget(self, workspace_id: str, message_id: str) -> int | None:
+        key = (workspace_id, message_id)
         extra = self._extra.get(key)
         if extra:
             seq = extra.pop(0)
             if not extra:
                 del self._extra[key]
             return seq
-        return self._pending.pop(key, None)
+        return self._pending_of(workspace_id).pop(message_id, None)
 
     # --- the background worker: group fsync (machine) and compaction ---------------------
 
@@ -517,7 +528,8 @@ class Spool:
                 return
             moved = 0
             for key, seq, record_key, message_json in candidates:
-                if self._pending.get(key) != seq:
+                pending = self._pending_of(key[0])
+                if pending.get(key[1]) != seq:
                     continue  # acknowledged meanwhile (or spooled again later: that copy is live)
                 current = self._current
                 if current is None or current is segment or current.size >= self.settings.segment_bytes:
@@ -531,7 +543,7 @@ class Spool:
                 self._write(current, header + event_record(new_seq, ref, message_json))
                 current.record_refs[record_key] = ref
                 self._next_seq = new_seq + 1
-                self._pending[key] = new_seq
+                pending[key[1]] = new_seq
                 current.events += 1
                 current.live += 1
                 segment.live -= 1
