@@ -190,8 +190,9 @@ class Spool:
             seq = self._next_seq
             body = _EVENT_BODY_HEAD.pack(EVENT_KIND, seq, ref) + payload
             data = _FRAME.pack(size - _FRAME_SIZE, _crc32(body)) + body
-            if _write_holding_gil(segment.fd, data, size) != size:
-                self._finish_write(segment, data)
+            written = _write_holding_gil(segment.fd, data, size)
+            if written != size:
+                self._finish_write(segment, data, written)
             segment.size += size
             self._bytes += size
             if self._machine and segment not in self._dirty:
@@ -363,21 +364,21 @@ class Spool:
     def _write(self, segment: _Segment, data: bytes) -> None:
         """Append a record to a segment's file (under the lock); `append` inlines this for events."""
         size = len(data)
-        if _write_holding_gil(segment.fd, data, size) != size:
-            self._finish_write(segment, data)
+        written = _write_holding_gil(segment.fd, data, size)
+        if written != size:
+            self._finish_write(segment, data, written)
         segment.size += size
         self._bytes += size
         if self._machine and segment not in self._dirty:
             self._mark_dirty(segment)
 
-    def _finish_write(self, segment: _Segment, data: bytes) -> None:
-        """After a short or failed write: write the rest, or cut the file back to its last whole record.
+    def _finish_write(self, segment: _Segment, data: bytes, written: int) -> None:
+        """After a short (`written` bytes) or failed (-1) write: write the rest, or cut the file back.
 
-        The file still ends at `segment.size` plus what the short write took; `os.write` raises
-        the OSError with its errno (a failed libc call here cannot report its own).
+        On failure the file is cut back to its last whole record; `os.write` raises the OSError
+        with its errno (the libc call does not report its own, see `_libc_write`).
         """
         try:
-            written = os.lseek(segment.fd, 0, os.SEEK_END) - segment.size
             _write_all(segment.fd, data, start=max(0, written))
         except OSError:
             self.write_failures += 1
