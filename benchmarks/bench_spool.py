@@ -1,7 +1,11 @@
 """What the spool costs: `execute` with the spool on and off, and delivery throughput, same run.
 
-    python benchmarks/bench_spool.py [--events 10000] [--burst 10000] [--repeat 2]
+    python benchmarks/bench_spool.py [--events 10000] [--burst 10000] [--repeat 2] [--append-only]
 
+(0) `Spool.append` alone, µs per event, for the message as UTF-8 bytes (what orjson returns: the
+    path `execute` takes) and as text, against the floor: a plain `os.write` of the same records
+    to a file of its own. And `Spool.ack`, µs per event in batches of 100 (delivery threads pay
+    it). Interleaved rounds, median of the rounds' means; `--append-only` stops after this.
 (a) `execute` latency: three blocks in one process, spool `process` (the default), `machine`
     and `off`, timed in interleaved rounds against a local receiver answering at once (common.py,
     `execute_rounds`: each side's queue is delivered after each of its rounds). Target: the
@@ -17,6 +21,7 @@ from the same run are the point, not absolute numbers.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -31,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import TRACK_OPTIONS as OPTIONS
 from common import TRACK_VARIABLES as VARIABLES
-from common import block_under, execute_rounds, p99, use_local_segment
+from common import WORKSPACE, WRITE_KEY, block_under, execute_rounds, p99, use_local_segment
 from receiver import ReceiverProcess
 
 HERE = Path(__file__).resolve().parent
@@ -60,6 +65,52 @@ ended = os.times()
 print(json.dumps({"cpu_seconds": ended.user - began.user + ended.system - began.system}), flush=True)
 pool.shutdown(10)
 """
+
+
+def measure_append(events: int, rounds: int = 15) -> dict[str, Any]:
+    """µs per event for `Spool.append` (bytes and text), `os.write` of the same records, and `Spool.ack`."""
+    from bench_delivery import wire_message
+
+    from quickbot_segment_plugin.delivery.spool import Spool
+    from quickbot_segment_plugin.delivery.spool_format import event_record
+    from quickbot_segment_plugin.delivery.spool_settings import SpoolSettings
+
+    messages = [wire_message(n) for n in range(events)]
+    ids = [message["messageId"] for message in messages]
+    texts = [json.dumps(message, separators=(",", ":")) for message in messages]
+    encoded = [text.encode() for text in texts]
+    records = [event_record(n + 1, 1, data) for n, data in enumerate(encoded)]
+    per_round: dict[str, list[float]] = {"os_write": [], "append_bytes": [], "append_text": [], "ack": []}
+    with tempfile.TemporaryDirectory() as directory:
+        gc.disable()
+        try:
+            for _ in range(rounds):
+                fd = os.open(Path(directory) / "floor", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o600)
+                write = os.write
+                started = time.perf_counter()
+                for record in records:
+                    write(fd, record)
+                per_round["os_write"].append((time.perf_counter() - started) / events * 1e6)
+                os.close(fd)
+                for side, payloads in (("append_bytes", encoded), ("append_text", texts)):
+                    spool = Spool(SpoolSettings(Path(directory) / side))
+                    append = spool.append
+                    started = time.perf_counter()
+                    for message_id, payload in zip(ids, payloads, strict=True):
+                        append(WORKSPACE, WRITE_KEY, "https://api.segment.io", "sealed", message_id, payload)
+                    per_round[side].append((time.perf_counter() - started) / events * 1e6)
+                    batches = [ids[start : start + 100] for start in range(0, events, 100)]
+                    started = time.perf_counter()
+                    for batch in batches:
+                        spool.ack(WORKSPACE, batch)
+                    if side == "append_bytes":
+                        per_round["ack"].append((time.perf_counter() - started) / events * 1e6)
+                    spool.close()
+        finally:
+            gc.enable()
+    result: dict[str, Any] = {name: statistics.median(values) for name, values in per_round.items()}
+    result["rounds"] = rounds
+    return result
 
 
 def measure_execute(events: int) -> dict[str, Any]:
@@ -145,10 +196,26 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=10_000, help="events per throughput run")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--latency-ms", type=float, default=50.0)
+    parser.add_argument("--append-only", action="store_true", help="only the Spool.append and ack rows")
     args = parser.parse_args()
+    append = measure_append(args.events)
+    print(
+        f"Spool.append, us per event (median of {append['rounds']} rounds): bytes {append['append_bytes']:.2f}, "
+        f"text {append['append_text']:.2f}; os.write of the same records {append['os_write']:.2f} "
+        f"(append bytes / os.write {append['append_bytes'] / append['os_write']:.2f}x); "
+        f"Spool.ack {append['ack']:.2f} per event, in batches of 100"
+    )
+    if args.append_only:
+        return
     execute = measure_execute(args.events)
     throughput = measure_throughput(args.burst, args.repeat, args.latency_ms)
-    results = {"python": sys.version.split()[0], "cpus": os.cpu_count(), "execute": execute, "throughput": throughput}
+    results = {
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+        "append": append,
+        "execute": execute,
+        "throughput": throughput,
+    }
     print("| measure | spool off | spool process | spool machine | process / off |")
     print("|---|---:|---:|---:|---:|")
     print(

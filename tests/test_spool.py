@@ -118,6 +118,86 @@ def test_a_damaged_byte_is_never_read_as_an_event(position: int, flip: int) -> N
     assert contents.problem  # the damage is reported, never skipped silently
 
 
+def test_bytes_and_text_are_spooled_as_the_same_records(tmp_path: Path) -> None:
+    texts = [
+        json.dumps({"messageId": "m1", "name": "Zoë 🎉"}, ensure_ascii=False),
+        json.dumps({"messageId": "m2", "raw": "\ud800"}, ensure_ascii=False),  # a lone surrogate: text only
+        json.dumps({"messageId": "m3"}),
+    ]
+    as_bytes, as_text = Spool(SpoolSettings(tmp_path / "b")), Spool(SpoolSettings(tmp_path / "t"))
+    for n, text in enumerate(texts, start=1):
+        assert as_text.append(WORKSPACE, WRITE_KEY, "e", "tok", f"m{n}", text)
+        assert as_bytes.append(WORKSPACE, WRITE_KEY, "e", "tok", f"m{n}", text.encode("utf-8", "surrogatepass"))
+    (text_file,), (bytes_file,) = _spool_files(tmp_path / "t"), _spool_files(tmp_path / "b")
+    text_data, bytes_data = text_file.read_bytes(), bytes_file.read_bytes()
+    # after the owner record (start times differ): the credentials, then each event as `event_record`
+    # frames it (the spool frames it inline, for speed)
+    fingerprint = parse(text_data).credentials[1].fingerprint
+    expected = credential_record(1, WORKSPACE, fingerprint, "e", "tok") + b"".join(
+        event_record(n, 1, text) for n, text in enumerate(texts, start=1)
+    )
+    assert text_data.endswith(expected) and bytes_data.endswith(expected)
+    assert [event.message_json for event in parse(bytes_data).events] == texts
+    as_text.close()
+    as_bytes.close()
+
+
+def test_a_short_write_is_completed_and_a_failed_one_cut_back(monkeypatch: Any, tmp_path: Path) -> None:
+    from quickbot_segment_plugin.delivery import spool as spool_module
+
+    real_write = spool_module._write_holding_gil
+    spool = Spool(SpoolSettings(tmp_path))
+    assert spool.append(WORKSPACE, WRITE_KEY, "e", "tok", "m1", b'{"messageId": "m1"}')
+
+    def half(fd: int, data: bytes, size: int) -> int:  # what write(2) may do when the disk fills up
+        return int(real_write(fd, data[: size // 2], size // 2))
+
+    monkeypatch.setattr(spool_module, "_write_holding_gil", half)
+    assert spool.append(WORKSPACE, WRITE_KEY, "e", "tok", "m2", b'{"messageId": "m2", "pad": "xxxxxxxx"}')
+    (path,) = _spool_files(tmp_path)
+    contents = parse(path.read_bytes())
+    assert [event.seq for event in contents.events] == [1, 2] and not contents.problem
+
+    def failing(fd: int, data: bytes, size: int) -> int:
+        os.write(fd, data[:7])  # a torn start, then the disk refuses the rest
+        monkeypatch.setattr(spool_module.os, "write", broken_write)
+        return 7
+
+    def broken_write(fd: int, data: Any) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(spool_module, "_write_holding_gil", failing)
+    with pytest.raises(OSError, match="No space"):
+        spool.append(WORKSPACE, WRITE_KEY, "e", "tok", "m3", b'{"messageId": "m3"}')
+    monkeypatch.undo()
+    assert spool.write_failures == 1
+    assert spool.append(WORKSPACE, WRITE_KEY, "e", "tok", "m4", b'{"messageId": "m4"}')
+    contents = parse(path.read_bytes())
+    assert [event.seq for event in contents.events] == [1, 2, 3] and not contents.problem
+    assert json.loads(contents.events[-1].message_json)["messageId"] == "m4"
+    spool.ack(WORKSPACE, ["m1", "m2", "m3", "m4"])  # m3 was never spooled: nothing to acknowledge
+    assert spool.pending == 0
+    spool.close()
+
+
+def test_a_message_id_spooled_twice_is_acknowledged_once_per_copy(tmp_path: Path) -> None:
+    spool = Spool(SpoolSettings(tmp_path))
+    for message_id in ("a", "b", "a"):  # "a" again, before its first copy was delivered
+        assert spool.append(WORKSPACE, WRITE_KEY, "e", "tok", message_id, json.dumps({"messageId": message_id}))
+    assert spool.append("other-workspace", WRITE_KEY, "e", "tok", "a", b'{"messageId": "a"}')
+    spool.ack(WORKSPACE, ["a", "b"])
+    (path,) = _spool_files(tmp_path)
+    acked = parse(path.read_bytes()).acked
+    assert 2 in acked and len(acked & {1, 3}) == 1 and spool.pending == 2  # "b", and one copy of "a"
+    spool.ack(WORKSPACE, ["a"])
+    assert sorted(parse(path.read_bytes()).acked) == [1, 2, 3] and spool.pending == 1
+    spool.ack(WORKSPACE, ["a"])  # nothing of this workspace left under that id
+    assert spool.pending == 1
+    spool.ack("other-workspace", ["a"])
+    assert spool.pending == 0
+    spool.close()
+
+
 # --- settings --------------------------------------------------------------------------------
 
 

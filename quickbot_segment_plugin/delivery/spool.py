@@ -38,7 +38,6 @@ from __future__ import annotations
 import bisect
 import contextlib
 import ctypes
-import errno
 import json
 import logging
 import os
@@ -48,12 +47,27 @@ import stat
 import threading
 import time
 import weakref
+import zlib
 from collections.abc import Callable, Iterable
+from itertools import repeat
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from ..core import ConfigurationError, fingerprint
-from .spool_format import FILE_SUFFIX, MAGIC, ack_record, credential_record, event_record, owner_record, parse
+from .spool_format import (
+    EVENT_BODY_HEAD,
+    EVENT_KIND,
+    EVENT_OVERHEAD,
+    FILE_SUFFIX,
+    FRAME,
+    MAGIC,
+    ack_record,
+    credential_record,
+    encode_message,
+    event_record,
+    owner_record,
+    parse,
+)
 from .spool_settings import DIR_ENV, Durability, SpoolSettings
 
 try:
@@ -86,7 +100,9 @@ class _Segment:
         self.size = size
         self.events = 0
         self.live = 0
-        self.refs: dict[CredentialKey, int] = {}  # (workspace, write key, endpoint, token) -> ref
+        # (workspace, write key, endpoint, token) -> ref, and the workspace's pending events: one
+        # look-up gives `append` both.
+        self.refs: dict[CredentialKey, tuple[int, dict[str, int]]] = {}
         self.record_refs: dict[tuple[str, str, str, str | None], int] = {}  # by fingerprint, for compaction
 
 
@@ -115,7 +131,8 @@ class Spool:
         self._segments: list[_Segment] = []  # ordered by first_seq
         self._starts: list[int] = []
         self._current: _Segment | None = None
-        self._pending: dict[tuple[str, str], int] = {}  # (workspace, messageId) -> seq
+        # workspace -> messageId -> seq: per workspace, so `ack` takes a batch's seqs by its ids as given
+        self._pending: dict[str, dict[str, int]] = {}
         self._extra: dict[tuple[str, str], list[int]] = {}  # the same messageId spooled again meanwhile
         self._next_seq = 1
         self._bytes = 0
@@ -137,60 +154,85 @@ class Spool:
     # --- the caller's side ------------------------------------------------------------
 
     def append(
-        self, workspace_id: str, write_key: str, endpoint: str, token: str | None, message_id: str, message_json: str
+        self,
+        workspace_id: str,
+        write_key: str,
+        endpoint: str,
+        token: str | None,
+        message_id: str,
+        message_json: bytes | str,
     ) -> bool:
         """Write one event through to the OS; False when the spool is full.
 
-        Raises OSError when the disk refuses the write (the file is cut back to its last whole
-        record first, so a half-written event never precedes later ones).
+        `message_json` is the message as JSON: UTF-8 bytes (what orjson returns, written as they
+        are) or text. Raises OSError when the disk refuses the write (the file is cut back to its
+        last whole record first, so a half-written event never precedes later ones).
+
+        This runs inside every `execute` and is written for speed (bench_spool.py, the "append"
+        row): the EVENT record is framed inline rather than through `event_record` (the same
+        bytes; a test holds them equal), and libc's write is called directly (`_write_holding_gil`).
         """
-        key: CredentialKey = (workspace_id, write_key, endpoint, token)
+        payload = message_json if isinstance(message_json, bytes) else _encode(message_json)
+        size = len(payload) + EVENT_OVERHEAD
         with self._lock:
             segment = self._current
             if segment is None or segment.size >= self._segment_bytes:
                 segment = self._rotate()
-            ref = segment.refs.get(key)
-            if ref is None:
-                return self._append_with_credentials(segment, key, message_id, message_json)
-            seq = self._next_seq
-            data = event_record(seq, ref, message_json)
-            if self._bytes + len(data) > self._max_bytes:
+            entry = segment.refs.get((workspace_id, write_key, endpoint, token))
+            if entry is None:
+                return self._append_with_credentials(
+                    segment, workspace_id, write_key, endpoint, token, message_id, payload
+                )
+            if self._bytes + size > self._max_bytes:
                 self.full_refusals += 1
                 return False
-            self._write(segment, data)
+            ref, pending = entry
+            seq = self._next_seq
+            body = _EVENT_BODY_HEAD.pack(EVENT_KIND, seq, ref) + payload
+            data = _FRAME.pack(size - _FRAME_SIZE, _crc32(body)) + body
+            written = _write_holding_gil(segment.fd, data, size)
+            if written != size:
+                self._finish_write(segment, data, written)
+            segment.size += size
+            self._bytes += size
+            if self._machine and segment not in self._dirty:
+                self._mark_dirty(segment)
             self._next_seq = seq + 1
             segment.events += 1
             segment.live += 1
-            pending_key = (workspace_id, message_id)
-            if pending_key in self._pending:
-                self._extra.setdefault(pending_key, []).append(seq)
-            else:
-                self._pending[pending_key] = seq
+            if pending.setdefault(message_id, seq) is not seq:  # spooled again before it was delivered
+                self._extra.setdefault((workspace_id, message_id), []).append(seq)
         return True
 
     def _append_with_credentials(
-        self, segment: _Segment, key: CredentialKey, message_id: str, message_json: str
+        self,
+        segment: _Segment,
+        workspace_id: str,
+        write_key: str,
+        endpoint: str,
+        token: str | None,
+        message_id: str,
+        payload: bytes,
     ) -> bool:
         """`append` of the first event of these credentials in this file: their record goes first.
 
         The ref is registered only once the write succeeded, so no event in the file ever
         points at credentials the file does not hold.
         """
-        workspace_id, write_key, endpoint, token = key
         record_key = (workspace_id, fingerprint(write_key), endpoint, token)
         ref = segment.record_refs.get(record_key)
         header = b""
         if ref is None:
             ref = len(segment.record_refs) + 1
-            header = credential_record(ref, workspace_id, record_key[1], endpoint, token)
+            header = credential_record(ref, *record_key)
         seq = self._next_seq
-        data = header + event_record(seq, ref, message_json)
+        data = header + event_record(seq, ref, payload)
         if self._bytes + len(data) > self._max_bytes:
             self.full_refusals += 1
             return False
         self._write(segment, data)
         segment.record_refs[record_key] = ref
-        segment.refs[key] = ref
+        segment.refs[(workspace_id, write_key, endpoint, token)] = (ref, self._pending_of(workspace_id))
         self._next_seq = seq + 1
         segment.events += 1
         segment.live += 1
@@ -198,20 +240,39 @@ class Spool:
         return True
 
     def ack(self, workspace_id: str, message_ids: Iterable[str]) -> None:
-        """These events left the spool (delivered, or kept by the dead-letter store)."""
+        """These events left the spool (delivered, or kept by the dead-letter store).
+
+        This runs on the delivery threads, once per batch, while the conversation threads want
+        the GIL and this lock (bench_spool.py, the "ack" row): the batch's pending entries are
+        taken from its workspace's dict in one call, without a Python step per event, and a batch
+        whose events are all in the current segment (the usual case) is settled without looking
+        its segments up one by one.
+        """
         with self._lock:
+            pending = self._pending.get(workspace_id)
+            if pending is None:
+                return
+            if self._extra:
+                taken = [self._forget(workspace_id, message_id) for message_id in message_ids]
+            else:
+                taken = list(map(pending.pop, message_ids, repeat(None)))
+            seqs: list[int] = list(filter(None, taken))  # seqs start at 1: only the unknown ids go
+            if not seqs:
+                return
+            current = self._current
+            if current is not None and min(seqs) >= current.first_seq:  # all in the segment written last
+                current.live -= len(seqs)
+                self._settle(current, seqs)
+                return
             touched: dict[_Segment, list[int]] = {}
-            for message_id in message_ids:
-                seq = self._forget(workspace_id, message_id)
-                if seq is None:
-                    continue
+            for seq in seqs:
                 segment = self._segment_of(seq)
                 if segment is None:
                     continue
                 segment.live -= 1
                 touched.setdefault(segment, []).append(seq)
-            for segment, seqs in touched.items():
-                self._settle(segment, seqs)
+            for segment, segment_seqs in touched.items():
+                self._settle(segment, segment_seqs)
 
     @property
     def pending(self) -> int:
@@ -301,10 +362,24 @@ class Spool:
         return segment
 
     def _write(self, segment: _Segment, data: bytes) -> None:
+        """Append a record to a segment's file (under the lock); `append` inlines this for events."""
+        size = len(data)
+        written = _write_holding_gil(segment.fd, data, size)
+        if written != size:
+            self._finish_write(segment, data, written)
+        segment.size += size
+        self._bytes += size
+        if self._machine and segment not in self._dirty:
+            self._mark_dirty(segment)
+
+    def _finish_write(self, segment: _Segment, data: bytes, written: int) -> None:
+        """After a short (`written` bytes) or failed (-1) write: write the rest, or cut the file back.
+
+        On failure the file is cut back to its last whole record; `os.write` raises the OSError
+        with its errno (the libc call does not report its own, see `_libc_write`).
+        """
         try:
-            written = _write_holding_gil(segment.fd, data)
-            if written != len(data):  # short only when the disk filled up mid-write
-                _write_all(segment.fd, data, start=written)
+            _write_all(segment.fd, data, start=max(0, written))
         except OSError:
             self.write_failures += 1
             try:
@@ -313,12 +388,12 @@ class Spool:
                 if segment is self._current:
                     self._current = None
             raise
-        segment.size += len(data)
-        self._bytes += len(data)
-        if self._machine and segment not in self._dirty:
-            self._dirty.add(segment)
-            self._ensure_worker()
-            self._wake.set()
+
+    def _mark_dirty(self, segment: _Segment) -> None:
+        """`machine` durability: this segment has writes the next group fsync must cover."""
+        self._dirty.add(segment)
+        self._ensure_worker()
+        self._wake.set()
 
     def _settle(self, segment: _Segment, seqs: list[int]) -> None:
         """After acknowledgements: delete a drained segment, else record them in it."""
@@ -360,12 +435,15 @@ class Spool:
         index = bisect.bisect_right(self._starts, seq) - 1
         return self._segments[index] if index >= 0 else None
 
+    def _pending_of(self, workspace_id: str) -> dict[str, int]:
+        pending = self._pending.get(workspace_id)
+        if pending is None:
+            pending = self._pending[workspace_id] = {}
+        return pending
+
     def _remember(self, workspace_id: str, message_id: str, seq: int) -> None:
-        key = (workspace_id, message_id)
-        if key in self._pending:
-            self._extra.setdefault(key, []).append(seq)
-        else:
-            self._pending[key] = seq
+        if self._pending_of(workspace_id).setdefault(message_id, seq) is not seq:
+            self._extra.setdefault((workspace_id, message_id), []).append(seq)
 
     def _forget(self, workspace_id: str, message_id: str) -> int | None:
         key = (workspace_id, message_id)
@@ -375,7 +453,7 @@ class Spool:
             if not extra:
                 del self._extra[key]
             return seq
-        return self._pending.pop(key, None)
+        return self._pending_of(workspace_id).pop(message_id, None)
 
     # --- the background worker: group fsync (machine) and compaction ---------------------
 
@@ -451,7 +529,8 @@ class Spool:
                 return
             moved = 0
             for key, seq, record_key, message_json in candidates:
-                if self._pending.get(key) != seq:
+                pending = self._pending_of(key[0])
+                if pending.get(key[1]) != seq:
                     continue  # acknowledged meanwhile (or spooled again later: that copy is live)
                 current = self._current
                 if current is None or current is segment or current.size >= self.settings.segment_bytes:
@@ -465,7 +544,7 @@ class Spool:
                 self._write(current, header + event_record(new_seq, ref, message_json))
                 current.record_refs[record_key] = ref
                 self._next_seq = new_seq + 1
-                self._pending[key] = new_seq
+                pending[key[1]] = new_seq
                 current.events += 1
                 current.live += 1
                 segment.live -= 1
@@ -529,28 +608,37 @@ def prepare_directory(directory: Path) -> None:
         )
 
 
-def _libc_write() -> Callable[[int, bytes], int]:
-    """write(2) called without releasing the GIL (see the module docstring); `os.write` if there is no libc."""
+def _libc_write() -> Callable[[int, bytes, int], int]:
+    """write(2) called without releasing the GIL (see the module docstring); `os.write` if there is no libc.
+
+    Called as `write(fd, data, len(data))`; it returns -1 on failure, and the caller finishes
+    the write with `os.write`, which retries an interrupted call and raises the errno. No
+    `argtypes`: converting the arguments through them cost 0.4 us per event (bench_spool.py,
+    the "append" row). Without them ctypes passes the two ints as C ints, widened to the
+    register by libffi, and the bytes as a pointer to their buffer; a record is far below
+    2 GiB (`MAX_RECORD_BYTES`), so its length fits.
+    """
     try:
-        libc_write = ctypes.PyDLL(None, use_errno=True).write  # PyDLL: the GIL stays held during the call
+        libc_write = ctypes.PyDLL(None).write  # PyDLL: the GIL stays held during the call
     except (OSError, AttributeError):  # pragma: no cover - a platform without a C library to load
-        return os.write
-    libc_write.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t)
+        return _os_write
     libc_write.restype = ctypes.c_ssize_t
+    return cast(Callable[[int, bytes, int], int], libc_write)
 
-    def write(fd: int, data: bytes) -> int:
-        while True:
-            written: int = libc_write(fd, data, len(data))
-            if written >= 0:
-                return written
-            code = ctypes.get_errno()
-            if code != errno.EINTR:
-                raise OSError(code, os.strerror(code))
 
-    return write
+def _os_write(fd: int, data: bytes, size: int) -> int:  # pragma: no cover - see _libc_write
+    try:
+        return os.write(fd, data)
+    except OSError:
+        return -1  # the caller's os.write raises it again, with its errno
 
 
 _write_holding_gil: Final = _libc_write()
+_encode: Final = encode_message
+_crc32: Final = zlib.crc32
+_FRAME_SIZE: Final = FRAME.size
+_EVENT_BODY_HEAD: Final = EVENT_BODY_HEAD
+_FRAME: Final = FRAME
 
 
 def _write_all(fd: int, data: bytes, start: int = 0) -> None:

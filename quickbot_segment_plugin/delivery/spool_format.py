@@ -25,16 +25,18 @@ from __future__ import annotations
 import json
 import struct
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Final
 
 MAGIC: Final = b"QBSPOOL1"
 FILE_SUFFIX: Final = ".qbspool"
-_FRAME: Final = struct.Struct("<II")
+FRAME: Final = struct.Struct("<II")
 _EVENT_HEAD: Final = struct.Struct("<QI")
-_EVENT_BODY_HEAD: Final = struct.Struct("<BQI")  # kind, seq, ref: the start of an EVENT body
+EVENT_BODY_HEAD: Final = struct.Struct("<BQI")  # kind, seq, ref: the start of an EVENT body
+# The bytes an EVENT record adds to its message: what the spool counts against its bound.
+EVENT_OVERHEAD: Final = FRAME.size + EVENT_BODY_HEAD.size
 _SEQ: Final = struct.Struct("<Q")
 # Far above the largest record (a 32 KB event, or an ACK of a few thousand seqs): a length
 # beyond this is a damaged frame, not a record to allocate memory for.
@@ -48,12 +50,12 @@ class RecordKind(IntEnum):
     ACK = 4
 
 
-_EVENT: Final = int(RecordKind.EVENT)
+EVENT_KIND: Final = int(RecordKind.EVENT)
 
 
 def frame(kind: RecordKind, payload: bytes) -> bytes:
     body = bytes((kind,)) + payload
-    return _FRAME.pack(len(body), zlib.crc32(body)) + body
+    return FRAME.pack(len(body), zlib.crc32(body)) + body
 
 
 def owner_record(details: dict[str, Any]) -> bytes:
@@ -71,16 +73,21 @@ def credential_record(ref: int, workspace_id: str, fingerprint: str, endpoint: s
     return frame(RecordKind.CREDENTIAL, json.dumps(document).encode())
 
 
-def event_record(seq: int, ref: int, message_json: str) -> bytes:
-    """`frame(EVENT, ...)` in one allocation: this runs inside every `execute`."""
-    head = _EVENT_BODY_HEAD.pack(_EVENT, seq, ref)
-    payload = message_json.encode("utf-8", "surrogatepass")
-    checksum = zlib.crc32(payload, zlib.crc32(head))
-    return b"".join((_FRAME.pack(len(head) + len(payload), checksum), head, payload))
+def event_record(seq: int, ref: int, message_json: bytes | str) -> bytes:
+    """`frame(EVENT, ...)`: the message as UTF-8 JSON, bytes written as they are, text encoded."""
+    body = EVENT_BODY_HEAD.pack(EVENT_KIND, seq, ref) + (
+        message_json if isinstance(message_json, bytes) else encode_message(message_json)
+    )
+    return FRAME.pack(len(body), zlib.crc32(body)) + body
 
 
-def ack_record(seqs: Iterable[int]) -> bytes:
-    return frame(RecordKind.ACK, b"".join(_SEQ.pack(seq) for seq in seqs))
+def encode_message(message_json: str) -> bytes:
+    """A message's JSON text as spooled: UTF-8, lone surrogates kept (the reader decodes them back)."""
+    return message_json.encode("utf-8", "surrogatepass")
+
+
+def ack_record(seqs: Collection[int]) -> bytes:
+    return frame(RecordKind.ACK, struct.pack(f"<{len(seqs)}Q", *seqs))
 
 
 @dataclass(frozen=True)
@@ -139,11 +146,11 @@ def parse(data: bytes) -> SegmentContents:
 def _records(data: bytes, offset: int, contents: SegmentContents) -> Iterator[tuple[int, bytes, int]]:
     size = len(data)
     while offset < size:
-        if size - offset < _FRAME.size:
+        if size - offset < FRAME.size:
             contents.problem = f"torn record at byte {offset} (incomplete frame)"
             return
-        length, checksum = _FRAME.unpack_from(data, offset)
-        start = offset + _FRAME.size
+        length, checksum = FRAME.unpack_from(data, offset)
+        start = offset + FRAME.size
         if length < 1 or length > MAX_RECORD_BYTES or start + length > size:
             contents.problem = f"torn or damaged record at byte {offset} (length {length})"
             return
