@@ -307,8 +307,6 @@ class DeliveryPool:
         """Write the event to the spool before it is queued: the call to queue, or the refusal."""
         if isinstance(call, FinalMessage):
             message, text = call.message, call.text or encode(call.message)
-            if isinstance(text, bytes):
-                text = text.decode("utf-8")
         else:
             call = call.pinned()  # the id and time the spool keeps are the ones that will be sent
             message = call.final_form()
