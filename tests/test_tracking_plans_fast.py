@@ -141,3 +141,36 @@ def test_schemas_made_in_segments_editor_use_the_fast_path(instance: Any) -> Non
     assert rule.fast is not None
     event = {"type": "track", "event": "Order Completed", "properties": instance}
     assert rule.fast(event) == rule.validator.is_valid(event)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(schema=schemas, batch=st.lists(instances, min_size=2, max_size=6), draft=DRAFTS)
+def test_a_check_used_for_many_events_keeps_agreeing_with_jsonschema(schema: Any, batch: list[Any], draft: str) -> None:
+    """The checks remember answers for text values; a remembered answer must be the right one."""
+    root = {"$schema": draft, **schema} if isinstance(schema, dict) else schema
+    try:
+        plan = compile_plan({"rules": {"global": root}})
+    except TrackingPlanError:
+        assume(False)
+        return
+    check = plan.common
+    assert check is not None
+    if check.fast is None:
+        return
+    for instance in batch + batch[::-1]:
+        if check.fast(instance):
+            assert check.validator.is_valid(instance), "a remembered answer passed an invalid value"
+
+
+def test_remembered_answers_stay_right_past_the_bound() -> None:
+    """More distinct texts than are kept: every answer is still the pattern's."""
+    plan = compile_plan(
+        {"rules": {"global": {"type": "object", "properties": {"code": {"type": "string", "pattern": "^[a-z]+$"}}}}}
+    )
+    fast = plan.common.fast if plan.common is not None else None
+    assert fast is not None
+    for round_ in range(3):
+        for number in range(700):
+            word = "".join(chr(ord("a") + int(digit)) for digit in str(number))
+            assert fast({"code": word}) is True
+            assert fast({"code": f"{word}{number}"}) is False, (round_, number)

@@ -103,9 +103,7 @@ class PlanResolver:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PlanResolver:
         variables = QualityVariables.from_env(environ)
-        return cls(
-            variables.tracking_plan_dir or None, variables.tracking_plan or None, FileChecks.from_env(environ)
-        )
+        return cls(variables.tracking_plan_dir or None, variables.tracking_plan or None, FileChecks.from_env(environ))
 
     @property
     def enabled(self) -> bool:
