@@ -169,8 +169,8 @@ def test_remembered_answers_stay_right_past_the_bound() -> None:
     )
     fast = plan.common.fast if plan.common is not None else None
     assert fast is not None
-    for round_ in range(3):
-        for number in range(700):
-            word = "".join(chr(ord("a") + int(digit)) for digit in str(number))
+    for number in range(700):
+        word = "".join(chr(ord("a") + int(digit)) for digit in str(number))
+        for _ in range(2):  # the second answer is the remembered one
             assert fast({"code": word}) is True
-            assert fast({"code": f"{word}{number}"}) is False, (round_, number)
+            assert fast({"code": f"{word}{number}"}) is False, number
