@@ -256,3 +256,24 @@ def test_static_parts_are_not_shared_between_messages() -> None:
     assert second["properties"]["address"] == {"city": "Lyon centre"}
     assert second["context"]["campaign"] == {"name": "spring"}
     assert second["integrations"] == {"All": True}
+
+
+def test_options_edited_in_place_are_compiled_again() -> None:
+    """A host may keep one options object and edit it: the plan found by identity must follow."""
+    from quickbot_segment_plugin.block import SegmentBlock
+
+    block = SegmentBlock()
+    options: dict[str, Any] = {"action": "track", "event": "First", "userId": "u", "properties": []}
+    context = {"workspace_id": "ws", "variables": {}, "dry_run": True}
+    for _ in range(3):  # seen twice in a row: now found by identity
+        assert block.execute(options, context)["payload"]["event"] == "First"
+    options["event"] = "Second"
+    assert block.execute(options, context)["payload"]["event"] == "Second"
+    options["properties"].append({"key": "plan", "value": "{{Plan}}"})
+    assert block.execute(options, {**context, "variables": {"Plan": "pro"}})["payload"]["properties"] == {"plan": "pro"}
+    options["event"] = ""
+    result = block.execute(options, context)
+    assert result["status"] == "failed" and result["logs"][0]["details"]["field"] == "event"
+    options["event"] = "Third"
+    options["properties"][0]["value"] = 7  # not text: validation refuses it, whatever was remembered
+    assert block.execute(options, context)["status"] == "failed"
