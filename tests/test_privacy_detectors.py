@@ -107,3 +107,25 @@ def test_masking_keeps_the_last_four_and_the_separators() -> None:
 def test_iban_check() -> None:
     assert iban_valid("DE89370400440532013000")
     assert not iban_valid("DE89370400440532013001")
+
+
+@settings(max_examples=100, deadline=None)
+@given(card=card_numbers(), clean=st.lists(st.from_regex(r"\A[a-z]{3}-\d{1,6}\Z"), min_size=1, max_size=5))
+def test_screening_the_same_texts_again_gives_the_same_answer(card: str, clean: list[str]) -> None:
+    """Texts no detector matched are remembered per policy; a match must never be remembered."""
+    from quickbot_segment_plugin.core import ResultLog
+    from quickbot_segment_plugin.privacy import PrivacyGate
+
+    gate = PrivacyGate(environ={})
+    message = {
+        "type": "track",
+        "event": "Paid",
+        "userId": "u",
+        "properties": {**{f"k{index}": text for index, text in enumerate(clean)}, "note": f"card {card}"},
+    }
+    first = gate.screen(message, "ws", ResultLog())
+    second = gate.screen(message, "ws", ResultLog())
+    assert first is not None and second is not None
+    assert first == second
+    assert card not in str(second["properties"]["note"])
+    assert all(second["properties"][f"k{index}"] == text for index, text in enumerate(clean))

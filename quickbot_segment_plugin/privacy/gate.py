@@ -302,6 +302,7 @@ _DENIED_NAME: Final = 1  # denied wherever it is
 _PATH_END: Final = 2  # the last part of a denied path: denied or not, depending on where it is
 MAX_KEY_VERDICTS: Final = 4096  # per kind of verdict: keys can come from user input
 MAX_COMPILED_POLICIES: Final = 128
+MAX_CLEAN_TEXTS: Final = 4096  # per policy: texts can come from user input
 
 
 class _Rules:
@@ -324,6 +325,10 @@ class _Rules:
         # Never holds an UNSCANNED_CONTEXT name, so those always reach the `skip` test.
         self.clean: set[str] = set()
         self.flagged: dict[str, int] = {}  # every other key's verdict
+        # Texts with digits that no detector matched: a block's static values (a date, a plan code)
+        # come back on every event, and scanning them again cost more than this look-up
+        # (bench_execute.py, the heavy block). A detector's verdict depends on the text alone.
+        self.clean_texts: set[str] = set()
         self.detectors = tuple((name, action, DETECTORS[name]) for name, action in policy.detectors)
         # A text shorter, or with fewer digits, than every detector needs cannot match any: most texts.
         self.min_length = min((detector.min_length for _, _, detector in self.detectors), default=sys.maxsize)
@@ -458,9 +463,12 @@ class _Rules:
         return kind is float or kind is bool or item is None
 
     def text(self, text: str, path: tuple[str, ...], actions: list[tuple[str, str, str]]) -> Any:
+        if text in self.clean_texts:
+            return text
         digits = _digit_count(text)
         if digits < self.min_digits:
             return text
+        original, matched = text, False
         for name, action, detector in self.detectors:
             spans = find_spans(detector, text, digits)
             if not spans:
@@ -475,6 +483,11 @@ class _Rules:
                 text = mask_span(text, span)
             digits = _digit_count(text)
             actions.append((where, "masked", f"privacy_{name}"))
+            matched = True
+        if not matched:
+            if len(self.clean_texts) >= MAX_CLEAN_TEXTS:
+                self.clean_texts.clear()
+            self.clean_texts.add(original)
         return text
 
 
