@@ -195,6 +195,13 @@ def test_batch_limit_and_library_version() -> None:
     assert isinstance(library.BATCH_SIZE_LIMIT, int) and 100_000 <= library.BATCH_SIZE_LIMIT <= 500_000, touchpoint(
         "consumer.BATCH_SIZE_LIMIT", "BATCH_SIZE_LIMIT"
     )
+    # Shutdown's drain batches waiting events by count alone while they cannot reach the byte limit.
+    validator = library.library_validator()
+    with pytest.raises(library.OVERSIZE_ERRORS):
+        validator.track(user_id="u-1", event="Seam", properties={"big": "x" * (library.MESSAGE_SIZE_LIMIT + 1)})
+    assert 1_000 <= library.MESSAGE_SIZE_LIMIT < library.BATCH_SIZE_LIMIT, touchpoint(
+        "consumer.MAX_MSG_SIZE", "MESSAGE_SIZE_LIMIT"
+    )
     # core stamps context.library from the distribution's metadata; the library stamps VERSION.
     assert library_context() == {"name": "analytics-python", "version": VERSION}, touchpoint(
         "version.VERSION", "core.message._library_version"

@@ -18,7 +18,7 @@ The touchpoints, each a function below:
   `Consumer.request`'s rule).
 - `is_queue_full_error`, `refused_field`, `REFUSAL_ERRORS`, `OVERSIZE_ERRORS`: how the library
   says "queue full", "bad id" (`AssertionError` from `require`) and "over 32 KB" (`RuntimeError`).
-- `BATCH_SIZE_LIMIT`: the consumer's byte limit per batch.
+- `BATCH_SIZE_LIMIT`, `MESSAGE_SIZE_LIMIT`: the consumer's byte limits per batch and per message.
 - `prepare_library_session` / `reset_library_session_after_fork`: the module-level
   `requests.Session` (`segment.analytics.request._session`).
 - `set_gzip_level`: the `GzipFile` name `request.py` compresses with.
@@ -62,12 +62,14 @@ from segment.analytics import Client
 from segment.analytics import consumer as library_consumer
 from segment.analytics import request as library_request
 from segment.analytics.consumer import BATCH_SIZE_LIMIT as _BATCH_SIZE_LIMIT
+from segment.analytics.consumer import MAX_MSG_SIZE as _MAX_MSG_SIZE
 from segment.analytics.consumer import Consumer
 
 Batch = list[dict[str, Any]]
 RateLimit = tuple[float, float | None]
 
 BATCH_SIZE_LIMIT: Final[int] = _BATCH_SIZE_LIMIT
+MESSAGE_SIZE_LIMIT: Final[int] = _MAX_MSG_SIZE  # a bigger message is refused before it is queued
 # `require()` raises AssertionError for a missing or mistyped id; `_enqueue` raises
 # RuntimeError for a message over 32 KB (its text quotes the whole message: never show it).
 REFUSAL_ERRORS: Final = (AssertionError,)
