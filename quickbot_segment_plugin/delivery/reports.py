@@ -31,7 +31,7 @@ OnUndeliverable = Callable[[Undeliverable], "int | None"]
 # What reporting costs until measured, per report and per event. A report has a fixed cost
 # whatever it holds (building it, the observers, the callback's per-call work, the spool's
 # acknowledgement): a deadline giving up on 10,000 workspaces makes 10,000 reports of one event
-# each, so an estimate per event alone was short by that much. The dead-letter store also
+# each, so an estimate per event alone falls short by that much. The dead-letter store also
 # scrubs every string of every event for secrets before its bulk write (135-260 us an event on
 # a busy 2-core machine); a plain callback (a list, a queue) costs next to nothing per event.
 SECONDS_PER_REPORT_STORE: Final = 60e-6
@@ -54,16 +54,29 @@ class DeliveryObserver(Protocol):
     def lost(self, undeliverable: Undeliverable) -> None: ...
 
 
+# The load average is read at most this often: a report on a caller's thread (a full queue)
+# must not pay a system call, and the average itself moves over seconds.
+LOAD_READ_SECONDS: Final = 1.0
+_load: tuple[float, float] = (float("-inf"), 1.0)  # (read at, factor)
+
+
 def load_factor() -> float:
     """How many times over the machine's cores are booked (1.0 when not overloaded).
 
     On a machine running five times as many busy threads as it has cores, this process gets a
     fifth of the CPU time it would alone, and reporting (CPU-bound) takes five times as long.
     """
+    global _load
+    now = time.monotonic()
+    read_at, factor = _load
+    if now - read_at < LOAD_READ_SECONDS:
+        return factor
     try:
-        return max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+        factor = max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
     except (AttributeError, OSError):  # no load average on this platform
-        return 1.0
+        factor = 1.0
+    _load = (now, factor)
+    return factor
 
 
 class ReportCost:
