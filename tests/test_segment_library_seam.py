@@ -195,6 +195,13 @@ def test_batch_limit_and_library_version() -> None:
     assert isinstance(library.BATCH_SIZE_LIMIT, int) and 100_000 <= library.BATCH_SIZE_LIMIT <= 500_000, touchpoint(
         "consumer.BATCH_SIZE_LIMIT", "BATCH_SIZE_LIMIT"
     )
+    # Shutdown's drain batches waiting events by count alone while they cannot reach the byte limit.
+    validator = library.library_validator()
+    with pytest.raises(library.OVERSIZE_ERRORS):
+        validator.track(user_id="u-1", event="Seam", properties={"big": "x" * (library.MESSAGE_SIZE_LIMIT + 1)})
+    assert 1_000 <= library.MESSAGE_SIZE_LIMIT < library.BATCH_SIZE_LIMIT, touchpoint(
+        "consumer.MAX_MSG_SIZE", "MESSAGE_SIZE_LIMIT"
+    )
     # core stamps context.library from the distribution's metadata; the library stamps VERSION.
     assert library_context() == {"name": "analytics-python", "version": VERSION}, touchpoint(
         "version.VERSION", "core.message._library_version"
@@ -224,6 +231,36 @@ def test_the_shared_session_is_what_post_uses(collector: Collector) -> None:
     assert used == [collector.url + "/v1/batch"], touchpoint(
         "request.post uses request._session", "prepare_library_session"
     )
+
+
+def test_the_session_reads_proxy_settings_again_when_they_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Proxy and CA bundle variables are remembered per host, never past a change of their values."""
+    session = requests.Session()
+    library.remember_environment_settings(session)
+    plain = requests.Session()
+    url = "https://api.segment.io/v1/batch"
+
+    def both() -> tuple[Any, Any]:
+        return (
+            session.merge_environment_settings(url, {}, None, None, None),
+            plain.merge_environment_settings(url, {}, None, None, None),
+        )
+
+    for name in library.ENVIRONMENT_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    remembered, fresh = both()
+    assert remembered == fresh and remembered["proxies"] == {}
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/operator-bundle.pem")
+    remembered, fresh = both()
+    assert remembered == fresh, touchpoint("Session.merge_environment_settings", "remember_environment_settings")
+    assert remembered["proxies"]["https"] == "http://proxy.internal:3128"
+    assert remembered["verify"] == "/etc/ssl/operator-bundle.pem"
+    monkeypatch.setenv("NO_PROXY", "api.segment.io")
+    remembered, fresh = both()
+    assert remembered == fresh and "https" not in remembered["proxies"]
+    remembered["proxies"]["https"] = "changed by a caller"
+    assert both()[0] == fresh  # each caller gets its own copy
 
 
 def test_gzip_level_is_the_gzip_file_name_request_uses(collector: Collector) -> None:

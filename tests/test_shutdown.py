@@ -247,3 +247,84 @@ def test_the_host_hook_keeps_its_deadline_with_the_dead_letter_store(remote_coll
     delivered = stored_ids(remote_collector)
     assert len(dead_ids) == len(set(dead_ids))
     assert set(dead_ids) | set(delivered) == set(sent)
+
+
+def busy_for(seconds: float) -> None:
+    """CPU-bound like the dead-letter store's scrubbing, not a sleep the scheduler may stretch."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def test_the_deadline_keeps_time_for_a_callback_that_costs_per_report() -> None:
+    """Each waiting workspace's leftovers are their own report, and a callback's cost per call
+    is paid once per report whatever it holds: 1,000 one-event reports at 0.5 ms each take
+    0.5 s, which the deadline must keep in reserve once the pool has seen what a call costs.
+
+    Asserted on when the reporting starts, not on when shutdown returns: the reporting itself
+    is half a second of callback that a busy machine stretches, in any implementation.
+    """
+    per_call = 0.0005
+    dead = DeadLetters()
+    calls: list[float] = []
+
+    def costly(undeliverable: Undeliverable) -> None:
+        calls.append(time.monotonic())
+        busy_for(per_call)
+        dead(undeliverable)
+
+    with Collector() as closed:
+        url = closed.url  # refused: everything is dead-lettered at the deadline
+    pool = DeliveryPool(DeliverySettings(), costly)
+    for n in range(100):  # the pool learns the callback's cost from reports it makes anyway
+        pool.report_undeliverable(f"early-{n}", "sha256:0", url, [track(f"early-{n}")], QUEUE_FULL, "test")
+    sent = [f"costly-{n}" for n in range(1000)]
+    for n, message_id in enumerate(sent):
+        assert pool.enqueue(f"ws-{n}", f"{WRITE_KEY}{n:05d}", url, track(message_id)).accepted
+    calls.clear()
+    started = time.monotonic()
+    pool.shutdown(2.0)
+    reporting_began = calls[0] - started
+    assert reporting_began <= 2.0 - len(sent) * per_call + margin(), f"reporting began at {reporting_began:.3f}s"
+    assert sorted(i for i in dead.ids() if i.startswith("costly-")) == sorted(sent)
+
+
+def test_the_cost_estimate_separates_reports_from_events(monkeypatch: pytest.MonkeyPatch) -> None:
+    from quickbot_segment_plugin.delivery import reports
+
+    monkeypatch.setattr(reports, "load_factor", lambda: 1.0)
+    cost = reports.ReportCost(per_report=25e-6, per_event=2e-6)
+    # Measured: one report of 1,000 events costs 0.1 s; 100 reports of one event each 0.05 s.
+    for _ in range(5):
+        cost.observe(1, 1000, 0.1 + 500e-6)
+        cost.observe(100, 100, 100 * 500e-6 + 100 * 100e-6)
+    per_report, per_event = cost.coefficients()
+    assert per_report == pytest.approx(500e-6, rel=0.2)
+    assert per_event == pytest.approx(100e-6, rel=0.2)
+    # 10,000 workspaces of one event each: dominated by the cost per report.
+    assert cost.estimate(10_000, 10_000) == pytest.approx(6.0, rel=0.2)
+    monkeypatch.setattr(reports, "load_factor", lambda: 3.0)
+    assert cost.estimate(10_000, 10_000) == pytest.approx(18.0, rel=0.2)
+
+
+def test_a_few_small_measurements_do_not_undo_the_prior(monkeypatch: pytest.MonkeyPatch) -> None:
+    from quickbot_segment_plugin.delivery import reports
+
+    monkeypatch.setattr(reports, "load_factor", lambda: 1.0)
+    cost = reports.ReportCost(per_report=25e-6, per_event=300e-6)
+    cost.observe(1, 1, 1e-7)  # a lucky call that did almost nothing
+    assert cost.estimate(1000, 1000) >= 0.5 * 1000 * (25e-6 + 300e-6)
+
+
+def test_drain_workers_follow_the_round_trip_not_the_cap() -> None:
+    from quickbot_segment_plugin.delivery.drain import MIN_WORKERS, _Pace
+
+    pace = _Pace()
+    assert pace.workers() == MIN_WORKERS  # nothing measured yet
+    pace.record(wall=0.002, cpu=0.001)  # a nearby endpoint: our own CPU is the limit
+    assert pace.workers() == MIN_WORKERS
+    pace = _Pace()
+    pace.record(wall=0.051, cpu=0.001)  # 50 ms away: many requests in flight pay off
+    assert pace.workers() >= 50
+    pace.record(wall=0.5, cpu=0.001)  # a request slowed by our own load does not ask for more
+    assert pace.workers() <= 110

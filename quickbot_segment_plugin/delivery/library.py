@@ -18,7 +18,7 @@ The touchpoints, each a function below:
   `Consumer.request`'s rule).
 - `is_queue_full_error`, `refused_field`, `REFUSAL_ERRORS`, `OVERSIZE_ERRORS`: how the library
   says "queue full", "bad id" (`AssertionError` from `require`) and "over 32 KB" (`RuntimeError`).
-- `BATCH_SIZE_LIMIT`: the consumer's byte limit per batch.
+- `BATCH_SIZE_LIMIT`, `MESSAGE_SIZE_LIMIT`: the consumer's byte limits per batch and per message.
 - `prepare_library_session` / `reset_library_session_after_fork`: the module-level
   `requests.Session` (`segment.analytics.request._session`).
 - `set_gzip_level`: the `GzipFile` name `request.py` compresses with.
@@ -28,6 +28,14 @@ The touchpoints, each a function below:
 
 Why each is needed:
 
+- `requests` reads the proxy settings again for every request (`merge_environment_settings`
+  walks the whole environment twice through `getproxies()`): 0.25 ms of the 1.3 ms of CPU a
+  one-event request costs this process (benchmarks/bench_shutdown.py's 3,000 workspaces).
+  Where `getproxies()` reads only the environment (Linux), the session keeps the result per
+  endpoint host and re-reads it whenever one of the variables it depends on changes
+  (`*_proxy`, `no_proxy` and the CA bundle variables in their usual spellings), so proxies
+  and CA bundles set by the operator apply as before; elsewhere (macOS and Windows read
+  system settings) nothing is cached.
 - All clients post through one `requests.Session` whose connection pool keeps 10 connections
   per host. With up to `max_clients` consumers sending to the same host at once, urllib3 would
   open and discard connections and log a warning for each; the session gets an adapter sized
@@ -51,23 +59,29 @@ from __future__ import annotations
 import atexit
 import functools
 import gzip
+import os
 import re
 import threading
+import urllib.parse
+import urllib.request
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
 import requests
+import requests.utils
 from requests.adapters import HTTPAdapter
 from segment.analytics import Client
 from segment.analytics import consumer as library_consumer
 from segment.analytics import request as library_request
 from segment.analytics.consumer import BATCH_SIZE_LIMIT as _BATCH_SIZE_LIMIT
+from segment.analytics.consumer import MAX_MSG_SIZE as _MAX_MSG_SIZE
 from segment.analytics.consumer import Consumer
 
 Batch = list[dict[str, Any]]
 RateLimit = tuple[float, float | None]
 
 BATCH_SIZE_LIMIT: Final[int] = _BATCH_SIZE_LIMIT
+MESSAGE_SIZE_LIMIT: Final[int] = _MAX_MSG_SIZE  # a bigger message is refused before it is queued
 # `require()` raises AssertionError for a missing or mistyped id; `_enqueue` raises
 # RuntimeError for a message over 32 KB (its text quotes the whole message: never show it).
 REFUSAL_ERRORS: Final = (AssertionError,)
@@ -80,6 +94,13 @@ _validator: Any = None
 _ORIGINAL_GZIP_FILE = library_request.GzipFile
 
 DEFAULT_CONNECTIONS_PER_HOST = 10
+# What `merge_environment_settings` reads from the environment for an http(s) URL.
+ENVIRONMENT_SETTINGS: Final = (
+    *("http_proxy", "https_proxy", "all_proxy", "no_proxy"),
+    *("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"),
+    *("REQUEST_METHOD", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"),
+)
+MAX_REMEMBERED_HOSTS: Final = 256
 
 
 def prepare_library_session(max_clients: int) -> None:
@@ -90,6 +111,7 @@ def prepare_library_session(max_clients: int) -> None:
         if wanted <= _pool_size:
             return
         _mount(library_request._session, wanted)
+        remember_environment_settings(library_request._session)
         _pool_size = wanted
 
 
@@ -100,7 +122,52 @@ def reset_library_session_after_fork() -> None:
     session = requests.Session()
     if _pool_size:
         _mount(session, _pool_size)
+        remember_environment_settings(session)
     library_request._session = session
+
+
+def remember_environment_settings(session: requests.Session) -> None:
+    """Read the proxy and CA bundle variables once per host and variables' values, not per request.
+
+    Only where `requests` takes proxies from the environment alone; idempotent.
+    """
+    if not (
+        requests.utils.getproxies is urllib.request.getproxies_environment  # type: ignore[attr-defined]
+        and requests.utils.proxy_bypass is urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+    ):
+        return
+    if getattr(session, "_quickbot_remembers_environment", False):
+        return
+    original = session.merge_environment_settings
+    remembered: dict[tuple[Any, ...], dict[str, Any]] = {}
+    remembered_lock = threading.Lock()
+
+    def merge_environment_settings(url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> Any:
+        if proxies or stream is not None or verify is not None or cert is not None:
+            return original(url, proxies, stream, verify, cert)  # a call the library does not make
+        parts = urllib.parse.urlsplit(url)
+        key = (
+            parts.scheme,
+            parts.netloc,
+            tuple(os.environ.get(name) for name in ENVIRONMENT_SETTINGS),
+            session.trust_env,
+            tuple(sorted(session.proxies.items())),
+            session.stream,
+            session.verify,
+            session.cert,
+        )
+        with remembered_lock:
+            found = remembered.get(key)
+        if found is None:
+            found = original(url, {}, None, None, None)
+            with remembered_lock:
+                if len(remembered) >= MAX_REMEMBERED_HOSTS:
+                    remembered.clear()
+                remembered[key] = found
+        return {**found, "proxies": dict(found["proxies"])}
+
+    session.merge_environment_settings = merge_environment_settings  # type: ignore[method-assign]
+    session._quickbot_remembers_environment = True  # type: ignore[attr-defined]
 
 
 def library_validator() -> Any:

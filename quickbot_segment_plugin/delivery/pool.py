@@ -58,11 +58,11 @@ from ..core import (
 from .calls import LibraryCall
 from .causes import install as install_causes
 from .client import ManagedClient, SenderSlots, Submitted
-from .drain import WaitingRoomDrain
+from .drain import REQUEST_CPU_SECONDS, WaitingRoomDrain
 from .final import FinalMessage, encode, submission_for, vouched_message
 from .library import prepare_library_session, reset_library_session_after_fork, set_gzip_level
 from .registry import ClientKey, ClientRegistry, Message, Route
-from .reports import DeliveryObserver, OnUndeliverable, Reporter
+from .reports import DeliveryObserver, OnUndeliverable, Reporter, load_factor
 from .settings import DeliverySettings
 from .spool import Spool
 from .types import ACCEPTED, EnqueueOutcome, ShutdownReport
@@ -87,7 +87,10 @@ CLIENT_UNAVAILABLE: Final = "client_unavailable"
 # final reports and the return fit inside it; never more than RESERVE_SHARE of the deadline.
 RESERVE_FLOOR: Final = 0.03  # a pass of the loop under load, and the return
 RESERVE_SHARE: Final = 0.9
-RESERVE_FACTOR: Final = 1.5  # the measured cost per event can rise with the machine's load
+RESERVE_FACTOR: Final = 1.5  # the measured cost can rise with the machine's load
+# Reports a client still closing at the deadline can make: events in an open request (in
+# doubt) and events not sent.
+REPORTS_PER_CLIENT: Final = 2
 
 
 class DeliveryPool:
@@ -513,7 +516,11 @@ class DeliveryPool:
     # --- shutdown internals -----------------------------------------------------------
 
     def _run_until(self, deadline: float) -> None:
-        """Do the closer's work from this thread until everything settled or the deadline."""
+        """Do the closer's work from this thread until everything settled or the cutoff.
+
+        Each pass is short (no thread is started here but the drain's first worker), so the
+        cutoff is seen within a pass of its coming.
+        """
         drain = self._drain
         while True:
             self._tick(time.monotonic())
@@ -535,21 +542,41 @@ class DeliveryPool:
     def _report_reserve(self, drain: WaitingRoomDrain | None, deadline: float) -> float:
         """Time to keep before the deadline for dead-lettering what is still pending by then.
 
-        Reporting is O(events) (a bulk dead-letter write), so waiting until the deadline itself
-        and only then reporting thousands of events would overrun it. Recomputed on every pass:
-        as events are delivered the reserve shrinks and the waiting goes on.
+        Reporting costs per report (one for each waiting workspace, batch or closing client)
+        and per event (`Reporter.cost`, measured as reports are made), so waiting until the
+        deadline itself and only then reporting thousands of them would overrun it; requests
+        still open at the cutoff compete with that reporting for this interpreter. Recomputed
+        on every pass: as events are delivered the reserve shrinks and the waiting goes on.
         """
         registry = self._registry
         with registry.lock:
-            pending = registry.waiting_events + sum(client.unfinished for client in registry.closing)
+            events = registry.waiting_events
+            reports = len(registry.waiting) + len(registry.for_starting)
+            unsettled = [client for client in registry.closing if not client.settled]
+        unfinished = [count for count in (client.unfinished for client in unsettled) if count]
+        events += sum(unfinished)
+        reports += REPORTS_PER_CLIENT * len(unfinished)
+        competing = len(unfinished)  # a client with nothing left is only pausing its thread
+        request_cpu = REQUEST_CPU_SECONDS
         if drain is not None:
-            pending += drain.pending_events()
+            batches, drain_events = drain.pending()
+            reports += batches
+            events += drain_events
+            competing += drain.in_flight()
+            request_cpu = drain.pace.cpu_seconds
+        estimate = self._reports.cost.estimate(reports, events) + competing * request_cpu * load_factor()
         share = RESERVE_SHARE * max(0.0, deadline - self._shutdown_started)
-        return min(share, RESERVE_FLOOR + RESERVE_FACTOR * pending * self._reports.seconds_per_event)
+        return min(share, RESERVE_FLOOR + RESERVE_FACTOR * estimate)
 
     def _finish_shutdown(self, started: float) -> ShutdownReport:
-        """At the deadline (or once drained): report what is left, stop, and say how it went."""
-        drained_late = self._drain.finish() if self._drain is not None else 0
+        """At the deadline (or once drained): report what is left, stop, and say how it went.
+
+        Everything left goes to the callback in one `lost_many` (one dead-letter transaction),
+        timed from the first report built, so the cost estimate learns what the deadline paid.
+        """
+        building = time.perf_counter()
+        leftovers: list[Undeliverable] = []
+        drained_late = self._drain.finish(leftovers) if self._drain is not None else 0
         self._drain = None
         if drained_late:
             logger.error(
@@ -565,20 +592,19 @@ class DeliveryPool:
                 if not client.settled:
                     client.abandon(abandoned_reports)
             self._log_abandoned(abandoned_reports)
-            self._reports.lost_many(abandoned_reports)
-            self._reports.lost_many(
-                [
-                    Undeliverable(
-                        workspace_id=workspace_id,
-                        write_key_fingerprint=fingerprint(write_key),
-                        endpoint=endpoint,
-                        messages=messages,
-                        reason=SHUTDOWN_DEADLINE,
-                        detail=f"{len(messages)} event(s) were waiting for a delivery thread",
-                    )
-                    for (workspace_id, write_key, endpoint), messages in waiting.items()
-                ]
+            leftovers.extend(abandoned_reports)
+            leftovers.extend(
+                Undeliverable(
+                    workspace_id=workspace_id,
+                    write_key_fingerprint=fingerprint(write_key),
+                    endpoint=endpoint,
+                    messages=messages,
+                    reason=SHUTDOWN_DEADLINE,
+                    detail=f"{len(messages)} event(s) were waiting for a delivery thread",
+                )
+                for (workspace_id, write_key, endpoint), messages in waiting.items()
             )
+            self._reports.lost_many(leftovers, started=building)
         if self._atexit_registered:
             atexit.unregister(self._at_exit)
             self._atexit_registered = False
