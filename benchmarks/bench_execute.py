@@ -13,7 +13,7 @@ tracking plan and the default privacy policy). For each, in every run:
 (b) end to end: events per second from the first call to the last event received, for N
     events through `execute` and through the raw client with the same batch settings, and
     the CPU the whole process spent per delivered event (delivery threads included).
-The light block is also timed with cleaning and privacy off, to show what those checks cost.
+Each block is also timed with cleaning, privacy and the plan off, to show what those checks cost.
 The whole measurement is repeated `--runs` times (fresh receiver and clients each time) and
 the spread of every ratio is reported: on a shared machine one run can be off.
 Prints a table and writes benchmarks/results/execute.json. Ratios, not absolute numbers, are
@@ -124,20 +124,17 @@ def measure_block(name: str, events: int, latency_ms: float) -> dict[str, Any]:
         block, context = block_under({**defaults, **plan_dir}, options, base)
         _warm(block, options, context)
         sides: dict[str, Any] = {"plugin": lambda: block.execute(options, context)}
-        if name == "light":
-            bare, bare_context = block_under(
-                {"QUICKBOT_SEGMENT_CLEANING": "off", "QUICKBOT_SEGMENT_PRIVACY": "off"}, options, base
-            )
-            _warm(bare, options, bare_context)
-            sides["bare"] = lambda: bare.execute(options, bare_context)
+        # The same block with the checks off: what cleaning, privacy and the plan cost.
+        checks_off = {"QUICKBOT_SEGMENT_CLEANING": "off", "QUICKBOT_SEGMENT_PRIVACY": "off"}
+        bare, bare_context = block_under({**checks_off, "QUICKBOT_SEGMENT_TRACKING_PLAN_DIR": None}, options, base)
+        _warm(bare, options, bare_context)
+        sides["bare"] = lambda: bare.execute(options, bare_context)
         result = block.execute(options, {**context, "dry_run": True})
         assert result["status"] == "dry_run" and len(result["logs"]) == 1, result["logs"]  # only "Dry run: ..."
         payload = result["payload"]
         raw = _raw_client(receiver.url)
         sides["raw"] = lambda: _raw_track(raw, payload)
-        flushes = {"plugin": lambda: block.pool().flush(60), "raw": raw.flush}
-        if "bare" in sides:
-            flushes["bare"] = lambda: bare.pool().flush(60)
+        flushes = {"plugin": lambda: block.pool().flush(60), "bare": lambda: bare.pool().flush(60), "raw": raw.flush}
         for _ in range(200):
             _raw_track(raw, payload)
         raw.flush()
@@ -159,8 +156,7 @@ def measure_block(name: str, events: int, latency_ms: float) -> dict[str, Any]:
         raw_rate, raw_cpu = _end_to_end(sides["raw"], events, receiver)
 
         block.shutdown(10)
-        if "bare" in sides:
-            bare.shutdown(10)
+        bare.shutdown(10)
         raw.join()
 
     medians = {side: statistics.median(values) for side, values in samples.items()}
@@ -171,7 +167,7 @@ def measure_block(name: str, events: int, latency_ms: float) -> dict[str, Any]:
         "p99_ratio": p99(samples["plugin"]) / p99(samples["raw"]),
         "caller_cpu_us": {"plugin": statistics.median(cpu["plugin"]), "raw": statistics.median(cpu["raw"])},
         "caller_cpu_ratio": statistics.median(cpu["plugin"]) / statistics.median(cpu["raw"]),
-        "without_checks_ratio": medians["bare"] / medians["raw"] if "bare" in medians else None,
+        "without_checks_ratio": medians["bare"] / medians["raw"],
         "events_per_s": {"plugin": plugin_rate, "raw": raw_rate},
         "end_to_end_ratio": plugin_rate / raw_rate,
         "cpu_per_delivered_event_us": {"plugin": plugin_cpu, "raw": raw_cpu},
@@ -183,7 +179,7 @@ RATIOS = (
     ("execute p50 / raw track p50", "latency_ratio"),
     ("execute p99 / raw track p99", "p99_ratio"),
     ("caller CPU per call", "caller_cpu_ratio"),
-    ("  cleaning + privacy off, p50", "without_checks_ratio"),
+    ("  cleaning, privacy, plan off, p50", "without_checks_ratio"),
     ("events/s end to end", "end_to_end_ratio"),
     ("CPU per delivered event", "cpu_per_delivered_event_ratio"),
 )
@@ -211,10 +207,7 @@ def main() -> None:
     for label, key in RATIOS:
         cells = []
         for name in BLOCKS:
-            values = [run[key] for run in runs[name] if run[key] is not None]
-            if not values:
-                cells.append(f"{'-':>22}")
-                continue
+            values = [run[key] for run in runs[name]]
             summary[name][key] = spread(values)
             cells.append(f"{summary[name][key]['median']:>10.2f} ({min(values):.2f}-{max(values):.2f})")
         print(f"{label:<34}" + "".join(f"{cell:>22}" for cell in cells))
