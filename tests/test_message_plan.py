@@ -277,3 +277,10 @@ def test_options_edited_in_place_are_compiled_again() -> None:
     options["event"] = "Third"
     options["properties"][0]["value"] = 7  # not text: validation refuses it, whatever was remembered
     assert block.execute(options, context)["status"] == "failed"
+    options["properties"][0]["value"] = "{{Plan}}"
+    options["integrations"] = {"All": True}
+    for _ in range(3):
+        assert block.execute(options, context)["status"] == "dry_run"
+    options["integrations"]["All"] = 1  # equal to True in Python, refused by validation
+    result = block.execute(options, context)
+    assert result["status"] == "failed" and "not a number" in result["logs"][0]["message"]

@@ -49,6 +49,9 @@ logger = logging.getLogger("quickbot_segment_plugin.execution")
 _COUNTED: dict[str, tuple[str, ...]] = {"queued": (EXECUTED, QUEUED), "failed": (EXECUTED, FAILED)}
 
 PLAN_CACHE_SIZE = 4096
+# Options compared by their JSON must be plain JSON: a datetime, a dataclass or a subclass of a
+# JSON type raises (and the repr decides) rather than being written like a plain value.
+_EXACT_JSON = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
 RECENT_EXECUTIONS = 100_000
 
 
@@ -72,7 +75,7 @@ class Executor:
         self._recent: LruCache[tuple[str, str], bool] = LruCache(RECENT_EXECUTIONS)
         self._endpoints: dict[str, str] = {}
         self._last_options: object = None  # compared by identity only
-        self._same_options: tuple[object, object, BlockPlan] | None = None
+        self._same_options: tuple[object, bytes, BlockPlan] | None = None
         self.quality = QualityGate(counters)  # cleaning + tracking plans (quality.py)
         self.privacy = PrivacyGate()  # denylist, detectors, consent, hashing (privacy.py)
 
@@ -132,7 +135,7 @@ class Executor:
         else:
             payload = built
         # Privacy first: a refused or masked value never reaches cleaning, plan logs or dead letters.
-        # One policy lookup for screening and hashing: each stats the file, and both must use one version.
+        # One policy lookup for screening and hashing: each looks at the file, and both must use one version.
         policy = None
         if self.privacy.enabled:
             policy = self.privacy.policy_for(workspace_id, log)
@@ -209,14 +212,15 @@ class Executor:
         return endpoint
 
     def _plan(self, options: Any, log: ResultLog) -> BlockPlan | None:
-        # A host that keeps its flows in memory passes the same options object every time: its
-        # plan is found by identity, once the object still equals what it held when it was seen
-        # twice in a row. Comparing costs a tenth of the repr below for a block of a dozen items
-        # (bench_execute.py, the heavy block). An in-place edit to an equal value of another type
-        # (1 for True) keeps the plan, which validation gives both the same meaning.
+        # A host that keeps its flows in memory passes the same options object every time: once
+        # it has been seen twice in a row, its plan is found by identity, while its JSON is still
+        # the same bytes (exact: true, 1, 1.0 and "1" differ). orjson writes a dozen items in a
+        # tenth of the repr's time (bench_execute.py, the heavy block).
         remembered = self._same_options
-        if remembered is not None and options is remembered[0] and options == remembered[1]:
-            return remembered[2]
+        if remembered is not None and options is remembered[0]:
+            with contextlib.suppress(TypeError):
+                if orjson.dumps(options, option=_EXACT_JSON) == remembered[1]:
+                    return remembered[2]
         # repr, not a JSON dump: half the cost, and it tells 1 from "1" from True just as well.
         # Equal options with keys in another order get their own entry, which is harmless.
         cache_key = repr(options) if isinstance(options, dict) else None
@@ -229,7 +233,7 @@ class Executor:
                 self._plans.put(cache_key, plan)
         if options is self._last_options and cache_key is not None:
             with contextlib.suppress(TypeError):  # not plain JSON: found by its repr every time
-                self._same_options = (options, orjson.loads(orjson.dumps(options)), plan)
+                self._same_options = (options, orjson.dumps(options, option=_EXACT_JSON), plan)
         self._last_options = options
         return plan
 
