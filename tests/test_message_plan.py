@@ -177,11 +177,12 @@ TRACK = {
         {"key": "score", "value": "{{Score}}", "type": "number"},
         {"key": "source", "value": "chatbot"},
         {"key": "address.city", "value": "Lyon {{City}}"},
+        {"key": "extra", "value": "{{Extra}}", "type": "json"},
     ],
     "context": [{"key": "campaign.name", "value": "spring"}],
     "integrations": {"All": True},
 }
-TRACK_VARIABLES = {"User ID": "user-1042", "Plan": "premium", "Score": "8", "City": "centre"}
+TRACK_VARIABLES = {"User ID": "user-1042", "Plan": "premium", "Score": "8", "City": "centre", "Extra": "42"}
 
 
 def compiled(options: dict[str, Any]) -> MessagePlan:
@@ -221,6 +222,8 @@ def test_typical_blocks_take_the_compiled_path(options: dict[str, Any], variable
         ({**TRACK_VARIABLES, "Plan": {"tier": "gold"}}, "an object value needs the work budget"),
         ({**TRACK_VARIABLES, "Plan": float("nan")}, "orjson would send NaN as null"),
         ({**TRACK_VARIABLES, "Plan": float("-inf")}, "orjson would send -Infinity as null"),
+        ({**TRACK_VARIABLES, "Extra": "[1, NaN]"}, "a json item's NaN: orjson would send null"),
+        ({**TRACK_VARIABLES, "Extra": '{"tier": "gold"}'}, "a json item's object takes the general path"),
     ],
 )
 def test_anything_worth_saying_goes_to_the_general_path(variables: dict[str, Any], why: str) -> None:

@@ -106,10 +106,12 @@ class MessagePlan:
                         value = convert(value, value_type)
                     except Exception:  # the general path reports it, naming the item
                         return None
-                if type(value) is float and not isfinite(value):
-                    return None  # orjson would write null where the standard library writes NaN (final.py)
+                if type(value) not in _SHAREABLE or (type(value) is float and not isfinite(value)):
+                    # orjson writes NaN as null where the standard library writes NaN (final.py), in
+                    # a `json` item's list or object too: those take the general path.
+                    return None
             target = context if list_name == "context" else objects.setdefault(list_name, {})
-            for part in parts[:-1]:  # the plan's key paths never overlap: every step is a new dict
+            for part in parts[:-1]:  # no key path is a prefix of another: every step is a dict made here
                 target = target.setdefault(part, {})
             target[parts[-1]] = value
         return self._message(fields, objects, context, message_id, host_context)
