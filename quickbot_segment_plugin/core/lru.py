@@ -53,9 +53,10 @@ class LruCache(Generic[K, V]):
         if self._capacity == 0:
             return
         with self._lock:
+            if key not in self._items:
+                self._make_room()
             self._items[key] = value
             self._items.move_to_end(key)
-            self._evict()
 
     def add_if_absent(self, key: K, value: V) -> bool:
         """Keep `value` unless `key` is already kept; False (and `key` made recent) when it was.
@@ -69,8 +70,8 @@ class LruCache(Generic[K, V]):
             if key in self._items:
                 self._items.move_to_end(key)
                 return False
+            self._make_room()
             self._items[key] = value
-            self._evict()
             return True
 
     def discard(self, key: K) -> None:
@@ -85,7 +86,11 @@ class LruCache(Generic[K, V]):
     def __len__(self) -> int:
         return len(self._items)
 
-    def _evict(self) -> None:
-        """Drop the least recently used entries past capacity; the caller holds the lock."""
-        while len(self._items) > self._capacity:
+    def _make_room(self) -> None:
+        """Drop least recently used entries until one more fits; the caller holds the lock.
+
+        Before the insert, not after: `len()` reads without the lock, and must never see the
+        cache over its capacity, even for the moment between an insert and its eviction.
+        """
+        while len(self._items) >= self._capacity:
             self._items.popitem(last=False)
