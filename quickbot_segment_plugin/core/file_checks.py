@@ -3,7 +3,7 @@
 Every event asks whether its workspace's privacy policy and tracking plan changed, and that
 was an `os.stat` each, plus one of the directory when the file does not exist. A system call
 releases the GIL; while a delivery thread is busy (serialising, compressing) the conversation
-thread then waits to get it back, and those waits were most of a planned, policed `execute`
+thread then waits to get it back, and those waits were a fifth of a planned, policed `execute`
 (bench_execute.py, the heavy block). So each answer (the file's stat, or the error) is kept
 for `QUICKBOT_SEGMENT_WORKSPACE_FILES_RECHECK_MS` (1 second by default): an edited, added or
 removed file applies from the first event after that, and 0 looks on every event.
