@@ -15,11 +15,6 @@ Why its own class rather than the library's `queue.Queue(max_queue_size)`:
   the consumer's CPU. `take_batch` keeps `next()`'s rules (at most `upload_size` events,
   below the library's `BATCH_SIZE_LIMIT` bytes, a partial batch waits up to the consumer's
   `upload_interval`, re-read while waiting so a closing client is hurried).
-- A consumer filling a batch is woken only when its batch can be completed (or by a wake-up
-  marker), not by every event: it would only take that event and wait again. Each of those
-  wake-ups cost the conversation thread a round trip of the GIL (bench_execute.py: the
-  conversation's `execute` and the consumer thread share one interpreter). A consumer that is
-  not woken still returns when its interval ends, which is all a partial batch ever did.
 - Several consumer threads may take from it; each one's events taken for the batch it is
   still filling are kept per thread (`taken_by`), so a deadline can report them.
 """
@@ -49,10 +44,6 @@ class DeliveryQueue(queue.Queue[Message]):
         # consumer thread -> events it took for the batch it is filling; read under `mutex`.
         self.taken_by: dict[object, list[Message]] = {}  # by consumer thread
         self.full_because = ""  # "events" or "bytes": which bound the last refusal hit
-        # What would complete the batch of the consumer waiting in `take_batch`: queued events
-        # and bytes at which `put_measured` wakes it. (0, 0) when none waits: every put notifies.
-        self._wake_events = 0
-        self._wake_bytes = 0
 
     def track_taker(self, consumer: object) -> None:
         with self.mutex:
@@ -81,8 +72,7 @@ class DeliveryQueue(queue.Queue[Message]):
             self._sizes.append(size)
             self.bytes += size
             self.unfinished_tasks += 1
-            if count + 1 >= self._wake_events or self.bytes >= self._wake_bytes:
-                self.not_empty.notify()
+            self.not_empty.notify()
 
     def put_marker(self, item: Message) -> None:
         """Queue a zero-size marker (a wake-up), even when full; never counted in bytes."""
@@ -126,11 +116,7 @@ class DeliveryQueue(queue.Queue[Message]):
                 remaining = started + interval() - time.monotonic()
                 if remaining <= 0:
                     return items, markers
-                self._wake_events, self._wake_bytes = max_events - len(items), max_bytes - size
-                try:
-                    self.not_empty.wait(remaining)
-                finally:
-                    self._wake_events = self._wake_bytes = 0
+                self.not_empty.wait(remaining)
 
     def put_back(self, items: list[Message]) -> None:
         """Return events taken by `take_batch` to the front of the queue, in their order.
