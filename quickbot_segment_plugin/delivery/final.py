@@ -141,11 +141,10 @@ def vouched_message(message: Message) -> FinalMessage:
     method: str = message["type"]
     try:
         data = orjson.dumps(message, option=_STRICT)
-    except orjson.JSONEncodeError:  # an integer over 64 bits: the standard library's way
-        text = encode(message)
-        if len(text) > MAX_MESSAGE_BYTES:
-            raise message_too_large(method, len(text), message) from None
-        return FinalMessage(method, decode(text), len(text), text)
+    except orjson.JSONEncodeError:  # an integer over 64 bits: the standard library's way, below
+        data = None
+    if data is None:
+        return _from_text(method, message, encode(message))
     size = library_size_bound(data)
     if size > MAX_MESSAGE_BYTES:
         size = len(encode(message))  # near the limit: the library's own measure decides
@@ -194,6 +193,11 @@ def final_message(message: Mapping[str, Any]) -> FinalMessage | None:
         text = encode(message)
     except (TypeError, ValueError, RecursionError):  # a value the library's clean() would convert or drop
         return None
+    return _from_text(method, message, text)
+
+
+def _from_text(method: str, message: Message, text: str) -> FinalMessage:
+    """The queued copy of `message`, parsed from `text = encode(message)`; over 32 KB raises."""
     if len(text) > MAX_MESSAGE_BYTES:
         raise message_too_large(method, len(text), message)
     return FinalMessage(method, decode(text), len(text), text)

@@ -128,19 +128,14 @@ class VariableTemplate(CompiledTemplate):
         self._unset = Rendered(None, (name,))
 
     def render(self, variables: Mapping[str, object]) -> Rendered:
-        limits = self._engine.limits
         try:
+            plain = self.render_plain(variables)
+            if plain is not NOT_PLAIN:
+                return _new_tuple(Rendered, (plain, ()))
             value = variables.get(self._name)
             if value is None:
                 return self._unset
-            kind = type(value)
-            if kind is bool or kind is float:
-                return _new_tuple(Rendered, (value, ()))
-            if isinstance(value, str) and kind is str and len(value) <= limits.max_output_chars:
-                return _new_tuple(Rendered, (value, ()))
-            if isinstance(value, int) and kind is int and value.bit_length() <= limits.max_number_bits:
-                return _new_tuple(Rendered, (value, ()))
-            state = RenderState(limits, variables)
+            state = RenderState(self._engine.limits, variables)
             token = ACTIVE.set(state)
             try:
                 return Rendered(typed_value(value, state), ())
@@ -154,7 +149,7 @@ class VariableTemplate(CompiledTemplate):
         return True
 
     def render_plain(self, variables: Mapping[str, object]) -> object:
-        # The branches of `render` that return the value as it is; every other case is `render`'s.
+        # The value as it is, for the types that need no conversion; `render` does the rest.
         value = variables.get(self._name)
         kind = type(value)
         if kind is str:
