@@ -207,6 +207,27 @@ def test_file_checks_keep_each_answer_for_the_interval_then_look_again(tmp_path:
     assert brief.is_dir(str(tmp_path)) and not brief.is_dir(str(path))
 
 
+def test_what_is_concluded_from_the_files_is_kept_for_the_interval_then_worked_out_again() -> None:
+    calls: list[str] = []
+
+    def conclude(workspace: str) -> str:
+        calls.append(workspace)
+        return f"{workspace}:{len(calls)}"
+
+    kept = FileChecks(60.0)
+    assert [kept.concluded(conclude, "a"), kept.concluded(conclude, "a"), kept.concluded(conclude, "b")] == [
+        "a:1",
+        "a:1",
+        "b:2",
+    ]
+    every = FileChecks(0)
+    assert every.concluded(conclude, "a") != every.concluded(conclude, "a")  # 0: worked out each time
+    brief = FileChecks(0.01)
+    first = brief.concluded(conclude, "a")
+    time.sleep(0.02)
+    assert brief.concluded(conclude, "a") != first
+
+
 def test_a_policy_edit_applies_after_the_recheck_interval_not_before(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -14,14 +14,17 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Mapping
-from typing import ClassVar, Final, cast
+from collections.abc import Callable, Hashable, Mapping
+from typing import ClassVar, Final, TypeVar, cast
 
 from pydantic import Field
 
 from .settings import Settings
 
 MAX_REMEMBERED: Final = 100_000  # paths; workspace ids come from the host, so the map is bounded
+
+K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
 
 
 class WorkspaceFileSettings(Settings):
@@ -42,6 +45,7 @@ class FileChecks:
     def __init__(self, recheck_seconds: float) -> None:
         self.recheck_seconds = recheck_seconds
         self._answers: dict[tuple[str, bool], tuple[float, os.stat_result | OSError | bool]] = {}
+        self._conclusions: dict[tuple[object, object], tuple[float, object]] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -58,6 +62,27 @@ class FileChecks:
 
     def is_dir(self, path: str) -> bool:
         return self._answer(path, True) is True
+
+    def concluded(self, conclude: Callable[[K], T], key: K) -> T:
+        """`conclude(key)`, as of at most the recheck interval ago.
+
+        For what is concluded from these answers alone (which policy or plan applies to a
+        workspace): it may be kept as long as they are. Working it out on every event (a path
+        joined, a missing file's error raised again, the directory asked) cost more than the
+        rest of the look-up (bench_execute.py, the heavy block).
+        """
+        if self.recheck_seconds <= 0:
+            return conclude(key)
+        now = time.monotonic()
+        kept = self._conclusions.get((conclude, key))
+        if kept is not None and kept[0] > now:
+            return cast(T, kept[1])
+        conclusion = conclude(key)
+        with self._lock:
+            if len(self._conclusions) >= MAX_REMEMBERED:
+                self._conclusions.clear()
+            self._conclusions[(conclude, key)] = (now + self.recheck_seconds, conclusion)
+        return conclusion
 
     def _answer(self, path: str, directory: bool) -> os.stat_result | OSError | bool:
         if self.recheck_seconds <= 0:

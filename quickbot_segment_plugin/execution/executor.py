@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Mapping
 from contextvars import Token
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -35,13 +36,16 @@ from ..privacy import PrivacyGate
 from ..quality import QualityGate
 from ..templating import TemplateEngine, close_execution_budget, open_execution_budget
 from .consent import consent_decision
-from .message_plan import compile_message
+from .message_plan import MessagePlan, compile_message
 from .plan import BlockPlan, RenderFailure, compile_plan, condition_allows, render_parts
 from .ports import DeadLetterSink, EventSink
+from .slot_checks import PathTests, learn, learned_for
 from .validation import check_options
 
 if TYPE_CHECKING:
     from ..core import Counters
+    from ..privacy import ConsentDecision, PrivacyPolicy
+    from ..quality.plans import CompiledPlan
 
 logger = logging.getLogger("quickbot_segment_plugin.execution")
 
@@ -127,7 +131,8 @@ class Executor:
         execution_id = str(execution_id) if execution_id not in (None, "") else None
         message_id = message_id_for(workspace_id, execution_id)
         # The compiled message when it applies (nothing to log, no sandbox); the general path otherwise.
-        built = plan.message.build(variables, message_id, context) if plan.message is not None else None
+        slots: list[Any] = []
+        built = plan.message.build(variables, message_id, context, slots) if plan.message is not None else None
         if built is None:
             if not budget:
                 budget.append(open_execution_budget(self.engine.limits))
@@ -141,16 +146,23 @@ class Executor:
             policy = self.privacy.policy_for(workspace_id, log)
             if policy is None:
                 return log.result("failed")
-        screened = self.privacy.screen(payload, workspace_id, log, consent, policy=policy)
-        if screened is None:
-            return log.result("failed")
-        checked = self.quality.check(
-            screened, workspace_id, log, dry_run=bool(context.get("dry_run")), items=plan.items
-        )
-        if checked is None:
-            return log.result("failed")
-        # Hashing last: the plan and cleaning check the readable value; the hash is of the cleaned one.
-        payload = self.privacy.hash(checked, workspace_id, log, policy=policy)
+        learnable = built is not None and (consent is None or not consent.preferences)
+        tracking_plan = None
+        if learnable:
+            resolution = self.quality.plan_resolution(workspace_id)
+            learnable = resolution.error is None and resolution.warning is None
+            tracking_plan = resolution.plan
+        message_plan = plan.message if learnable else None
+        learned = learned_for(message_plan, policy, tracking_plan) if message_plan is not None else None
+        # The checks' walks, unless this message's slots pass what they were reduced to (slot_checks.py).
+        if learned is None or not learned.passes(slots):
+            logged = len(log.entries)
+            checked = self._checked(payload, workspace_id, log, context, plan, consent, policy)
+            if checked is None:
+                return log.result("failed")
+            payload = checked
+            if message_plan is not None and learned is None and payload is built and len(log.entries) == logged:
+                self._learn(message_plan, payload, slots, policy, tracking_plan)
         if context.get("dry_run"):
             check_size(payload)  # on the live path the library measures it; a dry run has no library
             log.info("Dry run: the message was built and checked, and not sent.")
@@ -203,6 +215,44 @@ class Executor:
             )
             return log.result("failed", message_id=message_id, payload=payload)
         return log.result("queued", message_id=message_id, payload=payload)
+
+    def _checked(
+        self,
+        payload: dict[str, Any],
+        workspace_id: str,
+        log: ResultLog,
+        context: Mapping[str, Any],
+        plan: BlockPlan,
+        consent: ConsentDecision | None,
+        policy: PrivacyPolicy | None,
+    ) -> dict[str, Any] | None:
+        """The message after privacy screening, cleaning, the tracking plan and hashing, in that
+        order; None when one of them refused it (the reason is in `log`)."""
+        screened = self.privacy.screen(payload, workspace_id, log, consent, policy=policy)
+        if screened is None:
+            return None
+        checked = self.quality.check(
+            screened, workspace_id, log, dry_run=bool(context.get("dry_run")), items=plan.items
+        )
+        if checked is None:
+            return None
+        # Hashing last: the plan and cleaning check the readable value; the hash is of the cleaned one.
+        return self.privacy.hash(checked, workspace_id, log, policy=policy)
+
+    def _learn(
+        self,
+        message_plan: MessagePlan,
+        message: dict[str, Any],
+        slots: list[Any],
+        policy: PrivacyPolicy | None,
+        tracking_plan: CompiledPlan | None,
+    ) -> None:
+        """Reduce the checks to the slots of `message`, which passed them untouched (slot_checks.py)."""
+        path_tests: list[PathTests] = []
+        if policy is not None:
+            path_tests.append(partial(self.privacy.value_checks, policy, str(message["type"])))
+        path_tests.append(partial(self.quality.value_checks, tracking_plan, message))
+        learn(message_plan, message, slots, policy, tracking_plan, path_tests)
 
     def _endpoint_for(self, region: str) -> str:
         """`endpoint_for`, read once per region: the operator's override is set before start-up."""

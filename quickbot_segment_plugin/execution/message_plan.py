@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 from ..core import HOST_CONTEXT_KEYS, PAYLOAD_OBJECTS, library_context, utc_now_text
 from ..options import IDENTITY_FIELDS, REQUIRED_FIELDS, ValueType, convert, to_text
 from ..templating import NOT_PLAIN, CompiledTemplate
+from .slot_checks import MESSAGE_ID_PATH, TIMESTAMP_PATH, SlotPath
 
 if TYPE_CHECKING:
     from .plan import BlockPlan
@@ -47,9 +48,31 @@ _WIRE_FIELDS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
 
 
 class MessagePlan:
-    """Builds the wire-form message of one block for one conversation, or says "not here"."""
+    """Builds the wire-form message of one block for one conversation, or says "not here".
 
-    __slots__ = ("_action", "_fields", "_identity", "_integrations", "_items", "_objects", "_required", "_wire")
+    It also names its slots: the values that change between conversations (dynamic fields and
+    items, the host's ids, the message id and the time), in a fixed order, with the places in
+    the message where each one lands (`slot_paths`) and whether an empty one is left out of the
+    message (`slot_optional`). `build` hands their values out in that order, so the checks can
+    look at them alone once they have cleared the rest (slot_checks.py).
+    """
+
+    __slots__ = (
+        "_action",
+        "_dynamic",
+        "_fields",
+        "_identity",
+        "_integrations",
+        "_items",
+        "_objects",
+        "_places",
+        "_required",
+        "_skeletons",
+        "_wire",
+        "checks",
+        "slot_optional",
+        "slot_paths",
+    )
 
     def __init__(
         self,
@@ -66,6 +89,12 @@ class MessagePlan:
         self._identity = action != "alias"
         self._wire = _WIRE_FIELDS[action]
         self._objects = PAYLOAD_OBJECTS[action]
+        # The items' objects with their static values in place, copied per message; the dynamic
+        # items, rendered per message, and where each value goes (a copied container, a key).
+        self._skeletons, self._dynamic, self._places = _skeletons(items)
+        self.slot_paths, self.slot_optional = _slots(action, fields, items)
+        # What the checks learned about this message, per policy and plan (slot_checks.LearnedChecks).
+        self.checks: dict[tuple[object, ...], Any] = {}
 
     def __repr__(self) -> str:
         dynamic = sum(template is not None for _, template, _ in self._fields) + sum(
@@ -74,10 +103,17 @@ class MessagePlan:
         return f"<MessagePlan {self._action} {len(self._fields) + len(self._items)} parts, {dynamic} dynamic>"
 
     def build(
-        self, variables: Mapping[str, Any], message_id: str, host_context: Mapping[str, Any]
+        self,
+        variables: Mapping[str, Any],
+        message_id: str,
+        host_context: Mapping[str, Any],
+        slots: list[Any] | None = None,
     ) -> dict[str, Any] | None:
         """The message, exactly as `render_parts` + `build_message` would build it; None when the
-        general path must run instead (it has something to say, or work this path does not do)."""
+        general path must run instead (it has something to say, or work this path does not do).
+
+        `slots`, when given, receives the value of each slot, in `slot_paths` order.
+        """
         fields: dict[str, str] = {}
         for name, template, text in self._fields:
             if template is not None:
@@ -88,33 +124,49 @@ class MessagePlan:
                     text = to_text(value).strip()
                 except Exception:  # the general path reports it, naming the field
                     return None
+                if slots is not None:
+                    slots.append(text)
             fields[name] = text
         for name in self._required:
             if fields.get(name, "") == "":
                 return None
         if self._identity and fields.get("userId", "") == "" and fields.get("anonymousId", "") == "":
             return None
+        values: list[Any] = []
+        for template, value_type in self._dynamic:
+            value = template.render_plain(variables)
+            if value is NOT_PLAIN or (type(value) is str and not value.strip()):
+                return None
+            if value_type is not None:
+                try:  # a boolean item's "none" (no value) is refused here too: not a yes/no word
+                    value = convert(value, value_type)
+                except Exception:  # the general path reports it, naming the item
+                    return None
+            if type(value) not in _SHAREABLE or (type(value) is float and not isfinite(value)):
+                # orjson writes NaN as null where the standard library writes NaN (final.py), in
+                # a `json` item's list or object too: those take the general path.
+                return None
+            values.append(value)
+        if slots is not None:
+            slots += values
+        # The items' objects: fresh copies of the skeletons, the dynamic values put in their places.
+        containers: list[dict[str, Any]] = []
         objects: dict[str, dict[str, Any]] = {}
         context: dict[str, Any] = {}
-        for list_name, parts, template, value, value_type in self._items:
-            if template is not None:
-                value = template.render_plain(variables)
-                if value is NOT_PLAIN or (type(value) is str and not value.strip()):
-                    return None
-                if value_type is not None:
-                    try:  # a boolean item's "none" (no value) is refused here too: not a yes/no word
-                        value = convert(value, value_type)
-                    except Exception:  # the general path reports it, naming the item
-                        return None
-                if type(value) not in _SHAREABLE or (type(value) is float and not isfinite(value)):
-                    # orjson writes NaN as null where the standard library writes NaN (final.py), in
-                    # a `json` item's list or object too: those take the general path.
-                    return None
-            target = context if list_name == "context" else objects.setdefault(list_name, {})
-            for part in parts[:-1]:  # no key path is a prefix of another: every step is a dict made here
-                target = target.setdefault(part, {})
-            target[parts[-1]] = value
-        return self._message(fields, objects, context, message_id, host_context)
+        for list_name, skeleton in self._skeletons:
+            if list_name == "context":
+                context = skeleton.copy_into(containers)
+            else:
+                objects[list_name] = skeleton.copy_into(containers)
+        for (container, key), value in zip(self._places, values, strict=True):
+            containers[container][key] = value
+        message = self._message(fields, objects, context, message_id, host_context)
+        if slots is not None:
+            for key in HOST_CONTEXT_KEYS:
+                slots.append(host_context.get(key))
+            slots.append(message_id)
+            slots.append(message["timestamp"])
+        return message
 
     def _message(
         self,
@@ -196,6 +248,108 @@ def _static_item_value(value: object, value_type: ValueType | None) -> object:
         except Exception:  # the general path reports it on every conversation
             return NOT_PLAIN
     return value if type(value) in _SHAREABLE else NOT_PLAIN  # `convert` refuses NaN and infinities
+
+
+class _Skeleton:
+    """One object of a message's items (properties, traits, the context, or an object inside one)
+    with its keys in the order the items give them: static values in place, None where a dynamic
+    value or an inner object goes. Copied per message: the dicts of a message are its own."""
+
+    __slots__ = ("flat", "nested")
+
+    def __init__(self) -> None:
+        self.flat: dict[str, Any] = {}
+        self.nested: list[tuple[str, _Skeleton]] = []
+
+    def child(self, key: str) -> _Skeleton:
+        for name, inner in self.nested:
+            if name == key:
+                return inner
+        inner = _Skeleton()
+        self.flat[key] = None
+        self.nested.append((key, inner))
+        return inner
+
+    def copy_into(self, containers: list[dict[str, Any]]) -> dict[str, Any]:
+        """A fresh copy, appended to `containers` with every inner copy after it (their order is
+        `_skeletons`' numbering)."""
+        copy = self.flat.copy()
+        containers.append(copy)
+        for key, inner in self.nested:
+            copy[key] = inner.copy_into(containers)
+        return copy
+
+    def numbered(self, numbers: dict[int, int]) -> None:
+        numbers[id(self)] = len(numbers)
+        for _, inner in self.nested:
+            inner.numbered(numbers)
+
+
+def _skeletons(
+    items: tuple[tuple[str, tuple[str, ...], CompiledTemplate | None, Any, ValueType | None], ...],
+) -> tuple[
+    tuple[tuple[str, _Skeleton], ...],
+    tuple[tuple[CompiledTemplate, ValueType | None], ...],
+    tuple[tuple[int, str], ...],
+]:
+    """(each list's skeleton, in the items' order; the dynamic items; where each one's value goes:
+    the number of its container among the copies `copy_into` makes, and its key)."""
+    roots: dict[str, _Skeleton] = {}
+    dynamic: list[tuple[CompiledTemplate, ValueType | None]] = []
+    targets: list[tuple[_Skeleton, str]] = []
+    for list_name, parts, template, value, value_type in items:
+        node = roots.setdefault(list_name, _Skeleton())
+        for part in parts[:-1]:  # no key path is a prefix of another (`_overlapping`)
+            node = node.child(part)
+        node.flat[parts[-1]] = value if template is None else None
+        if template is not None:
+            dynamic.append((template, value_type))
+            targets.append((node, parts[-1]))
+    numbers: dict[int, int] = {}
+    for root in roots.values():
+        root.numbered(numbers)
+    places = tuple((numbers[id(node)], key) for node, key in targets)
+    return tuple(roots.items()), tuple(dynamic), places
+
+
+def _slots(
+    action: str,
+    fields: tuple[tuple[str, CompiledTemplate | None, str], ...],
+    items: tuple[tuple[str, tuple[str, ...], CompiledTemplate | None, Any, ValueType | None], ...],
+) -> tuple[tuple[tuple[SlotPath, ...], ...], tuple[bool, ...]]:
+    """(where each slot's value lands in the message `_message` lays out, none when it is not sent;
+    whether an empty value is left out), in the order `build` hands the values out."""
+    item_paths = {(list_name, *parts) for list_name, parts, _, _, _ in items}
+    paths: list[tuple[SlotPath, ...]] = []
+    optional: list[bool] = []
+    for name, template, _ in fields:
+        if template is not None:
+            paths.append(_field_paths(action, name, item_paths))
+            optional.append(name not in REQUIRED_FIELDS[action])  # `build` steps aside for an empty required one
+    for list_name, parts, template, _, _ in items:
+        if template is not None:
+            paths.append(((list_name, *parts),))
+            optional.append(False)
+    for wire in HOST_CONTEXT_KEYS.values():
+        paths.append((("context", "quickbot", wire),))
+        optional.append(True)
+    paths += [(MESSAGE_ID_PATH,), (TIMESTAMP_PATH,)]
+    optional += [False, False]
+    return tuple(paths), tuple(optional)
+
+
+def _field_paths(action: str, name: str, item_paths: set[SlotPath]) -> tuple[SlotPath, ...]:
+    """`_message`'s placement of a field, per action."""
+    always, when_set = _WIRE_FIELDS[action]
+    if (action != "alias" and name in IDENTITY_FIELDS) or name in always:
+        return ((name,),)
+    if action == "identify" and name == "email":
+        return (("traits", "email"),)
+    if name in when_set:
+        if action == "page" and name == "category" and ("properties", "category") not in item_paths:
+            return ((name,), ("properties", "category"))
+        return ((name,),)
+    return ()
 
 
 def _overlapping(keys: list[tuple[str, ...]]) -> bool:

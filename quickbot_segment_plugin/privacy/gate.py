@@ -23,7 +23,7 @@ import logging
 import re
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -177,6 +177,18 @@ class PrivacyGate:
         # Every change comes with an action; should a mask ever leave a text as it was, the contract still
         # holds: an action means a new top-level dict.
         return screened if screened is not None else dict(message)
+
+    def value_checks(self, policy: PrivacyPolicy, action: str, path: tuple[str, ...]) -> list[Callable[[Any], bool]]:
+        """What `screen` asks of a value at `path` of an `action` message, as tests of the value
+        alone: each True when screening leaves it as it is and says nothing; none where screening
+        does not look. The key's own verdict is not among them: it depends on the path only, so
+        a message already screened untouched vouches for it (execution/slot_checks.py)."""
+        if len(path) < 2 or path[0] not in OBJECTS_BY_TYPE.get(action, ("context",)):
+            return []
+        if path[0] == "context" and path[1] in UNSCANNED_CONTEXT:
+            return []
+        rules = self._rules if self._rules.policy is policy else self._rules_for(policy)
+        return [rules.leaves]
 
     def _rules_for(self, policy: PrivacyPolicy) -> _Rules:
         rules = self._compiled.get(id(policy))
@@ -453,6 +465,21 @@ class _Rules:
             if screened is not _DROP:
                 items.append(screened)
         return items if changed else item
+
+    def leaves(self, item: Any) -> bool:
+        """True when `value` returns `item` as it is with no action: `object`'s answer for one value
+        whose key is not denied (a container is not answered for: False)."""
+        kind = type(item)
+        if self.inert(item, kind):
+            return True
+        if kind is str or kind is int:
+            actions: list[tuple[str, str, str]] = []
+            try:
+                screened = self.value(item, ("",), actions)
+            except _Refused:
+                return False
+            return screened is item and not actions
+        return False
 
     def inert(self, item: Any, kind: type) -> bool:
         """True when `value` would certainly return the item as it is: no detector can match it."""

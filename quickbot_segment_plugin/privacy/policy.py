@@ -298,17 +298,23 @@ class PolicyResolver:
         cannot say which policy applies: a policy must never be skipped for the default one."""
         if self.directory is None:
             return _DEFAULT
+        return self._files.concluded(self._resolve, workspace_id)
+
+    def _resolve(self, workspace_id: str) -> PolicyResolution:
+        directory = self.directory
+        if directory is None:
+            return _DEFAULT
         path = self.path_for(workspace_id)
         if path is None:
             return self._unusable(
-                self.directory, f"the workspace id {workspace_id!r} cannot be mapped to a policy file name"
+                directory, f"the workspace id {workspace_id!r} cannot be mapped to a policy file name"
             )
         try:
             stat = self._files.stat(path)
         except FileNotFoundError:
-            if self._files.is_dir(self.directory):
+            if self._files.is_dir(directory):
                 return _DEFAULT
-            return self._unusable(self.directory, f"the policy directory {self.directory} does not exist")
+            return self._unusable(directory, f"the policy directory {directory} does not exist")
         except OSError as error:
             return self._unusable(path, f"{path}: cannot be read ({error.strerror or error})")
         stat_key = (stat.st_mtime_ns, stat.st_size)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from math import isfinite
@@ -41,6 +42,7 @@ __all__ = [
     "clean_message",
     "first_refusal",
     "is_email_address",
+    "value_check",
 ]
 
 CLEANING_ENV: Final = "QUICKBOT_SEGMENT_CLEANING"
@@ -196,6 +198,40 @@ def clean_message(message: dict[str, Any], normalise: bool = True) -> tuple[dict
                 result = dict(message)
             result[name] = cleaned
     return result, findings
+
+
+def value_check(action: str, path: Path) -> Callable[[Any], bool] | None:
+    """What `clean_message` asks of a scalar value at `path` of an `action` message, as a test of
+    the value alone: True when cleaning sends it as it is and says nothing (with or without
+    normalising). None: cleaning does not look there. The key's own treatment depends on the path
+    only, so a message already cleaned untouched vouches for it (execution/slot_checks.py)."""
+    if len(path) < 2 or path[0] not in CLEANED_OBJECTS:
+        return None
+    name = path[0]
+    if name == "context" and path[1] in PLUGIN_CONTEXT:
+        return None
+    reserved = RESERVED_FIELDS.get((action, str(name)), {}).get(tuple(str(part) for part in path[1:]))
+    if reserved is None:
+        return _sent_as_it_is
+    noun = CLEANED_OBJECTS[str(name)]
+
+    def sent_as_it_is_and_reserved_fits(value: Any) -> bool:
+        findings: list[Finding] = []
+        return (
+            _sent_as_it_is(value) and _reserved_value(value, reserved, path, noun, findings) is value and not findings
+        )
+
+    return sent_as_it_is_and_reserved_fits
+
+
+def _sent_as_it_is(value: Any) -> bool:
+    """`_untouched_value` for a scalar: no trimming, nothing empty, nothing JSON cannot carry."""
+    kind = type(value)
+    if kind is str:
+        return bool(value) and value.strip() is value
+    if kind is float:
+        return isfinite(value)
+    return kind is int or kind is bool
 
 
 def first_refusal(findings: list[Finding]) -> Finding | None:

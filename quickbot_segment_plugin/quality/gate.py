@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ..core import Level, ResultLog
-from .cleaning import clean_message, dotted_path, first_refusal
-from .plans import PlanResolver, PlanVerdict, TrackingPlanError, enforce, event_label
+from .cleaning import clean_message, dotted_path, first_refusal, value_check
+from .plans import CompiledPlan, PlanResolver, PlanVerdict, TrackingPlanError, enforce, event_label, value_checks
+from .plans.fast_schema import Check
+from .plans.lookup import Resolution
 from .settings import QualityVariables
 
 if TYPE_CHECKING:
@@ -153,6 +155,26 @@ class QualityGate:
             return None
         self._log_verdict(verdict, log, fields, count, resolution.plan.name)
         return verdict.message
+
+    def plan_resolution(self, workspace_id: str) -> Resolution:
+        """The workspace's tracking plan as `check` would use it now (its file looked at as `check` does)."""
+        return (self._settings or self.settings()).plans.for_workspace(workspace_id)
+
+    def value_checks(
+        self, plan: CompiledPlan | None, message: Mapping[str, Any], path: tuple[str, ...]
+    ) -> list[Check] | None:
+        """What `check` asks of the value at `path` of `message` under `plan`, as tests of the value
+        alone (cleaning's, then the plan's); None when the plan cannot promise that."""
+        checks: list[Check] = []
+        cleaning = value_check(str(message.get("type", "")), path)
+        if cleaning is not None:
+            checks.append(cleaning)
+        if plan is not None:
+            planned = value_checks(plan, message, path)
+            if planned is None:
+                return None
+            checks.extend(planned)
+        return checks
 
     @staticmethod
     def _log_verdict(verdict: PlanVerdict, log: ResultLog, fields: _FieldPaths, count: _Tally, plan_name: str) -> None:

@@ -16,7 +16,7 @@ different mode for them.
 """
 
 from .compiled import CompiledPlan
-from .enforcement import enforce
+from .enforcement import enforce, value_checks
 from .errors import TrackingPlanError
 from .lookup import PlanResolver
 from .sentences import event_label
@@ -29,4 +29,5 @@ __all__ = [
     "TrackingPlanError",
     "enforce",
     "event_label",
+    "value_checks",
 ]

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from .fast_schema import Check
+from .fast_schema import Check, compile_check_at
 
 __all__ = ["MODES", "CallRule", "CompiledPlan", "Mode", "SchemaCheck"]
 
@@ -27,6 +27,14 @@ class SchemaCheck:
         if self.fast is not None and self.fast(message):
             return []
         return list(self.validator.iter_errors(message))
+
+    def check_at(self, path: tuple[str, ...]) -> Check | None:
+        """The fast check's test of the value at `path` (fast_schema.compile_check_at); None
+        when the schema has no fast check."""
+        if self.fast is None:
+            return None
+        validator = self.validator
+        return compile_check_at(validator.schema, path, type(validator).VALIDATORS, validator.format_checker)
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,18 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from .compiled import CallRule, CompiledPlan, SchemaCheck
 from .errors import TrackingPlanError
+from .fast_schema import Check, always
 from .sentences import event_label, outcome_sentence, problem_of, subject_of, unplanned_keys
 from .verdicts import MAX_VIOLATIONS_LOGGED, Decision, PlanVerdict, Violation
 
-__all__ = ["enforce", "find_violations"]
+__all__ = ["enforce", "find_violations", "value_checks"]
+
+# Where the values are that choose the rule a message is checked against (`CompiledPlan.rule_for`).
+_CHOOSING_PATHS: Final = (("event",), ("context", "protocols"))
 
 
 def find_violations(plan: CompiledPlan, message: Mapping[str, Any]) -> tuple[list[Violation], CallRule | None, bool]:
@@ -46,6 +50,42 @@ def find_violations(plan: CompiledPlan, message: Mapping[str, Any]) -> tuple[lis
     for schema in schemas:
         violations.extend(_schema_violations(schema, message, skip_extra_at))
     return violations, rule, unplanned
+
+
+def value_checks(plan: CompiledPlan, message: Mapping[str, Any], path: tuple[str, ...]) -> list[Check] | None:
+    """What `find_violations` asks of the value at `path` of `message`, as tests of the value alone.
+
+    For a message that `find_violations` clears, another with the same keys everywhere and the
+    same values elsewhere is cleared too exactly when its value at `path` passes these: the
+    plan's fast checks look at each value on its own (fast_schema.compile_check_at), and a value
+    that chooses the rule must stay the same. None: the plan needs jsonschema, which promises
+    no such thing.
+    """
+    checks: list[Check] = []
+    if any(path[: len(choosing)] == choosing for choosing in _CHOOSING_PATHS):
+        checks.append(_equal_to(_value_at(message, path)))
+    rule, _ = plan.rule_for(message)
+    for schema in (plan.common, rule.schema if rule is not None else None):
+        if schema is None:
+            continue
+        check = schema.check_at(path)
+        if check is None:
+            return None
+        if check is not always:
+            checks.append(check)
+    return checks
+
+
+def _value_at(message: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = message
+    for key in path:
+        value = value[key]
+    return value
+
+
+def _equal_to(expected: Any) -> Check:
+    kind = type(expected)
+    return lambda value: type(value) is kind and value == expected
 
 
 def enforce(plan: CompiledPlan, message: dict[str, Any]) -> PlanVerdict:

@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, Final
 
-__all__ = ["Check", "compile_check"]
+__all__ = ["Check", "always", "compile_check", "compile_check_at"]
 
 Check = Callable[[Any], bool]
 
@@ -40,6 +40,35 @@ def compile_check(schema: Any, known_keywords: Collection[str], format_checker: 
         return _Compiler(frozenset(known_keywords), format_checker).node(schema)
     except _Unsupported:
         return None
+
+
+def compile_check_at(
+    schema: Any, path: tuple[str, ...], known_keywords: Collection[str], format_checker: Any
+) -> Check | None:
+    """The check `compile_check(schema)` applies to the value at `path` (a chain of object keys),
+    or None when `schema` is outside the subset.
+
+    Inside the subset an object's member is checked by its `properties` schema, else by
+    `additionalProperties`, else not at all; every other keyword looks at the object itself
+    (its type, its keys). So for messages that share their objects and keys, the whole check is
+    those object-level answers and one of these per value (execution/slot_checks.py).
+    """
+    if compile_check(schema, known_keywords, format_checker) is None:
+        return None
+    node = schema
+    for key in path:
+        if node is True:
+            return always
+        if node is False:
+            return _never
+        members = node.get("properties") if "properties" in known_keywords else None
+        if isinstance(members, Mapping) and key in members:
+            node = members[key]
+        elif "additionalProperties" in node and "additionalProperties" in known_keywords:
+            node = node["additionalProperties"]
+        else:
+            return always
+    return compile_check(node, known_keywords, format_checker)
 
 
 class _Compiler:
@@ -69,7 +98,7 @@ class _Compiler:
 
     def node(self, schema: Any) -> Check:
         if schema is True:
-            return _always
+            return always
         if schema is False:
             return _never
         if not isinstance(schema, Mapping):
@@ -86,7 +115,7 @@ class _Compiler:
             if check is not None:
                 checks.append(check)
         if not checks:
-            return _always
+            return always
         if len(checks) == 1:
             return checks[0]
         frozen = tuple(checks)
@@ -241,7 +270,7 @@ class _Compiler:
         return lambda instance: bool(conforms(instance, value))
 
 
-def _always(instance: Any) -> bool:
+def always(instance: Any) -> bool:
     return True
 
 

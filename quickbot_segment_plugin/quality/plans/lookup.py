@@ -112,6 +112,9 @@ class PlanResolver:
     def for_workspace(self, workspace_id: str | None) -> Resolution:
         if not self.enabled:
             return _NO_PLAN
+        return self._files.concluded(self._resolve, workspace_id)
+
+    def _resolve(self, workspace_id: str | None) -> Resolution:
         found = self._stat_for(workspace_id)
         if found is None:
             return _NO_PLAN
