@@ -35,7 +35,11 @@ PathTests = Callable[[SlotPath], "list[ValueTest] | None"]
 MESSAGE_ID_PATH: Final = ("messageId",)
 TIMESTAMP_PATH: Final = ("timestamp",)
 MAX_LEARNED: Final = 64  # per compiled message: one per (privacy policy, tracking plan) version in use
-KNOWN_VALUES: Final = 256  # per slot and type: values whose answer is remembered (they come from user input)
+# Answers remembered per learned message, shared out between its slots (at least MIN_KNOWN each),
+# for texts of up to KNOWN_TEXT_CHARS: values come from user input, so memory is bounded per message.
+KNOWN_VALUES: Final = 256
+MIN_KNOWN: Final = 16
+KNOWN_TEXT_CHARS: Final = 100
 
 
 class LearnedChecks:
@@ -85,7 +89,7 @@ def learn(
 
     `path_tests` are the checks' own tests of a value at a path (privacy, then quality).
     """
-    tests: list[tuple[int, ValueTest]] | None = []
+    found_tests: list[tuple[int, list[ValueTest], bool | None]] = []
     for index, (paths, optional) in enumerate(zip(message_plan.slot_paths, message_plan.slot_optional, strict=True)):
         expected = slots[index]
         value_tests: list[ValueTest] = []
@@ -94,43 +98,48 @@ def learn(
                 for tests_at in path_tests:
                     found = tests_at(path)
                     if found is None:
-                        tests = None
-                        break
+                        _remember(message_plan, LearnedChecks(policy, plan, None))
+                        return
                     value_tests.extend(found)
-                if tests is None:
-                    break
-        if tests is None:
-            break
-        test = _slot_test(value_tests, bool(expected) if optional else None)
+        found_tests.append((index, value_tests, bool(expected) if optional else None))
+    remembered = max(MIN_KNOWN, KNOWN_VALUES // max(1, sum(bool(found) for _, found, _ in found_tests)))
+    tests = []
+    for index, value_tests, present in found_tests:
+        test = _slot_test(value_tests, present, remembered)
         if test is not None:
             tests.append((index, test))
-    learned = message_plan.checks
-    if len(learned) >= MAX_LEARNED:
-        learned.clear()
-    learned[(id(policy), id(plan))] = LearnedChecks(policy, plan, tuple(tests) if tests is not None else None)
+    _remember(message_plan, LearnedChecks(policy, plan, tuple(tests)))
 
 
-def _slot_test(value_tests: list[ValueTest], present: bool | None) -> ValueTest | None:
-    """One test for a slot: present (or left out) as it was, then every check's test, with the
-    answers for texts and integers remembered (a slot's values repeat: a plan name, a city, a
-    score). Per type, as 1, True and "1" are one dict key but not one JSON value; floats are not
-    remembered (-0.0 and 0.0 are one key but two texts)."""
+def _remember(message_plan: MessagePlan, learned: LearnedChecks) -> None:
+    every = message_plan.checks
+    if len(every) >= MAX_LEARNED:
+        every.clear()
+    every[(id(learned.policy), id(learned.plan))] = learned
+
+
+def _slot_test(value_tests: list[ValueTest], present: bool | None, remembered: int) -> ValueTest | None:
+    """One test for a slot: present (or left out) as it was, then every check's test, with up to
+    `remembered` answers for short texts and integers kept (a slot's values repeat: a plan name, a
+    city, a score). Per type, as 1, True and "1" are one dict key but not one JSON value; floats
+    are not remembered (-0.0 and 0.0 are one key but two texts)."""
     if present is False:
         return lambda value: not value
     if not value_tests:
         return None if present is None else bool
     frozen = tuple(value_tests)
-    known: dict[type, dict[Any, bool]] = {str: {}, int: {}, bool: {}}
+    texts: dict[Any, bool] = {}
+    known: dict[type, dict[Any, bool]] = {str: texts, int: {}, bool: {}}
     needs_value = bool(present)
 
     def slot_test(value: Any) -> bool:
         answers = known.get(type(value))
-        if answers is None:
+        if answers is None or (answers is texts and len(value) > KNOWN_TEXT_CHARS):
             return (bool(value) or not needs_value) and _all(frozen, value)
         answer = answers.get(value)
         if answer is None:
             answer = (bool(value) or not needs_value) and _all(frozen, value)
-            if len(answers) >= KNOWN_VALUES:
+            if len(answers) >= remembered:
                 answers.clear()
             answers[value] = answer
         return answer
