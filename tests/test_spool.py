@@ -9,6 +9,7 @@ test_spool_kill.py.
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import os
 import stat
@@ -118,6 +119,19 @@ def test_a_damaged_byte_is_never_read_as_an_event(position: int, flip: int) -> N
     assert contents.problem  # the damage is reported, never skipped silently
 
 
+def test_zeros_end_the_records_and_data_after_them_is_damage() -> None:
+    """A killed writer's preallocated file ends in zeros: the end of its records, not a problem."""
+    records = [event_record(n, 1, json.dumps({"messageId": f"m{n}"})) for n in range(1, 6)]
+    data = MAGIC + credential_record(1, "ws", "sha256:x", "e", "tok") + b"".join(records)
+    whole = parse(data)
+    padded = parse(data + bytes(8192))
+    assert padded.events == whole.events and not padded.problem and padded.readable_bytes == len(data)
+    torn = parse(data + records[0][:-3] + bytes(100))  # a record cut short, then the zeros
+    assert torn.events == whole.events and "checksum" in torn.problem
+    damaged = parse(data + bytes(64) + records[0] + bytes(64))  # zeros where a record should have been
+    assert damaged.events == whole.events and "zero frame" in damaged.problem
+
+
 def test_bytes_and_text_are_spooled_as_the_same_records(tmp_path: Path) -> None:
     texts = [
         json.dumps({"messageId": "m1", "name": "Zoë 🎉"}, ensure_ascii=False),
@@ -130,6 +144,8 @@ def test_bytes_and_text_are_spooled_as_the_same_records(tmp_path: Path) -> None:
         assert as_bytes.append(WORKSPACE, WRITE_KEY, "e", "tok", f"m{n}", text.encode("utf-8", "surrogatepass"))
     (text_file,), (bytes_file,) = _spool_files(tmp_path / "t"), _spool_files(tmp_path / "b")
     text_data, bytes_data = text_file.read_bytes(), bytes_file.read_bytes()
+    # the current file is preallocated: its records, then zeros
+    text_data, bytes_data = text_data[: parse(text_data).readable_bytes], bytes_data[: parse(bytes_data).readable_bytes]
     # after the owner record (start times differ): the credentials, then each event as `event_record`
     # frames it (the spool frames it inline, for speed)
     fingerprint = parse(text_data).credentials[1].fingerprint
@@ -143,40 +159,39 @@ def test_bytes_and_text_are_spooled_as_the_same_records(tmp_path: Path) -> None:
 
 
 def test_a_short_write_is_completed_and_a_failed_one_cut_back(monkeypatch: Any, tmp_path: Path) -> None:
-    from quickbot_segment_plugin.delivery import spool as spool_module
+    """Records written by pwrite(2) (acknowledgements in a file no longer current) survive a full disk."""
+    spool = Spool(SpoolSettings(tmp_path, max_bytes=1 << 20, segment_bytes=2048))
+    for n in range(30):
+        assert spool.append(
+            WORKSPACE, WRITE_KEY, "e", "tok", f"m{n}", json.dumps({"messageId": f"m{n}", "pad": "x" * 60})
+        )
+    path = _spool_files(tmp_path)[0]  # full: cut to its records and no longer mapped
+    real_pwrite = os.pwrite
 
-    real_write = spool_module._write_holding_gil
-    spool = Spool(SpoolSettings(tmp_path))
-    assert spool.append(WORKSPACE, WRITE_KEY, "e", "tok", "m1", b'{"messageId": "m1"}')
+    def half(fd: int, data: Any, offset: int) -> int:  # what write(2) may do when the disk fills up
+        return real_pwrite(fd, bytes(data)[: max(1, len(data) // 2)], offset)
 
-    def half(fd: int, data: bytes, size: int) -> int:  # what write(2) may do when the disk fills up
-        return int(real_write(fd, data[: size // 2], size // 2))
-
-    monkeypatch.setattr(spool_module, "_write_holding_gil", half)
-    assert spool.append(WORKSPACE, WRITE_KEY, "e", "tok", "m2", b'{"messageId": "m2", "pad": "xxxxxxxx"}')
-    (path,) = _spool_files(tmp_path)
+    monkeypatch.setattr(os, "pwrite", half)
+    spool.ack(WORKSPACE, ["m1"])
     contents = parse(path.read_bytes())
-    assert [event.seq for event in contents.events] == [1, 2] and not contents.problem
+    assert contents.acked == {2} and not contents.problem
 
-    def failing(fd: int, data: bytes, size: int) -> int:
-        os.write(fd, data[:7])  # a torn start, then the disk refuses the rest
-        monkeypatch.setattr(spool_module.os, "write", broken_write)
+    def failing(fd: int, data: Any, offset: int) -> int:
+        real_pwrite(fd, bytes(data)[:7], offset)  # a torn start, then the disk refuses the rest
+        monkeypatch.setattr(os, "pwrite", broken)
         return 7
 
-    def broken_write(fd: int, data: Any) -> int:
+    def broken(fd: int, data: Any, offset: int) -> int:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(spool_module, "_write_holding_gil", failing)
-    with pytest.raises(OSError, match="No space"):
-        spool.append(WORKSPACE, WRITE_KEY, "e", "tok", "m3", b'{"messageId": "m3"}')
+    monkeypatch.setattr(os, "pwrite", failing)
+    spool.ack(WORKSPACE, ["m2"])  # logged, not raised: the acknowledgement is lost, the file stays whole
     monkeypatch.undo()
     assert spool.write_failures == 1
-    assert spool.append(WORKSPACE, WRITE_KEY, "e", "tok", "m4", b'{"messageId": "m4"}')
     contents = parse(path.read_bytes())
-    assert [event.seq for event in contents.events] == [1, 2, 3] and not contents.problem
-    assert json.loads(contents.events[-1].message_json)["messageId"] == "m4"
-    spool.ack(WORKSPACE, ["m1", "m2", "m3", "m4"])  # m3 was never spooled: nothing to acknowledge
-    assert spool.pending == 0
+    assert contents.acked == {2} and not contents.problem and contents.readable_bytes == contents.size
+    spool.ack(WORKSPACE, ["m3"])
+    assert parse(path.read_bytes()).acked == {2, 4}
     spool.close()
 
 
@@ -382,6 +397,126 @@ def test_a_live_process_files_are_not_claimed(tmp_path: Path) -> None:
     spool.close()
 
 
+KILLED_WRITER = r"""
+import os, signal, sys
+from pathlib import Path
+from quickbot_segment_plugin.delivery.spool import Spool
+from quickbot_segment_plugin.delivery.spool_settings import SpoolSettings
+directory, token, count = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+spool = Spool(SpoolSettings(directory))
+for n in range(count):
+    message = '{"type": "track", "event": "Killed", "userId": "u", "messageId": "k-%d", "properties": {}}' % n
+    assert spool.append(sys.argv[4], sys.argv[5], "https://api.segment.io", token, f"k-{n}", message)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_writers_preallocated_file_is_read_to_its_zeros_and_drained(
+    local_segment: Any, token: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = tmp_path / "spool"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    run = subprocess.run(
+        [sys.executable, "-c", KILLED_WRITER, str(directory), token, "30", WORKSPACE, WRITE_KEY],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert run.returncode == -9, run.stderr
+    (path,) = _spool_files(directory)
+    data = path.read_bytes()
+    assert data.endswith(bytes(4096)), "the file was not preallocated"
+    contents = parse(data)
+    assert len(contents.live()) == 30 and not contents.problem
+    assert [(entry.owner, entry.live, entry.problem) for entry in status(directory)] == [("orphan", 30, "")]
+    (claimed,) = claim_orphans(directory)
+    try:
+        seqs = [event.seq for event in claimed.read().live()]
+        claimed.acknowledge(seqs[:10])  # after the records, not after the zeros
+    finally:
+        claimed.release()
+    assert [entry.live for entry in status(directory)] == [20]
+    assert cli_main(["spool", "drain", "--dir", str(directory), "--timeout", "20", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["events_requeued"] == 20
+    received = {row["message_id"] for row in local_segment.events(limit=100)}
+    assert received >= {f"k-{n}" for n in range(10, 30)}
+    assert not _spool_files(directory)
+
+
+def test_a_file_is_preallocated_while_current_and_cut_to_its_records_after(tmp_path: Path) -> None:
+    spool = Spool(SpoolSettings(tmp_path, max_bytes=1 << 20, segment_bytes=4096))
+    for n in range(60):
+        assert spool.append(
+            WORKSPACE, WRITE_KEY, "e", "tok", f"m{n}", json.dumps({"messageId": f"m{n}", "pad": "x" * 80})
+        )
+    *closed, current = _spool_files(tmp_path)
+    assert closed and current.stat().st_size == 4096
+    for path in closed:  # rotated: cut to its records, no zeros left on the disk
+        data = path.read_bytes()
+        assert parse(data).readable_bytes == len(data) and not parse(data).problem
+    assert spool.stats()["bytes"] == sum(path.stat().st_size for path in _spool_files(tmp_path))
+    spool.close()  # events left for recovery: the current file is cut too
+    files = _spool_files(tmp_path)
+    assert all(parse(path.read_bytes()).readable_bytes == path.stat().st_size for path in files)
+    assert sum(len(parse(path.read_bytes()).live()) for path in files) == 60
+
+
+def test_a_new_file_the_disk_cannot_hold_refuses_the_event(monkeypatch: Any, collector: Any, tmp_path: Path) -> None:
+    store = DeadLetterStore(tmp_path / "dl.sqlite3")
+    spool = Spool(SpoolSettings(tmp_path / "spool"))
+    pool = DeliveryPool(DeliverySettings(flush_interval=0.05), DeadLetterRecorder(store), spool=spool)
+
+    def no_room(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_room)
+    message = {"type": "track", "event": "E", "userId": "u", "messageId": "m0"}
+    outcome = pool.enqueue(WORKSPACE, WRITE_KEY, collector.url, message)
+    assert not outcome.accepted and outcome.reason == "spool_failed"
+    assert not list((tmp_path / "spool").iterdir()), "a file (or its temporary) was left behind"
+    (row,) = store.list(limit=10)
+    assert row.reason == "spool_failed" and "No space left" in row.detail
+    monkeypatch.undo()
+    assert pool.enqueue(WORKSPACE, WRITE_KEY, collector.url, {**message, "messageId": "m1"}).accepted
+    pool.shutdown(10)
+
+
+FORK_WRITES = r"""
+import json, os, sys
+from pathlib import Path
+from quickbot_segment_plugin.delivery.spool import Spool
+from quickbot_segment_plugin.delivery.spool_settings import SpoolSettings
+spool = Spool(SpoolSettings(Path(sys.argv[1])))
+def append(message_id):
+    assert spool.append("ws", "forkTestWriteKey0123", "e", "sealed", message_id, json.dumps({"messageId": message_id}))
+append("parent-1")
+child = os.fork()
+if child == 0:
+    append("child-1")
+    os._exit(0)  # as if killed: nothing closed
+os.waitpid(child, 0)
+append("parent-2")
+print(os.getpid(), child, flush=True)
+os._exit(0)
+"""
+
+
+def test_a_forked_child_writes_its_own_file_never_the_parents_mapping(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    run = subprocess.run(
+        [sys.executable, "-c", FORK_WRITES, str(tmp_path)], capture_output=True, text=True, env=env, timeout=30
+    )
+    parent, child = map(int, run.stdout.split())
+    by_pid: dict[int, list[tuple[int, str]]] = {}
+    for path in _spool_files(tmp_path):
+        contents = parse(path.read_bytes())
+        assert not contents.problem
+        events = [(event.seq, json.loads(event.message_json)["messageId"]) for event in contents.events]
+        by_pid.setdefault(contents.owner["pid"], []).extend(events)
+    assert by_pid == {parent: [(1, "parent-1"), (2, "parent-2")], child: [(1, "child-1")]}
+
+
 # --- the command line ----------------------------------------------------------------------------
 
 
@@ -413,15 +548,16 @@ from quickbot_segment_plugin.delivery.spool_format import parse
 from quickbot_segment_plugin.delivery.spool_settings import SpoolSettings
 directory, url = Path(sys.argv[1]), sys.argv[2]
 lost = []
-pool = DeliveryPool(DeliverySettings(), lost.append, spool=Spool(SpoolSettings(directory)))
+spool = Spool(SpoolSettings(directory, segment_bytes=65536))
+pool = DeliveryPool(DeliverySettings(), lost.append, spool=spool)
 def send(n):
-    message = {"type": "track", "event": "E", "userId": "u", "messageId": f"m{n}", "properties": {"pad": "x" * 300}}
+    message = {"type": "track", "event": "E", "userId": "u", "messageId": f"m{n}", "properties": {"pad": "x" * 6000}}
     return pool.enqueue("ws", "diskTestWriteKey0123", url, message, token="sealed")
 assert send(0).accepted
 (path,) = directory.glob("*.qbspool")
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing us
-limit = path.stat().st_size + 2500  # room for a few more events, then the "disk" is full
-resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file past the limit fails with EFBIG instead of killing us
+# the first file (64 KB, preallocated) holds about ten events; then the "disk" has no room for another
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
 outcomes = [send(n) for n in range(1, 20)]
 contents = parse(path.read_bytes())  # before exit: shutdown dead-letters the rest and deletes the file
 print(json.dumps({

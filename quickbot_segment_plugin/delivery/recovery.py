@@ -119,8 +119,16 @@ class ClaimedFile:
         self.fd = fd
 
     def read(self) -> SegmentContents:
+        """Its records; a file that ends in the zeros its writer preallocated is cut to them.
+
+        Cut, so that the acknowledgements `acknowledge` appends follow the records instead of
+        landing after zeros, where no reader would look.
+        """
         size = os.fstat(self.fd).st_size
-        return parse(os.pread(self.fd, size, 0))
+        contents = parse(os.pread(self.fd, size, 0))
+        if contents.readable_bytes < size and not contents.problem and contents.readable_bytes:
+            os.ftruncate(self.fd, contents.readable_bytes)
+        return contents
 
     def acknowledge(self, seqs: list[int]) -> None:
         if seqs:

@@ -11,35 +11,43 @@ docs/operators/spool.md; how it is built, and why:
   name, locked (`fcntl.flock`, held by the open file for the life of the process) and only then
   renamed, so a recovering process never sees an unlocked live file. A lock, not a PID: PIDs
   are reused, and a dead process's lock is released by the kernel.
-- `process` durability is one write(2) to an O_APPEND file per event, under one lock: once it
-  returns, the bytes are the kernel's, and a SIGKILL a nanosecond later loses nothing. The
-  write is made through libc without releasing the GIL (`_write_holding_gil`): `os.write`
-  releases it, and taking it back from a delivery thread that grabbed it meanwhile cost
-  `execute` more than the write itself (bench_spool.py: 1.8-2.3x the spool-less median with
-  `os.write`, 1.2x without the hand-over). A page-cache write takes microseconds; the price
-  is that a write the kernel throttles (a disk far behind on dirty pages) pauses every thread.
+- `process` durability is a copy into a shared mapping (`mmap`, MAP_SHARED) of the current
+  file, under one lock, with no system call: a store into a shared file mapping lands in the
+  page cache itself, so once it completes the bytes are the kernel's, and a SIGKILL a
+  nanosecond later loses nothing. A write(2) per event cost `execute` three to four times
+  what it costs in a loop (bench_spool.py: the system call leaves the caches cold), and
+  taking the GIL back after `os.write` cost more again. Each file is preallocated
+  (`os.posix_fallocate`, `segment_bytes`) before it is mapped, so a store never meets a full
+  disk (which would be SIGBUS, not an OSError): a disk that cannot hold a new file refuses the
+  event at `_rotate` with an OSError, as a failed write did. A file stops being mapped when it
+  stops being the current one (rotated, deleted, closed): it is cut to the bytes written, and
+  what it is written afterwards (acknowledgements) goes by pwrite(2). A file whose process died
+  while it was current ends in zeros, where readers stop (delivery_spool_format).
   `machine` adds an fsync of every written file every `sync_interval` on a background thread
-  (the window a power loss can take), never on the caller's thread.
+  (the window a power loss can take), never on the caller's thread; on Linux fsync writes back
+  the pages dirtied through a mapping too, so no msync is needed.
 - Acknowledgements are ACK records in the same file (one write per delivered batch, not
   synced: a lost ACK only means a copy on recovery, deduplicated by messageId). A segment
   whose events are all acknowledged is deleted; a closed segment kept alive by a few stragglers
   (a batch stuck in retries) is compacted: its live events are copied into the current
   segment and it is deleted.
-- Bounded: `max_bytes` of files per process. An event that does not fit is refused and the
-  pool dead-letters it as "queue_full", as a full queue does.
+- Bounded: `max_bytes` of files per process, counting the current file at its preallocated
+  size (the disk it holds). A new file takes at most what is left of the bound; an event that
+  fits neither in the current file nor in a new one is refused and the pool dead-letters it as
+  "queue_full", as a full queue does.
 - Private: files 0600, directory 0700; the write key is never written, only the fingerprint
   and the sealed credentials token that came with the event (see delivery_spool_format).
-- Fork: a child closes the parent's files (it must not keep the parent's locks alive after
-  the parent dies) and starts its own.
+- Fork: a child closes the parent's files and unmaps them (it must not keep the parent's locks
+  alive after the parent dies, nor write into the parent's file) and starts its own.
 """
 
 from __future__ import annotations
 
 import bisect
 import contextlib
-import ctypes
 import json
 import logging
+import mmap
 import os
 import secrets
 import socket
@@ -48,14 +56,15 @@ import threading
 import time
 import weakref
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from itertools import repeat
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from ..core import ConfigurationError, fingerprint
 from .spool_format import (
     EVENT_BODY_HEAD,
+    EVENT_HEAD,
     EVENT_KIND,
     EVENT_OVERHEAD,
     FILE_SUFFIX,
@@ -89,15 +98,21 @@ CredentialKey = tuple[str, str, str, "str | None"]
 
 
 class _Segment:
-    """One of this process's files: its descriptor (holding the lock) and what is live in it."""
+    """One of this process's files: its descriptor (holding the lock), its mapping, what is live in it.
 
-    __slots__ = ("events", "fd", "first_seq", "live", "path", "record_refs", "refs", "size")
+    `size` is the bytes written; `capacity` the bytes preallocated and mapped (`map`) while the
+    file is the current one, 0 once it is cut to `size` and unmapped.
+    """
 
-    def __init__(self, path: Path, fd: int, first_seq: int, size: int) -> None:
+    __slots__ = ("capacity", "events", "fd", "first_seq", "live", "map", "path", "record_refs", "refs", "size")
+
+    def __init__(self, path: Path, fd: int, first_seq: int, size: int, capacity: int, mapping: mmap.mmap) -> None:
         self.path = path
         self.fd = fd
         self.first_seq = first_seq
         self.size = size
+        self.capacity = capacity
+        self.map = mapping  # closed, not None, once unmapped: `append` reads it without a check
         self.events = 0
         self.live = 0
         # (workspace, write key, endpoint, token) -> ref, and the workspace's pending events: one
@@ -162,39 +177,39 @@ class Spool:
         message_id: str,
         message_json: bytes | str,
     ) -> bool:
-        """Write one event through to the OS; False when the spool is full.
+        """Copy one event into the current file's mapping, where the OS has it; False when the spool is full.
 
         `message_json` is the message as JSON: UTF-8 bytes (what orjson returns, written as they
-        are) or text. Raises OSError when the disk refuses the write (the file is cut back to its
-        last whole record first, so a half-written event never precedes later ones).
+        are) or text. Raises OSError when a new file cannot be created or preallocated (a full
+        disk): the event is then in no file.
 
         This runs inside every `execute` and is written for speed (bench_spool.py, the "append"
-        row): the EVENT record is framed inline rather than through `event_record` (the same
-        bytes; a test holds them equal), and libc's write is called directly (`_write_holding_gil`).
+        and execute rows): the EVENT record is framed inline rather than through `event_record`
+        (the same bytes; a test holds them equal), its head packed straight into the mapping and
+        its CRC taken over the head and then the message, so the record is never joined in memory.
         """
         payload = message_json if isinstance(message_json, bytes) else _encode(message_json)
         size = len(payload) + EVENT_OVERHEAD
         with self._lock:
             segment = self._current
-            if segment is None or segment.size >= self._segment_bytes:
-                segment = self._rotate()
+            if segment is None or segment.size + size > segment.capacity:
+                rotated = self._rotate(size)
+                if rotated is None:
+                    self.full_refusals += 1
+                    return False
+                segment = rotated
             entry = segment.refs.get((workspace_id, write_key, endpoint, token))
             if entry is None:
-                return self._append_with_credentials(
-                    segment, workspace_id, write_key, endpoint, token, message_id, payload
-                )
-            if self._bytes + size > self._max_bytes:
-                self.full_refusals += 1
-                return False
+                return self._append_with_credentials(workspace_id, write_key, endpoint, token, message_id, payload)
             ref, pending = entry
             seq = self._next_seq
-            body = _EVENT_BODY_HEAD.pack(EVENT_KIND, seq, ref) + payload
-            data = _FRAME.pack(size - _FRAME_SIZE, _crc32(body)) + body
-            written = _write_holding_gil(segment.fd, data, size)
-            if written != size:
-                self._finish_write(segment, data, written)
-            segment.size += size
-            self._bytes += size
+            start = segment.size
+            mapping = segment.map
+            crc = _crc32(payload, _crc32(_EVENT_BODY_HEAD.pack(EVENT_KIND, seq, ref)))
+            _EVENT_HEAD.pack_into(mapping, start, size - _FRAME_SIZE, crc, EVENT_KIND, seq, ref)
+            end = start + size
+            mapping[start + _EVENT_HEAD_SIZE : end] = payload
+            segment.size = end
             if self._machine and segment not in self._dirty:
                 self._mark_dirty(segment)
             self._next_seq = seq + 1
@@ -206,7 +221,6 @@ class Spool:
 
     def _append_with_credentials(
         self,
-        segment: _Segment,
         workspace_id: str,
         write_key: str,
         endpoint: str,
@@ -214,22 +228,18 @@ class Spool:
         message_id: str,
         payload: bytes,
     ) -> bool:
-        """`append` of the first event of these credentials in this file: their record goes first.
+        """`append` of the first event of these credentials in the current file: their record goes first.
 
-        The ref is registered only once the write succeeded, so no event in the file ever
+        The ref is registered only once the record is written, so no event in the file ever
         points at credentials the file does not hold.
         """
         record_key = (workspace_id, fingerprint(write_key), endpoint, token)
-        ref = segment.record_refs.get(record_key)
-        header = b""
-        if ref is None:
-            ref = len(segment.record_refs) + 1
-            header = credential_record(ref, *record_key)
-        seq = self._next_seq
-        data = header + event_record(seq, ref, payload)
-        if self._bytes + len(data) > self._max_bytes:
+        placed = self._place(record_key, payload, bounded=True)
+        if placed is None:
             self.full_refusals += 1
             return False
+        segment, ref, data = placed
+        seq = self._next_seq
         self._write(segment, data)
         segment.record_refs[record_key] = ref
         segment.refs[(workspace_id, write_key, endpoint, token)] = (ref, self._pending_of(workspace_id))
@@ -238,6 +248,29 @@ class Spool:
         segment.live += 1
         self._remember(workspace_id, message_id, seq)
         return True
+
+    def _place(
+        self, record_key: tuple[str, str, str, str | None], payload: bytes | str, *, bounded: bool
+    ) -> tuple[_Segment, int, bytes] | None:
+        """Where the next event goes (the current file, or a new one if it has no room) and its bytes.
+
+        The bytes are its EVENT record, after its credentials' record if that file lacks it;
+        None when `bounded` and the spool's bound leaves no room for a new file.
+        """
+        seq = self._next_seq
+        segment = self._current
+        if segment is not None:
+            ref = segment.record_refs.get(record_key)
+            if ref is None:
+                ref = len(segment.record_refs) + 1
+                data = credential_record(ref, *record_key) + event_record(seq, ref, payload)
+            else:
+                data = event_record(seq, ref, payload)
+            if segment.size + len(data) <= segment.capacity:
+                return segment, ref, data
+        data = credential_record(1, *record_key) + event_record(seq, 1, payload)
+        rotated = self._rotate(len(data), bounded=bounded)
+        return None if rotated is None else (rotated, 1, data)
 
     def ack(self, workspace_id: str, message_ids: Iterable[str]) -> None:
         """These events left the spool (delivered, or kept by the dead-letter store).
@@ -310,7 +343,10 @@ class Spool:
                 self._sync(list(self._segments))
             for segment in list(self._segments):
                 if segment.live == 0:
+                    segment.map.close()
                     _unlink(segment.path)
+                else:
+                    self._unmap(segment)
                 _close(segment.fd)
             left = sum(segment.live for segment in self._segments)
             self._segments, self._starts, self._current = [], [], None
@@ -331,63 +367,96 @@ class Spool:
 
     # --- files --------------------------------------------------------------------------
 
-    def _rotate(self) -> _Segment:
-        """A new current segment (under the lock); the old one stays until its events are acknowledged."""
+    def _rotate(self, needed: int, *, bounded: bool = True) -> _Segment | None:
+        """A new current file with room for `needed` bytes of records (under the lock); None if the bound forbids it.
+
+        The old current file is cut to its records first, so its unused tail is back within the
+        bound; it stays until its events are acknowledged. The new file is preallocated before it
+        is mapped (see the module docstring): OSError if the disk cannot hold it.
+        """
+        previous = self._current
+        if previous is not None:
+            self._unmap(previous)
+            self._closed_segment(previous)
+        head = MAGIC + owner_record(
+            {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "version": 1}
+        )
+        capacity = max(self._segment_bytes, len(head) + needed)
+        if bounded:
+            capacity = min(capacity, self._max_bytes - self._bytes)
+            if capacity < len(head) + needed:
+                return None
         self._file_number += 1
         final = self.directory / f"{self._name}-{self._file_number:06d}{FILE_SUFFIX}"
         temporary = final.with_name(final.name + TEMP_SUFFIX)
-        fd = os.open(temporary, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        mapping: mmap.mmap | None = None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            head = MAGIC + owner_record(
-                {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "version": 1}
-            )
-            _write_all(fd, head)
+            os.posix_fallocate(fd, 0, capacity)
+            mapping = mmap.mmap(fd, capacity)
+            mapping[: len(head)] = head
             os.rename(temporary, final)
         except BaseException:
+            if mapping is not None:
+                mapping.close()
             _unlink(temporary)
             _close(fd)
             raise
-        segment = _Segment(final, fd, self._next_seq, len(head))
-        self._bytes += len(head)
-        previous = self._current
+        segment = _Segment(final, fd, self._next_seq, len(head), capacity, mapping)
+        self._bytes += capacity
         self._segments.append(segment)
         self._starts.append(segment.first_seq)
         self._current = segment
         if self.settings.durability is Durability.MACHINE:
             self._dirty.add(segment)
             self._sync_directory_later()
-        if previous is not None:
-            self._closed_segment(previous)
         return segment
 
+    def _unmap(self, segment: _Segment) -> None:
+        """A file stops being the current one (under the lock): unmap it and cut it to its records.
+
+        Its unused preallocated tail leaves the bound, and what it is written from now on
+        (acknowledgements) goes by pwrite(2) at `size`. A file that cannot be cut keeps its
+        zeros, which readers stop at.
+        """
+        if segment is self._current:
+            self._current = None
+        if segment.map.closed:
+            return
+        segment.map.close()
+        self._bytes -= segment.capacity - segment.size
+        segment.capacity = 0
+        try:
+            os.ftruncate(segment.fd, segment.size)
+        except OSError as error:
+            self._log_error("could not cut a Segment spool file to its records", error)
+
     def _write(self, segment: _Segment, data: bytes) -> None:
-        """Append a record to a segment's file (under the lock); `append` inlines this for events."""
+        """Append records to a segment's file (under the lock); `append` inlines this for events.
+
+        Into the mapping while the file is current and has room; otherwise (a file no longer
+        current, or an acknowledgement the current one has no room for, which then stops being
+        current) by pwrite(2), the file cut back to its last whole record if that fails.
+        """
         size = len(data)
-        written = _write_holding_gil(segment.fd, data, size)
-        if written != size:
-            self._finish_write(segment, data, written)
-        segment.size += size
-        self._bytes += size
+        start = segment.size
+        end = start + size
+        if end <= segment.capacity:
+            segment.map[start:end] = data
+        else:
+            self._unmap(segment)
+            try:
+                _write_all_at(segment.fd, data, start)
+            except OSError:
+                self.write_failures += 1
+                with contextlib.suppress(OSError):  # if not, the next record is written over it
+                    os.ftruncate(segment.fd, start)
+                raise
+            self._bytes += size
+        segment.size = end
         if self._machine and segment not in self._dirty:
             self._mark_dirty(segment)
-
-    def _finish_write(self, segment: _Segment, data: bytes, written: int) -> None:
-        """After a short (`written` bytes) or failed (-1) write: write the rest, or cut the file back.
-
-        On failure the file is cut back to its last whole record; `os.write` raises the OSError
-        with its errno (the libc call does not report its own, see `_libc_write`).
-        """
-        try:
-            _write_all(segment.fd, data, start=max(0, written))
-        except OSError:
-            self.write_failures += 1
-            try:
-                os.ftruncate(segment.fd, segment.size)
-            except OSError:  # the file cannot be repaired: stop appending to it
-                if segment is self._current:
-                    self._current = None
-            raise
 
     def _mark_dirty(self, segment: _Segment) -> None:
         """`machine` durability: this segment has writes the next group fsync must cover."""
@@ -426,8 +495,9 @@ class Spool:
         del self._starts[index]
         if segment is self._current:
             self._current = None
-        self._bytes -= segment.size
+        self._bytes -= max(segment.size, segment.capacity)
         self._dirty.discard(segment)
+        segment.map.close()
         _unlink(segment.path)
         _close(segment.fd)
 
@@ -532,16 +602,12 @@ class Spool:
                 pending = self._pending_of(key[0])
                 if pending.get(key[1]) != seq:
                     continue  # acknowledged meanwhile (or spooled again later: that copy is live)
-                current = self._current
-                if current is None or current is segment or current.size >= self.settings.segment_bytes:
-                    current = self._rotate()
-                ref = current.record_refs.get(record_key)
-                header = b""
-                if ref is None:
-                    ref = len(current.record_refs) + 1
-                    header = credential_record(ref, *record_key)
+                placed = self._place(record_key, message_json, bounded=False)
+                if placed is None:  # pragma: no cover - an unbounded placement always finds room
+                    break
+                current, ref, data = placed
                 new_seq = self._next_seq
-                self._write(current, header + event_record(new_seq, ref, message_json))
+                self._write(current, data)
                 current.record_refs[record_key] = ref
                 self._next_seq = new_seq + 1
                 pending[key[1]] = new_seq
@@ -566,6 +632,7 @@ class Spool:
     def _forget_after_fork(self) -> None:
         """In a forked child: close the parent's files (so its locks die with it) and start afresh."""
         for segment in self._segments:
+            segment.map.close()  # the child's copy of the mapping; the parent's stays
             _close(segment.fd)
         self._new_state()
 
@@ -608,44 +675,20 @@ def prepare_directory(directory: Path) -> None:
         )
 
 
-def _libc_write() -> Callable[[int, bytes, int], int]:
-    """write(2) called without releasing the GIL (see the module docstring); `os.write` if there is no libc.
-
-    Called as `write(fd, data, len(data))`; it returns -1 on failure, and the caller finishes
-    the write with `os.write`, which retries an interrupted call and raises the errno. No
-    `argtypes`: converting the arguments through them cost 0.4 us per event (bench_spool.py,
-    the "append" row). Without them ctypes passes the two ints as C ints, widened to the
-    register by libffi, and the bytes as a pointer to their buffer; a record is far below
-    2 GiB (`MAX_RECORD_BYTES`), so its length fits.
-    """
-    try:
-        libc_write = ctypes.PyDLL(None).write  # PyDLL: the GIL stays held during the call
-    except (OSError, AttributeError):  # pragma: no cover - a platform without a C library to load
-        return _os_write
-    libc_write.restype = ctypes.c_ssize_t
-    return cast(Callable[[int, bytes, int], int], libc_write)
-
-
-def _os_write(fd: int, data: bytes, size: int) -> int:  # pragma: no cover - see _libc_write
-    try:
-        return os.write(fd, data)
-    except OSError:
-        return -1  # the caller's os.write raises it again, with its errno
-
-
-_write_holding_gil: Final = _libc_write()
 _encode: Final = encode_message
 _crc32: Final = zlib.crc32
 _FRAME_SIZE: Final = FRAME.size
 _EVENT_BODY_HEAD: Final = EVENT_BODY_HEAD
-_FRAME: Final = FRAME
+_EVENT_HEAD: Final = EVENT_HEAD
+_EVENT_HEAD_SIZE: Final = EVENT_HEAD.size
 
 
-def _write_all(fd: int, data: bytes, start: int = 0) -> None:
-    view = memoryview(data)[start:]
+def _write_all_at(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
     while view:
-        written = os.write(fd, view)
+        written = os.pwrite(fd, view, offset)
         view = view[written:]
+        offset += written
 
 
 def _unlink(path: Path) -> None:

@@ -5,10 +5,14 @@ A segment file is `MAGIC` followed by records. Each record is framed as
     length (u32, little-endian) | crc32 (u32) | kind (u8) | payload
 
 where `length` counts the kind byte and the payload, and the CRC covers the same bytes. A
-process killed in the middle of `os.write` leaves at most one incomplete record at the end of
-its file; the reader stops at the first record whose frame is incomplete or whose checksum
-does not match, and says how many bytes it could not read, so a torn tail is never mistaken
-for an event and never hides the records before it.
+process killed in the middle of writing a record leaves at most one incomplete record at the
+end of its file; the reader stops at the first record whose frame is incomplete or whose
+checksum does not match, and says how many bytes it could not read, so a torn tail is never
+mistaken for an event and never hides the records before it.
+
+The writer preallocates each file and writes it through a shared mapping (delivery_spool), so
+a file whose writer died ends in zeros: an all-zero frame (length 0, CRC 0; no record has
+length 0) is where the records end, and is not a problem when only zeros follow it.
 
 Record kinds:
 
@@ -35,6 +39,8 @@ FILE_SUFFIX: Final = ".qbspool"
 FRAME: Final = struct.Struct("<II")
 _EVENT_HEAD: Final = struct.Struct("<QI")
 EVENT_BODY_HEAD: Final = struct.Struct("<BQI")  # kind, seq, ref: the start of an EVENT body
+# An EVENT record up to its message: frame, kind, seq, ref (what the spool writes in one call).
+EVENT_HEAD: Final = struct.Struct("<IIBQI")
 # The bytes an EVENT record adds to its message: what the spool counts against its bound.
 EVENT_OVERHEAD: Final = FRAME.size + EVENT_BODY_HEAD.size
 _SEQ: Final = struct.Struct("<Q")
@@ -150,6 +156,10 @@ def _records(data: bytes, offset: int, contents: SegmentContents) -> Iterator[tu
             contents.problem = f"torn record at byte {offset} (incomplete frame)"
             return
         length, checksum = FRAME.unpack_from(data, offset)
+        if not length and not checksum:  # the preallocated tail the writer had not reached yet
+            if data.count(0, offset) != size - offset:
+                contents.problem = f"damaged record at byte {offset} (zero frame before data)"
+            return
         start = offset + FRAME.size
         if length < 1 or length > MAX_RECORD_BYTES or start + length > size:
             contents.problem = f"torn or damaged record at byte {offset} (length {length})"
