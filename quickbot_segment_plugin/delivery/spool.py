@@ -104,7 +104,7 @@ class _Segment:
     file is the current one, 0 once it is cut to `size` and unmapped.
     """
 
-    __slots__ = ("capacity", "events", "fd", "first_seq", "live", "map", "path", "record_refs", "refs", "size")
+    __slots__ = ("capacity", "end_seq", "fd", "first_seq", "live", "map", "path", "record_refs", "refs", "size")
 
     def __init__(self, path: Path, fd: int, first_seq: int, size: int, capacity: int, mapping: mmap.mmap) -> None:
         self.path = path
@@ -112,8 +112,8 @@ class _Segment:
         self.first_seq = first_seq
         self.size = size
         self.capacity = capacity
+        self.end_seq = 0  # past its last event's seq, once it is no longer current
         self.map = mapping  # closed, not None, once unmapped: `append` reads it without a check
-        self.events = 0
         self.live = 0
         # (workspace, write key, endpoint, token) -> ref, and the workspace's pending events: one
         # look-up gives `append` both.
@@ -190,7 +190,9 @@ class Spool:
         """
         payload = message_json if isinstance(message_json, bytes) else _encode(message_json)
         size = len(payload) + EVENT_OVERHEAD
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not `with`: its enter and exit calls cost more than these two
+        try:
             segment = self._current
             if segment is None or segment.size + size > segment.capacity:
                 rotated = self._rotate(size)
@@ -213,10 +215,11 @@ class Spool:
             if self._machine and segment not in self._dirty:
                 self._mark_dirty(segment)
             self._next_seq = seq + 1
-            segment.events += 1
             segment.live += 1
             if pending.setdefault(message_id, seq) is not seq:  # spooled again before it was delivered
                 self._extra.setdefault((workspace_id, message_id), []).append(seq)
+        finally:
+            lock.release()
         return True
 
     def _append_with_credentials(
@@ -244,7 +247,6 @@ class Spool:
         segment.record_refs[record_key] = ref
         segment.refs[(workspace_id, write_key, endpoint, token)] = (ref, self._pending_of(workspace_id))
         self._next_seq = seq + 1
-        segment.events += 1
         segment.live += 1
         self._remember(workspace_id, message_id, seq)
         return True
@@ -424,6 +426,8 @@ class Spool:
             self._current = None
         if segment.map.closed:
             return
+        # every seq taken while it was current is one of its events: `append` need not count them
+        segment.end_seq = self._next_seq
         segment.map.close()
         self._bytes -= segment.capacity - segment.size
         segment.capacity = 0
@@ -484,7 +488,7 @@ class Spool:
     def _closed_segment(self, segment: _Segment) -> None:
         if segment.live == 0:
             self._delete(segment)
-        elif segment.live * COMPACT_SHARE <= segment.events and segment not in self._to_compact:
+        elif segment.live * COMPACT_SHARE <= segment.end_seq - segment.first_seq and segment not in self._to_compact:
             self._to_compact.append(segment)
             self._ensure_worker()
             self._wake.set()
@@ -611,7 +615,6 @@ class Spool:
                 current.record_refs[record_key] = ref
                 self._next_seq = new_seq + 1
                 pending[key[1]] = new_seq
-                current.events += 1
                 current.live += 1
                 segment.live -= 1
                 moved += 1
