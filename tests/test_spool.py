@@ -30,7 +30,7 @@ from quickbot_segment_plugin.credentials.keyring import KeyRing
 from quickbot_segment_plugin.deadletters import DeadLetterRecorder, DeadLetterStore, beside_store
 from quickbot_segment_plugin.delivery.pool import DeliveryPool, DeliverySettings
 from quickbot_segment_plugin.delivery.recovery import claim_orphans, status
-from quickbot_segment_plugin.delivery.spool import Spool
+from quickbot_segment_plugin.delivery.spool import TEMP_SUFFIX, Spool
 from quickbot_segment_plugin.delivery.spool_format import (
     FILE_SUFFIX,
     MAGIC,
@@ -455,11 +455,40 @@ def test_a_file_is_preallocated_while_current_and_cut_to_its_records_after(tmp_p
     for path in closed:  # rotated: cut to its records, no zeros left on the disk
         data = path.read_bytes()
         assert parse(data).readable_bytes == len(data) and not parse(data).problem
-    assert spool.stats()["bytes"] == sum(path.stat().st_size for path in _spool_files(tmp_path))
+    # the bound counts the disk the files hold: the current one preallocated, the spare (a temporary
+    # until it is used) as soon as it is planned
+    assert _wait(lambda: spool.stats()["bytes"] == sum(path.stat().st_size for path in tmp_path.iterdir()))
     spool.close()  # events left for recovery: the current file is cut too
     files = _spool_files(tmp_path)
     assert all(parse(path.read_bytes()).readable_bytes == path.stat().st_size for path in files)
     assert sum(len(parse(path.read_bytes()).live()) for path in files) == 60
+
+
+def test_the_next_file_is_prepared_ahead_and_named_only_when_it_is_used(tmp_path: Path) -> None:
+    spool = Spool(SpoolSettings(tmp_path, max_bytes=1 << 20, segment_bytes=4096))
+
+    def append(n: int) -> None:
+        assert spool.append(
+            WORKSPACE, WRITE_KEY, "e", "tok", f"m{n}", json.dumps({"messageId": f"m{n}", "pad": "x" * 80})
+        )
+
+    append(0)
+    assert _wait(lambda: len(list(tmp_path.glob("*" + TEMP_SUFFIX))) == 1), "no spare file was prepared"
+    (spare,) = tmp_path.glob("*" + TEMP_SUFFIX)
+    spare_inode = spare.stat().st_ino
+    assert [entry.owner for entry in status(tmp_path)] == ["running"]  # a spare is no spool file yet
+    n = 1
+    while len(_spool_files(tmp_path)) < 2:
+        append(n)
+        n += 1
+    current = _spool_files(tmp_path)[-1]
+    assert current.stat().st_ino == spare_inode, "the rotation did not use the spare"
+    assert [json.loads(event.message_json)["messageId"] for event in parse(current.read_bytes()).events] == [
+        f"m{n - 1}"
+    ]
+    assert _wait(lambda: len(list(tmp_path.glob("*" + TEMP_SUFFIX))) == 1), "no spare after the first was used"
+    spool.close()
+    assert not list(tmp_path.glob("*" + TEMP_SUFFIX)), "close left the spare behind"
 
 
 def test_a_new_file_the_disk_cannot_hold_refuses_the_event(monkeypatch: Any, collector: Any, tmp_path: Path) -> None:
@@ -554,15 +583,16 @@ def send(n):
     message = {"type": "track", "event": "E", "userId": "u", "messageId": f"m{n}", "properties": {"pad": "x" * 6000}}
     return pool.enqueue("ws", "diskTestWriteKey0123", url, message, token="sealed")
 assert send(0).accepted
-(path,) = directory.glob("*.qbspool")
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file past the limit fails with EFBIG instead of killing us
-# the first file (64 KB, preallocated) holds about ten events; then the "disk" has no room for another
+# a file (64 KB, preallocated) holds about ten events: the first, and the spare if it was made in
+# time; then the "disk" has no room for another
 resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
-outcomes = [send(n) for n in range(1, 20)]
-contents = parse(path.read_bytes())  # before exit: shutdown dead-letters the rest and deletes the file
+outcomes = [send(n) for n in range(1, 40)]
+paths = sorted(directory.glob("*.qbspool"))
+contents = [parse(path.read_bytes()) for path in paths]  # before exit: shutdown dead-letters the rest and deletes them
 print(json.dumps({
-    "spooled": len(contents.events),
-    "problem": contents.problem,
+    "spooled": sum(len(c.events) for c in contents),
+    "problem": "; ".join(filter(None, (c.problem for c in contents))),
     "accepted": 1 + sum(o.accepted for o in outcomes),
     "reasons": sorted({o.reason for o in outcomes if not o.accepted}),
     "lost": [(u.reason, u.count, u.detail) for u in lost],
@@ -582,7 +612,7 @@ def test_a_failing_disk_refuses_the_event_and_leaves_a_readable_spool(collector:
     )
     assert run.returncode in (0, -9, 137) or run.stdout, run.stderr
     report = json.loads(run.stdout.splitlines()[0])
-    assert 1 < report["accepted"] < 20
+    assert 1 < report["accepted"] < 40
     assert report["reasons"] == ["spool_failed"]
     assert {reason for reason, _, _ in report["lost"]} == {"spool_failed"}
     assert all("could not be written" in detail for _, _, detail in report["lost"])

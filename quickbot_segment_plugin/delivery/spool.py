@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import ctypes
 import json
 import logging
 import mmap
@@ -52,6 +53,7 @@ import os
 import secrets
 import socket
 import stat
+import sys
 import threading
 import time
 import weakref
@@ -146,6 +148,8 @@ class Spool:
         self._segments: list[_Segment] = []  # ordered by first_seq
         self._starts: list[int] = []
         self._current: _Segment | None = None
+        self._spare: _Segment | None = None  # the next current file, prepared by the worker
+        self._want_spare = False
         # workspace -> messageId -> seq: per workspace, so `ack` takes a batch's seqs by its ids as given
         self._pending: dict[str, dict[str, int]] = {}
         self._extra: dict[tuple[str, str], list[int]] = {}  # the same messageId spooled again meanwhile
@@ -350,6 +354,8 @@ class Spool:
                 else:
                     self._unmap(segment)
                 _close(segment.fd)
+            self._drop_spare()
+            self._want_spare = False
             left = sum(segment.live for segment in self._segments)
             self._segments, self._starts, self._current = [], [], None
             self._pending.clear()
@@ -373,23 +379,76 @@ class Spool:
         """A new current file with room for `needed` bytes of records (under the lock); None if the bound forbids it.
 
         The old current file is cut to its records first, so its unused tail is back within the
-        bound; it stays until its events are acknowledged. The new file is preallocated before it
-        is mapped (see the module docstring): OSError if the disk cannot hold it.
+        bound; it stays until its events are acknowledged. The new file is the spare the worker
+        prepared if there is one, else one created here (OSError if the disk cannot hold it).
         """
         previous = self._current
         if previous is not None:
             self._unmap(previous)
             self._closed_segment(previous)
-        head = MAGIC + owner_record(
+        spare = self._spare
+        if spare is not None and spare.size + needed <= spare.capacity and self._name_spare(spare):
+            self._spare = None
+            spare.first_seq = self._next_seq
+            segment = spare
+        else:
+            head = self._head()
+            capacity = max(self._segment_bytes, len(head) + needed)
+            if bounded:
+                capacity = min(capacity, self._max_bytes - self._bytes)
+                if capacity < len(head) + needed:
+                    return None
+            self._file_number += 1
+            path, fd, mapping = self._create_file(self._file_number, head, capacity)
+            segment = _Segment(path, fd, self._next_seq, len(head), capacity, mapping)
+            self._bytes += capacity
+        self._segments.append(segment)
+        self._starts.append(segment.first_seq)
+        self._current = segment
+        if self.settings.durability is Durability.MACHINE:
+            self._dirty.add(segment)
+            self._sync_directory_later()
+        if self._spare is None:
+            self._want_spare = True
+            self._ensure_worker()
+            self._wake.set()
+        return segment
+
+    def _name_spare(self, spare: _Segment) -> bool:
+        """Give the spare its final name as it becomes current; False (and it is dropped) if it cannot be."""
+        final = spare.path.with_name(spare.path.name.removesuffix(TEMP_SUFFIX))
+        try:
+            os.rename(spare.path, final)
+        except OSError as error:
+            self._log_error("could not name the next Segment spool file", error)
+            self._drop_spare()
+            return False
+        spare.path = final
+        return True
+
+    def _drop_spare(self) -> None:
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            self._bytes -= spare.capacity
+            spare.map.close()
+            _unlink(spare.path)
+            _close(spare.fd)
+
+    def _head(self) -> bytes:
+        return MAGIC + owner_record(
             {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "version": 1}
         )
-        capacity = max(self._segment_bytes, len(head) + needed)
-        if bounded:
-            capacity = min(capacity, self._max_bytes - self._bytes)
-            if capacity < len(head) + needed:
-                return None
-        self._file_number += 1
-        final = self.directory / f"{self._name}-{self._file_number:06d}{FILE_SUFFIX}"
+
+    def _create_file(
+        self, number: int, head: bytes, capacity: int, *, name: bool = True
+    ) -> tuple[Path, int, mmap.mmap]:
+        """A locked, preallocated, mapped file that starts with `head`, and its name.
+
+        Created under a temporary name and renamed once locked (see the module docstring); a
+        spare keeps the temporary name (`name=False`) until it is used, so that it holds no
+        events under a spool file's name, and a process killed meanwhile leaves only a temporary.
+        """
+        final = self.directory / f"{self._name}-{number:06d}{FILE_SUFFIX}"
         temporary = final.with_name(final.name + TEMP_SUFFIX)
         fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         mapping: mmap.mmap | None = None
@@ -398,22 +457,15 @@ class Spool:
             os.posix_fallocate(fd, 0, capacity)
             mapping = mmap.mmap(fd, capacity)
             mapping[: len(head)] = head
-            os.rename(temporary, final)
+            if name:
+                os.rename(temporary, final)
         except BaseException:
             if mapping is not None:
                 mapping.close()
             _unlink(temporary)
             _close(fd)
             raise
-        segment = _Segment(final, fd, self._next_seq, len(head), capacity, mapping)
-        self._bytes += capacity
-        self._segments.append(segment)
-        self._starts.append(segment.first_seq)
-        self._current = segment
-        if self.settings.durability is Durability.MACHINE:
-            self._dirty.add(segment)
-            self._sync_directory_later()
-        return segment
+        return (final if name else temporary), fd, mapping
 
     def _unmap(self, segment: _Segment) -> None:
         """A file stops being the current one (under the lock): unmap it and cut it to its records.
@@ -553,9 +605,55 @@ class Spool:
                     fds = [os.dup(segment.fd) for segment in dirty]
                 self._sync_fds(fds)
             try:
+                self._prepare_spare(stop)
+            except Exception as error:  # the next rotation creates its file itself
+                self._log_error("could not prepare the next Segment spool file", error)
+            try:
                 self._compact_next()
             except Exception as error:  # the segment stays as it is; retried at its next acknowledgement
                 self._log_error("could not compact a Segment spool file", error)
+
+    def _prepare_spare(self, stop: threading.Event) -> None:
+        """Create the next file before it is needed, on the worker (bench_spool.py, the execute rows).
+
+        The first store into each page of a preallocated file takes a page fault (about 4 us on
+        ext4: the block is converted from preallocated to written), once per eight or so events
+        on the callers' threads; populating the spare's pages writable here (MADV_POPULATE_WRITE,
+        with the GIL released) takes that cost off them. Not in `machine` mode: its fsyncs would
+        write the populated zeros to the disk, and each fsync leaves the pages to fault again anyway.
+        The spare counts against the bound from the moment it is planned; none is made when the
+        bound has no room for it beside the current file.
+        """
+        with self._lock:
+            if not self._want_spare or self._spare is not None or stop.is_set():
+                return
+            self._want_spare = False
+            capacity = self._segment_bytes
+            if self._bytes + capacity > self._max_bytes:
+                return
+            self._file_number += 1
+            number = self._file_number
+            self._bytes += capacity
+        head = self._head()
+        try:
+            path, fd, mapping = self._create_file(number, head, capacity, name=False)
+        except OSError as error:
+            with self._lock:
+                if self._stop is stop:
+                    self._bytes -= capacity
+            self._log_error("could not prepare the next Segment spool file", error)
+            return
+        if not self._machine:
+            _populate(mapping, capacity)
+        with self._lock:
+            if not stop.is_set():
+                self._spare = _Segment(path, fd, 0, len(head), capacity, mapping)
+                return
+            if self._stop is stop:  # closing: the reservation goes with the file
+                self._bytes -= capacity
+        mapping.close()
+        _unlink(path)
+        _close(fd)
 
     def _sync_directory_later(self) -> None:
         self._ensure_worker()
@@ -634,7 +732,7 @@ class Spool:
 
     def _forget_after_fork(self) -> None:
         """In a forked child: close the parent's files (so its locks die with it) and start afresh."""
-        for segment in self._segments:
+        for segment in [*self._segments, *filter(None, [self._spare])]:
             segment.map.close()  # the child's copy of the mapping; the parent's stays
             _close(segment.fd)
         self._new_state()
@@ -684,6 +782,34 @@ _FRAME_SIZE: Final = FRAME.size
 _EVENT_BODY_HEAD: Final = EVENT_BODY_HEAD
 _EVENT_HEAD: Final = EVENT_HEAD
 _EVENT_HEAD_SIZE: Final = EVENT_HEAD.size
+
+
+def _libc_madvise() -> Any:
+    """madvise(2) through ctypes (CDLL: the GIL is released during the call); None off Linux."""
+    if not sys.platform.startswith("linux"):  # pragma: no cover
+        return None
+    try:
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):  # pragma: no cover
+        return None
+    madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    madvise.restype = ctypes.c_int
+    return madvise
+
+
+_madvise: Final = _libc_madvise()
+MADV_POPULATE_WRITE: Final = 23  # linux/mman.h, Linux 5.14+; older kernels answer EINVAL
+
+
+def _populate(mapping: mmap.mmap, length: int) -> None:
+    """Fault a mapping's pages in writable now; a kernel without MADV_POPULATE_WRITE leaves them to fault later."""
+    if _madvise is None:  # pragma: no cover
+        return
+    anchor = ctypes.c_char.from_buffer(mapping)  # its address; while it lives the mapping cannot be closed
+    try:
+        _madvise(ctypes.addressof(anchor), length, MADV_POPULATE_WRITE)
+    finally:
+        del anchor
 
 
 def _write_all_at(fd: int, data: bytes, offset: int) -> None:
