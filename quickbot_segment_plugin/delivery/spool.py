@@ -619,10 +619,13 @@ class Spool:
         The first store into each page of a preallocated file takes a page fault (about 4 us on
         ext4: the block is converted from preallocated to written), once per eight or so events
         on the callers' threads; populating the spare's pages writable here (MADV_POPULATE_WRITE,
-        with the GIL released) takes that cost off them. Not in `machine` mode: its fsyncs would
-        write the populated zeros to the disk, and each fsync leaves the pages to fault again anyway.
-        The spare counts against the bound from the moment it is planned; none is made when the
-        bound has no room for it beside the current file.
+        with the GIL released) takes that cost off them. Only its first 1/RETIRE_SHARE: a current
+        file whose events are all delivered is replaced from that size on, which with traffic in
+        bursts is most files, and populating pages a file never reaches cost more CPU in all than
+        the faults it saved (bench measurements in docs/internals/benchmarks.md). Not in
+        `machine` mode: its fsyncs would write the populated zeros to the disk, and each fsync
+        leaves the pages to fault again anyway. The spare counts against the bound from the
+        moment it is planned; none is made when the bound has no room for it beside the current file.
         """
         with self._lock:
             if not self._want_spare or self._spare is not None or stop.is_set():
@@ -644,7 +647,7 @@ class Spool:
             self._log_error("could not prepare the next Segment spool file", error)
             return
         if not self._machine:
-            _populate(mapping, capacity)
+            _populate(mapping, min(capacity, self._segment_bytes // RETIRE_SHARE))
         with self._lock:
             if not stop.is_set():
                 self._spare = _Segment(path, fd, 0, len(head), capacity, mapping)
