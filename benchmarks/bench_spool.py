@@ -3,8 +3,8 @@
     python benchmarks/bench_spool.py [--events 10000] [--burst 10000] [--repeat 2] [--append-only]
 
 (0) `Spool.append` alone, µs per event, for the message as UTF-8 bytes (what orjson returns: the
-    path `execute` takes) and as text, against the floor: a plain `os.write` of the same records
-    to a file of its own. And `Spool.ack`, µs per event in batches of 100 (delivery threads pay
+    path `execute` takes) and as text, beside a plain `os.write` of the same records to a file of
+    its own (what a write(2) per event would cost). And `Spool.ack`, µs per event in batches of 100 (delivery threads pay
     it). Interleaved rounds, median of the rounds' means; `--append-only` stops after this.
 (a) `execute` latency: three blocks in one process, spool `process` (the default), `machine`
     and `off`, timed in interleaved rounds against a local receiver answering at once (common.py,

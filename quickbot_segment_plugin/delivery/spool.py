@@ -16,29 +16,35 @@ docs/operators/spool.md; how it is built, and why:
   page cache itself, so once it completes the bytes are the kernel's, and a SIGKILL a
   nanosecond later loses nothing. A write(2) per event cost `execute` three to four times
   what it costs in a loop (bench_spool.py: the system call leaves the caches cold), and
-  taking the GIL back after `os.write` cost more again. Each file is preallocated
+  taking the GIL back after `os.write` cost more again; the copy halved what the spool adds
+  to `execute` (docs/internals/benchmarks.md). Each file is preallocated
   (`os.posix_fallocate`, `segment_bytes`) before it is mapped, so a store never meets a full
   disk (which would be SIGBUS, not an OSError): a disk that cannot hold a new file refuses the
   event at `_rotate` with an OSError, as a failed write did. A file stops being mapped when it
   stops being the current one (rotated, deleted, closed): it is cut to the bytes written, and
   what it is written afterwards (acknowledgements) goes by pwrite(2). A file whose process died
   while it was current ends in zeros, where readers stop (delivery_spool_format).
+- The next file is prepared ahead by the worker thread (`_prepare_spare`: created, preallocated,
+  its first pages faulted in), under its temporary name until a rotation takes it, so that
+  neither the file's creation nor most of its page faults fall on `execute`.
   `machine` adds an fsync of every written file every `sync_interval` on a background thread
   (the window a power loss can take), never on the caller's thread; on Linux fsync writes back
   the pages dirtied through a mapping too, so no msync is needed.
-- Acknowledgements are ACK records in the same file (one write per delivered batch, not
-  synced: a lost ACK only means a copy on recovery, deduplicated by messageId). A segment
-  whose events are all acknowledged is deleted; a closed segment kept alive by a few stragglers
-  (a batch stuck in retries) is compacted: its live events are copied into the current
-  segment and it is deleted.
-- Bounded: `max_bytes` of files per process, counting the current file at its preallocated
-  size (the disk it holds). A new file takes at most what is left of the bound; an event that
-  fits neither in the current file nor in a new one is refused and the pool dead-letters it as
-  "queue_full", as a full queue does.
+- Acknowledgements are ACK records in the same file (one per delivered batch, copied into the
+  mapping like events while the file is current, under the same lock; not synced: a lost ACK
+  only means a copy on recovery, deduplicated by messageId). A segment whose events are all
+  acknowledged is deleted; a closed segment kept alive by a few stragglers (a batch stuck in
+  retries) is compacted: its live events are copied into the current segment and it is deleted.
+- Bounded: `max_bytes` of files per process, counting the current file and the spare at their
+  preallocated size (the disk they hold). A new file takes at most what is left of the bound;
+  an event that fits neither in the current file nor in a new one is refused and the pool
+  dead-letters it as "queue_full", as a full queue does.
 - Private: files 0600, directory 0700; the write key is never written, only the fingerprint
   and the sealed credentials token that came with the event (see delivery_spool_format).
 - Fork: a child closes the parent's files and unmaps them (it must not keep the parent's locks
-  alive after the parent dies, nor write into the parent's file) and starts its own.
+  alive after the parent dies, nor write into the parent's file) and starts its own. A spare
+  the parent's worker was preparing at the fork stays open in the child (the thread that held
+  it is gone): an empty temporary file that recovery removes once the child has ended too.
 """
 
 from __future__ import annotations
