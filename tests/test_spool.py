@@ -30,7 +30,7 @@ from quickbot_segment_plugin.credentials.keyring import KeyRing
 from quickbot_segment_plugin.deadletters import DeadLetterRecorder, DeadLetterStore, beside_store
 from quickbot_segment_plugin.delivery.pool import DeliveryPool, DeliverySettings
 from quickbot_segment_plugin.delivery.recovery import claim_orphans, status
-from quickbot_segment_plugin.delivery.spool import TEMP_SUFFIX, Spool
+from quickbot_segment_plugin.delivery.spool import TEMP_SUFFIX, Spool, _maps_safely
 from quickbot_segment_plugin.delivery.spool_format import (
     FILE_SUFFIX,
     MAGIC,
@@ -46,6 +46,25 @@ OPTIONS = {"action": "track", "event": "Spooled", "userId": "{{user}}"}
 
 def _context(token: str, n: int) -> dict[str, Any]:
     return {"workspace_id": WORKSPACE, "variables": {"user": f"u{n}"}, "credentials": token, "execution_id": f"e{n}"}
+
+
+@pytest.fixture
+def mappable(tmp_path: Path) -> None:
+    """Tests of the mapped files need a filesystem the spool maps (ext4, XFS, tmpfs)."""
+    if not _maps_safely(tmp_path):
+        pytest.skip("the spool does not map files on this filesystem: it writes them (file_mode 'written')")
+
+
+@pytest.fixture(params=["mapped", "written"])
+def file_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    """Both ways the spool writes: through a mapping, and with write(2) where it does not map files."""
+    if request.param == "mapped":
+        request.getfixturevalue("mappable")
+    else:
+        from quickbot_segment_plugin.delivery import spool as spool_module
+
+        monkeypatch.setattr(spool_module, "_maps_safely", lambda directory: False)
+    return str(request.param)
 
 
 def _spool_files(directory: Path) -> list[Path]:
@@ -132,7 +151,7 @@ def test_zeros_end_the_records_and_data_after_them_is_damage() -> None:
     assert damaged.events == whole.events and "zero frame" in damaged.problem
 
 
-def test_bytes_and_text_are_spooled_as_the_same_records(tmp_path: Path) -> None:
+def test_bytes_and_text_are_spooled_as_the_same_records(file_mode: str, tmp_path: Path) -> None:
     texts = [
         json.dumps({"messageId": "m1", "name": "Zoë 🎉"}, ensure_ascii=False),
         json.dumps({"messageId": "m2", "raw": "\ud800"}, ensure_ascii=False),  # a lone surrogate: text only
@@ -158,44 +177,63 @@ def test_bytes_and_text_are_spooled_as_the_same_records(tmp_path: Path) -> None:
     as_bytes.close()
 
 
-def test_a_short_write_is_completed_and_a_failed_one_cut_back(monkeypatch: Any, tmp_path: Path) -> None:
-    """Records written by pwrite(2) (acknowledgements in a file no longer current) survive a full disk."""
+def test_a_short_write_is_completed_and_a_failed_one_cut_back(file_mode: str, monkeypatch: Any, tmp_path: Path) -> None:
+    """What goes by write(2) survives a full disk: acknowledgements in a file no longer current, and
+    every record where files are not mapped."""
+    from quickbot_segment_plugin.delivery import spool as spool_module
+
     spool = Spool(SpoolSettings(tmp_path, max_bytes=1 << 20, segment_bytes=2048))
     for n in range(30):
         assert spool.append(
             WORKSPACE, WRITE_KEY, "e", "tok", f"m{n}", json.dumps({"messageId": f"m{n}", "pad": "x" * 60})
         )
-    path = _spool_files(tmp_path)[0]  # full: cut to its records and no longer mapped
-    real_pwrite = os.pwrite
+    path = _spool_files(tmp_path)[0]  # full, so no longer current
+    real_write, real_os_write = spool_module._write_holding_gil, os.write
 
-    def half(fd: int, data: Any, offset: int) -> int:  # what write(2) may do when the disk fills up
-        return real_pwrite(fd, bytes(data)[: max(1, len(data) // 2)], offset)
+    def half(fd: int, data: bytes, size: int) -> int:  # what write(2) may do when the disk fills up
+        return int(real_write(fd, data[: size // 2], size // 2))
 
-    monkeypatch.setattr(os, "pwrite", half)
+    monkeypatch.setattr(spool_module, "_write_holding_gil", half)
     spool.ack(WORKSPACE, ["m1"])
     contents = parse(path.read_bytes())
     assert contents.acked == {2} and not contents.problem
 
-    def failing(fd: int, data: Any, offset: int) -> int:
-        real_pwrite(fd, bytes(data)[:7], offset)  # a torn start, then the disk refuses the rest
-        monkeypatch.setattr(os, "pwrite", broken)
+    def failing(fd: int, data: bytes, size: int) -> int:
+        os.write(fd, data[:7])  # a torn start, then the disk refuses the rest
+        monkeypatch.setattr(spool_module.os, "write", broken_write)
         return 7
 
-    def broken(fd: int, data: Any, offset: int) -> int:
+    def broken_write(fd: int, data: Any) -> int:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(os, "pwrite", failing)
+    monkeypatch.setattr(spool_module, "_write_holding_gil", failing)
     spool.ack(WORKSPACE, ["m2"])  # logged, not raised: the acknowledgement is lost, the file stays whole
-    monkeypatch.undo()
+    monkeypatch.setattr(spool_module.os, "write", real_os_write)
+    monkeypatch.setattr(spool_module, "_write_holding_gil", real_write)
     assert spool.write_failures == 1
     contents = parse(path.read_bytes())
     assert contents.acked == {2} and not contents.problem and contents.readable_bytes == contents.size
     spool.ack(WORKSPACE, ["m3"])
     assert parse(path.read_bytes()).acked == {2, 4}
     spool.close()
+    if file_mode == "written":  # events are written too: a failed one is refused and cut off
+        events = Spool(SpoolSettings(tmp_path / "events"))
+        assert events.append(WORKSPACE, WRITE_KEY, "e", "tok", "e1", b'{"messageId": "e1"}')
+        monkeypatch.setattr(spool_module, "_write_holding_gil", failing)
+        with pytest.raises(OSError, match="No space"):
+            events.append(WORKSPACE, WRITE_KEY, "e", "tok", "e2", b'{"messageId": "e2"}')
+        monkeypatch.setattr(spool_module.os, "write", real_os_write)
+        monkeypatch.setattr(spool_module, "_write_holding_gil", real_write)
+        assert events.write_failures == 1
+        assert events.append(WORKSPACE, WRITE_KEY, "e", "tok", "e3", b'{"messageId": "e3"}')
+        (events_file,) = _spool_files(tmp_path / "events")
+        contents = parse(events_file.read_bytes())
+        assert not contents.problem
+        assert [json.loads(event.message_json)["messageId"] for event in contents.events] == ["e1", "e3"]
+        events.close()
 
 
-def test_a_message_id_spooled_twice_is_acknowledged_once_per_copy(tmp_path: Path) -> None:
+def test_a_message_id_spooled_twice_is_acknowledged_once_per_copy(file_mode: str, tmp_path: Path) -> None:
     spool = Spool(SpoolSettings(tmp_path))
     for message_id in ("a", "b", "a"):  # "a" again, before its first copy was delivered
         assert spool.append(WORKSPACE, WRITE_KEY, "e", "tok", message_id, json.dumps({"messageId": message_id}))
@@ -292,7 +330,7 @@ def _key() -> str:
     return generate_key()
 
 
-def test_a_full_spool_dead_letters_like_a_full_queue(collector: Any, tmp_path: Path) -> None:
+def test_a_full_spool_dead_letters_like_a_full_queue(file_mode: str, collector: Any, tmp_path: Path) -> None:
     collector.latency = 2.0  # nothing is acknowledged while the test fills the spool
     store = DeadLetterStore(tmp_path / "dl.sqlite3")
     spool = Spool(SpoolSettings(tmp_path / "spool", max_bytes=8192, segment_bytes=4096))
@@ -318,7 +356,7 @@ def test_a_full_spool_dead_letters_like_a_full_queue(collector: Any, tmp_path: P
     assert not _spool_files(tmp_path / "spool")
 
 
-def test_a_segment_kept_alive_by_a_straggler_is_compacted(tmp_path: Path) -> None:
+def test_a_segment_kept_alive_by_a_straggler_is_compacted(file_mode: str, tmp_path: Path) -> None:
     spool = Spool(SpoolSettings(tmp_path, max_bytes=1 << 20, segment_bytes=2048))
     for n in range(60):
         payload = json.dumps({"type": "track", "messageId": f"m{n}", "pad": "x" * 100})
@@ -337,7 +375,7 @@ def test_a_segment_kept_alive_by_a_straggler_is_compacted(tmp_path: Path) -> Non
     assert not _spool_files(tmp_path)
 
 
-def test_machine_durability_delivers_and_cleans_up(collector: Any, tmp_path: Path) -> None:
+def test_machine_durability_delivers_and_cleans_up(file_mode: str, collector: Any, tmp_path: Path) -> None:
     spool = Spool(SpoolSettings(tmp_path / "spool", Durability.MACHINE, sync_interval=0.002))
     pool = DeliveryPool(DeliverySettings(flush_interval=0.05), spool=spool)
     for n in range(20):
@@ -412,7 +450,7 @@ os.kill(os.getpid(), signal.SIGKILL)
 
 
 def test_a_killed_writers_preallocated_file_is_read_to_its_zeros_and_drained(
-    local_segment: Any, token: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    mappable: None, local_segment: Any, token: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     directory = tmp_path / "spool"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
@@ -444,7 +482,7 @@ def test_a_killed_writers_preallocated_file_is_read_to_its_zeros_and_drained(
     assert not _spool_files(directory)
 
 
-def test_a_file_is_preallocated_while_current_and_cut_to_its_records_after(tmp_path: Path) -> None:
+def test_a_file_is_preallocated_while_current_and_cut_to_its_records_after(mappable: None, tmp_path: Path) -> None:
     spool = Spool(SpoolSettings(tmp_path, max_bytes=1 << 20, segment_bytes=4096))
     for n in range(60):
         assert spool.append(
@@ -464,7 +502,7 @@ def test_a_file_is_preallocated_while_current_and_cut_to_its_records_after(tmp_p
     assert sum(len(parse(path.read_bytes()).live()) for path in files) == 60
 
 
-def test_the_next_file_is_prepared_ahead_and_named_only_when_it_is_used(tmp_path: Path) -> None:
+def test_the_next_file_is_prepared_ahead_and_named_only_when_it_is_used(mappable: None, tmp_path: Path) -> None:
     spool = Spool(SpoolSettings(tmp_path, max_bytes=1 << 20, segment_bytes=4096))
 
     def append(n: int) -> None:
@@ -489,6 +527,30 @@ def test_the_next_file_is_prepared_ahead_and_named_only_when_it_is_used(tmp_path
     assert _wait(lambda: len(list(tmp_path.glob("*" + TEMP_SUFFIX))) == 1), "no spare after the first was used"
     spool.close()
     assert not list(tmp_path.glob("*" + TEMP_SUFFIX)), "close left the spare behind"
+
+
+def test_files_are_mapped_only_where_preallocated_space_is_kept(tmp_path: Path) -> None:
+    assert not _maps_safely(Path("/proc"))  # not a filesystem the spool knows to keep the space
+    assert not _maps_safely(tmp_path / "missing")  # unsure: written
+
+
+def test_where_files_are_not_mapped_they_are_written_without_preallocation(monkeypatch: Any, tmp_path: Path) -> None:
+    from quickbot_segment_plugin.delivery import spool as spool_module
+
+    monkeypatch.setattr(spool_module, "_maps_safely", lambda directory: False)
+    spool = Spool(SpoolSettings(tmp_path, max_bytes=1 << 20, segment_bytes=4096))
+    for n in range(60):
+        assert spool.append(
+            WORKSPACE, WRITE_KEY, "e", "tok", f"m{n}", json.dumps({"messageId": f"m{n}", "pad": "x" * 80})
+        )
+    files = _spool_files(tmp_path)
+    assert len(files) > 1 and spool.stats()["mapped"] is False
+    for path in files:  # no zeros anywhere, the current file included
+        data = path.read_bytes()
+        assert parse(data).readable_bytes == len(data) and not parse(data).problem
+    assert spool.stats()["bytes"] == sum(path.stat().st_size for path in files)
+    assert not list(tmp_path.glob("*" + TEMP_SUFFIX))  # no spare either
+    spool.close()
 
 
 def test_a_new_file_the_disk_cannot_hold_refuses_the_event(monkeypatch: Any, collector: Any, tmp_path: Path) -> None:
@@ -531,7 +593,7 @@ os._exit(0)
 """
 
 
-def test_a_forked_child_writes_its_own_file_never_the_parents_mapping(tmp_path: Path) -> None:
+def test_a_forked_child_writes_its_own_file_never_the_parents_mapping(mappable: None, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     run = subprocess.run(
         [sys.executable, "-c", FORK_WRITES, str(tmp_path)], capture_output=True, text=True, env=env, timeout=30

@@ -64,10 +64,10 @@ import threading
 import time
 import weakref
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import repeat
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from ..core import ConfigurationError, fingerprint
 from .spool_format import (
@@ -146,6 +146,13 @@ class Spool:
         self._segment_bytes = settings.segment_bytes
         self._max_bytes = settings.max_bytes
         prepare_directory(self.directory)
+        self._mapped = _maps_safely(self.directory)
+        if not self._mapped:
+            logger.info(
+                "the Segment spool in %s writes each event with write(2): its filesystem is not one where "
+                "preallocated space is kept for writes through a mapping (ext4, XFS, tmpfs)",
+                self.directory,
+            )
         self._new_state()
         _SPOOLS.add(self)
 
@@ -205,6 +212,8 @@ class Spool:
         try:
             segment = self._current
             if segment is None or segment.size + size > segment.capacity:
+                if not self._mapped:
+                    return self._append_written(workspace_id, write_key, endpoint, token, message_id, payload)
                 rotated = self._rotate(size)
                 if rotated is None:
                     self.full_refusals += 1
@@ -231,6 +240,53 @@ class Spool:
         finally:
             lock.release()
         return True
+
+    def _append_written(
+        self,
+        workspace_id: str,
+        write_key: str,
+        endpoint: str,
+        token: str | None,
+        message_id: str,
+        payload: bytes,
+    ) -> bool:
+        """`append` on a filesystem the spool does not map (`_maps_safely`): one write(2) per event.
+
+        The write holds the GIL (`_write_holding_gil`): taking it back from a delivery thread
+        after `os.write` released it cost `execute` more than the write (bench_spool.py).
+        """
+        size = len(payload) + EVENT_OVERHEAD
+        segment = self._current
+        if segment is None or not self._has_room(segment, size):
+            rotated = self._rotate(size)
+            if rotated is None:
+                self.full_refusals += 1
+                return False
+            segment = rotated
+        entry = segment.refs.get((workspace_id, write_key, endpoint, token))
+        if entry is None:
+            return self._append_with_credentials(workspace_id, write_key, endpoint, token, message_id, payload)
+        if self._bytes + size > self._max_bytes:
+            self.full_refusals += 1
+            return False
+        ref, pending = entry
+        seq = self._next_seq
+        self._write(segment, event_record(seq, ref, payload))
+        self._next_seq = seq + 1
+        segment.live += 1
+        if pending.setdefault(message_id, seq) is not seq:
+            self._extra.setdefault((workspace_id, message_id), []).append(seq)
+        return True
+
+    def _has_room(self, segment: _Segment, size: int) -> bool:
+        """Whether `size` more bytes of records go into this (current) file rather than a new one.
+
+        A mapped file holds what fits in its preallocated size; another is written to until it
+        is `segment_bytes` long (the bound is checked apart: no new file would help).
+        """
+        if self._mapped:
+            return segment.size + size <= segment.capacity
+        return segment.size < self._segment_bytes
 
     def _append_with_credentials(
         self,
@@ -278,7 +334,9 @@ class Spool:
                 data = credential_record(ref, *record_key) + event_record(seq, ref, payload)
             else:
                 data = event_record(seq, ref, payload)
-            if segment.size + len(data) <= segment.capacity:
+            if self._has_room(segment, len(data)):
+                if bounded and not self._mapped and self._bytes + len(data) > self._max_bytes:
+                    return None
                 return segment, ref, data
         data = credential_record(1, *record_key) + event_record(seq, 1, payload)
         rotated = self._rotate(len(data), bounded=bounded)
@@ -333,6 +391,7 @@ class Spool:
         with self._lock:
             return {
                 "durability": self.settings.durability.value,
+                "mapped": self._mapped,
                 "directory": str(self.directory),
                 "files": len(self._segments),
                 "bytes": self._bytes,
@@ -399,22 +458,23 @@ class Spool:
             segment = spare
         else:
             head = self._head()
-            capacity = max(self._segment_bytes, len(head) + needed)
+            capacity = max(self._segment_bytes, len(head) + needed) if self._mapped else 0
             if bounded:
-                capacity = min(capacity, self._max_bytes - self._bytes)
-                if capacity < len(head) + needed:
+                room = self._max_bytes - self._bytes
+                capacity = min(capacity, room)
+                if room < len(head) + needed:
                     return None
             self._file_number += 1
             path, fd, mapping = self._create_file(self._file_number, head, capacity)
             segment = _Segment(path, fd, self._next_seq, len(head), capacity, mapping)
-            self._bytes += capacity
+            self._bytes += capacity or len(head)
         self._segments.append(segment)
         self._starts.append(segment.first_seq)
         self._current = segment
         if self.settings.durability is Durability.MACHINE:
             self._dirty.add(segment)
             self._sync_directory_later()
-        if self._spare is None:
+        if self._mapped and self._spare is None:
             self._want_spare = True
             self._ensure_worker()
             self._wake.set()
@@ -448,21 +508,26 @@ class Spool:
     def _create_file(
         self, number: int, head: bytes, capacity: int, *, name: bool = True
     ) -> tuple[Path, int, mmap.mmap]:
-        """A locked, preallocated, mapped file that starts with `head`, and its name.
+        """A locked file that starts with `head`, and its name; preallocated and mapped if `capacity`.
 
         Created under a temporary name and renamed once locked (see the module docstring); a
         spare keeps the temporary name (`name=False`) until it is used, so that it holds no
         events under a spool file's name, and a process killed meanwhile leaves only a temporary.
+        O_APPEND: what is written rather than copied goes to the end of the file, which is the end
+        of its records once it is unmapped and cut.
         """
         final = self.directory / f"{self._name}-{number:06d}{FILE_SUFFIX}"
         temporary = final.with_name(final.name + TEMP_SUFFIX)
-        fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(temporary, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
         mapping: mmap.mmap | None = None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.posix_fallocate(fd, 0, capacity)
-            mapping = mmap.mmap(fd, capacity)
-            mapping[: len(head)] = head
+            if capacity:
+                os.posix_fallocate(fd, 0, capacity)
+                mapping = mmap.mmap(fd, capacity)
+                mapping[: len(head)] = head
+            else:
+                _write_all(fd, head)
             if name:
                 os.rename(temporary, final)
         except BaseException:
@@ -471,7 +536,7 @@ class Spool:
             _unlink(temporary)
             _close(fd)
             raise
-        return (final if name else temporary), fd, mapping
+        return (final if name else temporary), fd, mapping or _UNMAPPED
 
     def _unmap(self, segment: _Segment) -> None:
         """A file stops being the current one (under the lock): unmap it and cut it to its records.
@@ -482,10 +547,10 @@ class Spool:
         """
         if segment is self._current:
             self._current = None
+            # every seq taken while it was current is one of its events: `append` need not count them
+            segment.end_seq = self._next_seq
         if segment.map.closed:
             return
-        # every seq taken while it was current is one of its events: `append` need not count them
-        segment.end_seq = self._next_seq
         segment.map.close()
         self._bytes -= segment.capacity - segment.size
         segment.capacity = 0
@@ -498,8 +563,9 @@ class Spool:
         """Append records to a segment's file (under the lock); `append` inlines this for events.
 
         Into the mapping while the file is current and has room; otherwise (a file no longer
-        current, or an acknowledgement the current one has no room for, which then stops being
-        current) by pwrite(2), the file cut back to its last whole record if that fails.
+        current, an acknowledgement the current one has no room for, which then stops being
+        current, or a file the spool does not map) by write(2) holding the GIL (see
+        `_append_written`), the file cut back to its last whole record if that fails.
         """
         size = len(data)
         start = segment.size
@@ -507,18 +573,33 @@ class Spool:
         if end <= segment.capacity:
             segment.map[start:end] = data
         else:
-            self._unmap(segment)
-            try:
-                _write_all_at(segment.fd, data, start)
-            except OSError:
-                self.write_failures += 1
-                with contextlib.suppress(OSError):  # if not, the next record is written over it
-                    os.ftruncate(segment.fd, start)
-                raise
+            if not segment.map.closed:
+                self._unmap(segment)
+            written = _write_holding_gil(segment.fd, data, size)
+            if written != size:
+                self._finish_write(segment, data, written)
             self._bytes += size
         segment.size = end
         if self._machine and segment not in self._dirty:
             self._mark_dirty(segment)
+
+    def _finish_write(self, segment: _Segment, data: bytes, written: int) -> None:
+        """After a short (`written` bytes) or failed (-1) write: write the rest, or cut the file back.
+
+        On failure the file is cut back to its last whole record; `os.write` raises the OSError
+        with its errno (the libc call does not report its own, see `_libc_write`).
+        """
+        try:
+            _write_all(segment.fd, data, start=max(0, written))
+        except OSError:
+            self.write_failures += 1
+            try:
+                os.ftruncate(segment.fd, segment.size)
+            except OSError:  # the file cannot be repaired: stop appending to it
+                if segment is self._current:
+                    self._current = None
+                    segment.end_seq = self._next_seq
+            raise
 
     def _mark_dirty(self, segment: _Segment) -> None:
         """`machine` durability: this segment has writes the next group fsync must cover."""
@@ -821,12 +902,63 @@ def _populate(mapping: mmap.mmap, length: int) -> None:
         del anchor
 
 
-def _write_all_at(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
+def _write_all(fd: int, data: bytes, start: int = 0) -> None:
+    view = memoryview(data)[start:]
     while view:
-        written = os.pwrite(fd, view, offset)
+        written = os.write(fd, view)
         view = view[written:]
-        offset += written
+
+
+def _libc_write() -> Callable[[int, bytes, int], int]:
+    """write(2) called without releasing the GIL (see `_append_written`); `os.write` if there is no libc.
+
+    Called as `write(fd, data, len(data))`; it returns -1 on failure, and the caller finishes
+    the write with `os.write`, which retries an interrupted call and raises the errno. No
+    `argtypes`: converting the arguments through them cost 0.4 us per event (bench_spool.py,
+    the "append" row). Without them ctypes passes the two ints as C ints, widened to the
+    register by libffi, and the bytes as a pointer to their buffer; a record is far below
+    2 GiB (`MAX_RECORD_BYTES`), so its length fits.
+    """
+    try:
+        libc_write = ctypes.PyDLL(None).write  # PyDLL: the GIL stays held during the call
+    except (OSError, AttributeError):  # pragma: no cover - a platform without a C library to load
+        return _os_write
+    libc_write.restype = ctypes.c_ssize_t
+    return cast(Callable[[int, bytes, int], int], libc_write)
+
+
+def _os_write(fd: int, data: bytes, size: int) -> int:  # pragma: no cover - see _libc_write
+    try:
+        return os.write(fd, data)
+    except OSError:
+        return -1  # the caller's os.write raises it again, with its errno
+
+
+_write_holding_gil: Final = _libc_write()
+
+# Filesystems whose preallocated blocks are written in place, so that a store through a mapping
+# never needs space the disk may no longer have (statfs f_type: ext2/3/4, XFS, tmpfs). On a
+# copy-on-write filesystem (btrfs, ZFS, bcachefs) every write needs new blocks, and a store that
+# cannot get them is killed with SIGBUS instead of refused with ENOSPC.
+_MAPPABLE_FILESYSTEMS: Final = frozenset({0xEF53, 0x58465342, 0x01021994})
+
+
+def _maps_safely(directory: Path) -> bool:
+    """Whether the spool writes through mappings in `directory`; False (write(2)) when unsure."""
+    if not sys.platform.startswith("linux"):  # pragma: no cover
+        return False
+    try:
+        statfs = ctypes.CDLL(None, use_errno=True).statfs
+    except (OSError, AttributeError):  # pragma: no cover
+        return False
+    buffer = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on 64-bit Linux
+    if statfs(os.fsencode(directory), buffer) != 0:
+        return False
+    return ctypes.c_long.from_buffer(buffer).value & 0xFFFFFFFF in _MAPPABLE_FILESYSTEMS  # f_type comes first
+
+
+_UNMAPPED: Final = mmap.mmap(-1, 1)  # the `map` of a file written with write(2) only: closed, like an unmapped file's
+_UNMAPPED.close()
 
 
 def _unlink(path: Path) -> None:
