@@ -27,6 +27,9 @@ docs/operators/spool.md; how it is built, and why:
 - The next file is prepared ahead by the worker thread (`_prepare_spare`: created, preallocated,
   its first pages faulted in), under its temporary name until a rotation takes it, so that
   neither the file's creation nor most of its page faults fall on `execute`.
+  Only where preallocated blocks are written in place (`_maps_safely`: ext4, XFS, tmpfs); on
+  other filesystems a store into a full disk would be SIGBUS, so each event is one write(2)
+  there, made without releasing the GIL (`_append_written`).
   `machine` adds an fsync of every written file every `sync_interval` on a background thread
   (the window a power loss can take), never on the caller's thread; on Linux fsync writes back
   the pages dirtied through a mapping too, so no msync is needed.
