@@ -9,6 +9,7 @@ test_spool_kill.py.
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import json
 import os
@@ -550,6 +551,28 @@ def test_where_files_are_not_mapped_they_are_written_without_preallocation(monke
         assert parse(data).readable_bytes == len(data) and not parse(data).problem
     assert spool.stats()["bytes"] == sum(path.stat().st_size for path in files)
     assert not list(tmp_path.glob("*" + TEMP_SUFFIX))  # no spare either
+    spool.close()
+
+
+def _open_descriptors_of(path: Path) -> int:
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith(str(path))
+    return count
+
+
+def test_a_drained_file_is_gone_at_once_and_released_by_the_worker(mappable: None, tmp_path: Path) -> None:
+    spool = Spool(SpoolSettings(tmp_path, max_bytes=1 << 20, segment_bytes=4096))
+    ids = [f"m{n}" for n in range(10)]
+    for message_id in ids:  # past an eighth of the file: drained, it is retired
+        assert spool.append(
+            WORKSPACE, WRITE_KEY, "e", "tok", message_id, json.dumps({"messageId": message_id, "pad": "x" * 80})
+        )
+    (path,) = _spool_files(tmp_path)
+    spool.ack(WORKSPACE, ids)
+    assert not path.exists(), "a drained file outlived its last acknowledgement"
+    assert _wait(lambda: _open_descriptors_of(path) == 0), "the worker did not unmap and close it"
     spool.close()
 
 
