@@ -20,7 +20,7 @@ docs/operators/spool.md; how it is built, and why:
   to `execute` (docs/internals/benchmarks.md). Each file is preallocated
   (`os.posix_fallocate`, `segment_bytes`) before it is mapped, so a store never meets a full
   disk (which would be SIGBUS, not an OSError): a disk that cannot hold a new file refuses the
-  event at `_rotate` with an OSError, as a failed write did. A file stops being mapped when it
+  event at `_rotate` with an OSError, which the pool dead-letters as spool_failed. A file stops being mapped when it
   stops being the current one (rotated, deleted, closed): it is cut to the bytes written, and
   what it is written afterwards (acknowledgements) goes by pwrite(2). A file whose process died
   while it was current ends in zeros, where readers stop (delivery_spool_format).
@@ -212,7 +212,7 @@ class Spool:
         payload = message_json if isinstance(message_json, bytes) else _encode(message_json)
         size = len(payload) + EVENT_OVERHEAD
         lock = self._lock
-        lock.acquire()  # not `with`: its enter and exit calls cost more than these two
+        lock.acquire()  # not `with`: 0.17 us more per append (bench_spool.py, the append row)
         try:
             segment = self._current
             if segment is None or segment.size + size > segment.capacity:
