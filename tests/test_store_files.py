@@ -8,8 +8,10 @@ import os
 import sqlite3
 import stat
 import subprocess
+import threading
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -225,3 +227,53 @@ def test_stores_of_0_1_0_without_an_application_id_are_adopted(tmp_path: Path) -
     db.close()
     with pytest.raises(StoreFileError, match="collector event store, not a dead-letter store"):
         DeadLetterStore(events).list()
+
+
+def test_a_store_another_worker_creates_meanwhile_is_recognised_as_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers opening a new store at once: the second reads the file's mark before the first
+    has written it, and its tables after. Read apart, that looked like another application's file,
+    and the dead letters being written were lost."""
+    path = tmp_path / "dead-letters.sqlite3"
+    real_connect = sqlite3.connect
+    other_worker: list[threading.Thread] = []
+    failures: list[BaseException] = []
+
+    def other_worker_creates_the_store() -> None:
+        try:
+            assert dead_letter(DeadLetterStore(path), "m-other") == 1
+        except BaseException as error:
+            failures.append(error)
+
+    class Racing:
+        """A connection after whose first read of the mark the other worker creates the store."""
+
+        def __init__(self, connection: sqlite3.Connection) -> None:
+            self._connection = connection
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._connection, name)
+
+        def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+            cursor = self._connection.execute(sql, *args)
+            if sql == "PRAGMA application_id" and not other_worker:
+                other_worker.append(threading.Thread(target=other_worker_creates_the_store))
+                other_worker[0].start()
+                other_worker[0].join(2.0)  # done by now, unless the read holds it back until it ends
+            return cursor
+
+    connections = 0
+
+    def connect(*args: Any, **kwargs: Any) -> Any:
+        nonlocal connections
+        connections += 1
+        connection = real_connect(*args, **kwargs)
+        return Racing(connection) if connections == 1 else connection
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    assert dead_letter(DeadLetterStore(path)) == 1
+    other_worker[0].join(30)
+    monkeypatch.setattr(sqlite3, "connect", real_connect)
+    assert not failures, failures
+    assert {letter.message_id for letter in DeadLetterStore(path).list()} == {"m-1", "m-other"}

@@ -182,15 +182,21 @@ def _check_contents(database: sqlite3.Connection, path: Path, kind: StoreKind, c
     """The file is this kind's: marked with its application_id, or unmarked (returns True) and
     empty or 0.1.0's."""
     try:
-        application_id = int(database.execute("PRAGMA application_id").fetchone()[0])
-        if application_id == kind.application_id:
-            return False
-        tables = {
-            str(name)
-            for (name,) in database.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
-            )
-        }
+        # One read transaction: another worker may be creating this very file, and its tables seen
+        # without its mark (read a moment before) would make it "another application's".
+        database.execute("BEGIN")
+        try:
+            application_id = int(database.execute("PRAGMA application_id").fetchone()[0])
+            if application_id == kind.application_id:
+                return False
+            tables = {
+                str(name)
+                for (name,) in database.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+                )
+            }
+        finally:
+            database.execute("COMMIT")
     except sqlite3.DatabaseError as error:
         raise StoreFileError(f"{path} cannot be read as an SQLite database ({error}); {choose}.") from None
     owner = next((other for other in _KINDS if other.application_id == application_id), None)

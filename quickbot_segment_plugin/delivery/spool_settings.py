@@ -90,13 +90,15 @@ class SpoolVariables(Settings):
         DEFAULT_MAX_BYTES,
         ge=1024 * 1024,
         le=1 << 40,
-        description='Bytes of spool files per process; beyond, new events are dead-lettered as "queue_full".',
+        description="Bytes of spool files per process, a preallocated file counted at its full size; beyond, "
+        'new events are dead-lettered as "queue_full".',
     )
     spool_segment_bytes: int = Field(
         DEFAULT_SEGMENT_BYTES,
         ge=64 * 1024,
         le=1 << 30,
-        description="A spool file is closed and a new one started past this size (at most SPOOL_MAX_BYTES).",
+        description="The size a spool file is preallocated at; a new one is started when the next event does not "
+        "fit (at most SPOOL_MAX_BYTES).",
     )
     spool_sync_ms: int = Field(
         DEFAULT_SYNC_MS, ge=1, le=1000, description="`machine` durability: how often events are fsynced."
