@@ -8,8 +8,8 @@ import os
 import sqlite3
 import stat
 import subprocess
-import threading
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
