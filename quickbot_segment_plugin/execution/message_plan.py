@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 from ..core import HOST_CONTEXT_KEYS, PAYLOAD_OBJECTS, library_context, utc_now_text
 from ..options import IDENTITY_FIELDS, REQUIRED_FIELDS, ValueType, convert, to_text
 from ..templating import NOT_PLAIN, CompiledTemplate
-from .slot_checks import MESSAGE_ID_PATH, TIMESTAMP_PATH, SlotPath
+from .slot_checks import MESSAGE_ID_PATH, TIMESTAMP_PATH, LearnedChecks, SlotPath
 
 if TYPE_CHECKING:
     from .plan import BlockPlan
@@ -93,8 +93,8 @@ class MessagePlan:
         # items, rendered per message, and where each value goes (a copied container, a key).
         self._skeletons, self._dynamic, self._places = _skeletons(items)
         self.slot_paths, self.slot_optional = _slots(action, fields, items)
-        # What the checks learned about this message, per policy and plan (slot_checks.LearnedChecks).
-        self.checks: dict[tuple[object, ...], Any] = {}
+        # What the checks learned about this message, by the ids of a privacy policy and a tracking plan.
+        self.checks: dict[tuple[int, int], LearnedChecks] = {}
 
     def __repr__(self) -> str:
         dynamic = sum(template is not None for _, template, _ in self._fields) + sum(

@@ -70,7 +70,7 @@ class LearnedChecks:
 def learned_for(message_plan: MessagePlan, policy: object, plan: object) -> LearnedChecks | None:
     """What was learned for this message under this policy and plan (compared by identity:
     the resolvers keep one object per version of a file)."""
-    learned: LearnedChecks | None = message_plan.checks.get((id(policy), id(plan)))
+    learned = message_plan.checks.get((id(policy), id(plan)))
     if learned is None or learned.policy is not policy or learned.plan is not plan:
         return None
     return learned

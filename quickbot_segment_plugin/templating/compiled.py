@@ -151,12 +151,11 @@ class VariableTemplate(CompiledTemplate):
     def render_plain(self, variables: Mapping[str, object]) -> object:
         # The value as it is, for the types that need no conversion; `render` does the rest.
         value = variables.get(self._name)
-        kind = type(value)
-        if kind is str:
-            return value if len(cast(str, value)) <= self._engine.limits.max_output_chars else NOT_PLAIN
-        if kind is bool or kind is float:
+        if type(value) is str:
+            return value if len(value) <= self._engine.limits.max_output_chars else NOT_PLAIN
+        if type(value) is bool or type(value) is float:
             return value
-        if kind is int and cast(int, value).bit_length() <= self._engine.limits.max_number_bits:
+        if type(value) is int and value.bit_length() <= self._engine.limits.max_number_bits:
             return value
         return NOT_PLAIN
 
