@@ -29,6 +29,7 @@ from quickbot_segment_plugin.cli import main as cli_main
 from quickbot_segment_plugin.core.errors import ConfigurationError
 from quickbot_segment_plugin.credentials.keyring import KeyRing
 from quickbot_segment_plugin.deadletters import DeadLetterRecorder, DeadLetterStore, beside_store
+from quickbot_segment_plugin.delivery import spool as spool_module
 from quickbot_segment_plugin.delivery.pool import DeliveryPool, DeliverySettings
 from quickbot_segment_plugin.delivery.recovery import claim_orphans, status
 from quickbot_segment_plugin.delivery.spool import TEMP_SUFFIX, Spool, _maps_safely
@@ -357,7 +358,27 @@ def test_a_full_spool_dead_letters_like_a_full_queue(file_mode: str, collector: 
     assert not _spool_files(tmp_path / "spool")
 
 
-def test_a_segment_kept_alive_by_a_straggler_is_compacted(file_mode: str, tmp_path: Path) -> None:
+def test_a_closed_segment_whose_last_events_arrive_soon_after_is_not_compacted(file_mode: str, tmp_path: Path) -> None:
+    """The events still live when a file is closed are, nearly always, batches on their way: they are
+    acknowledged within moments, and compacting the file (reading and parsing all of it) would
+    be work thrown away, which cost a tenth of the process's CPU per event."""
+    spool = Spool(SpoolSettings(tmp_path, max_bytes=1 << 20, segment_bytes=2048))
+    for n in range(60):
+        payload = json.dumps({"type": "track", "messageId": f"m{n}", "pad": "x" * 100})
+        assert spool.append(WORKSPACE, WRITE_KEY, "e", "tok", f"m{n}", payload)
+    first = _spool_files(tmp_path)[0]
+    spool.ack(WORKSPACE, [f"m{n}" for n in range(1, 60)])  # the first file is left with one live event
+    time.sleep(0.5)  # the worker's turn, had it been woken for a compaction
+    assert spool.compactions == 0 and first.exists()
+    spool.ack(WORKSPACE, ["m0"])  # the last batch arrives
+    assert not first.exists() and spool.compactions == 0 and spool.pending == 0
+    spool.close()
+
+
+def test_a_segment_kept_alive_by_a_straggler_is_compacted(
+    file_mode: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool_module, "COMPACT_AFTER", 0.2)  # a straggler: still there after this long
     spool = Spool(SpoolSettings(tmp_path, max_bytes=1 << 20, segment_bytes=2048))
     for n in range(60):
         payload = json.dumps({"type": "track", "messageId": f"m{n}", "pad": "x" * 100})
