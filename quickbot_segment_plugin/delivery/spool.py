@@ -291,13 +291,11 @@ class Spool:
         if self._bytes + size > self._max_bytes:
             self.full_refusals += 1
             return False
-        ref, pending = entry
         seq = self._next_seq
-        self._write(segment, event_record(seq, ref, payload))
+        self._write(segment, event_record(seq, entry[0], payload))
         self._next_seq = seq + 1
         segment.live += 1
-        if pending.setdefault(message_id, seq) is not seq:
-            self._extra.setdefault((workspace_id, message_id), []).append(seq)
+        self._remember(workspace_id, message_id, seq)
         return True
 
     def _has_room(self, segment: _Segment, size: int) -> bool:
